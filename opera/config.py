@@ -1,0 +1,214 @@
+"""Configuration: schema validation (with defaults), registry resolution and the derived grid.
+
+Both the Snakefile and the ``opera`` CLI go through :func:`validate_config`, so a bad config stops
+before any job with the key path of the problem and the allowed values.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+SCHEMA_PATH = PROJECT_DIR / "config" / "schema.yaml"
+REGISTRY_PATH = PACKAGE_DIR / "registry.yaml"
+
+TRAINED_METHODS = ("basic", "sp", "random", "infobatch", "dp", "dp_query", "dp_doc")
+ALL_METHODS = ("pretrain",) + TRAINED_METHODS
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key path and the allowed values."""
+
+
+@lru_cache(maxsize=None)
+def load_registry() -> dict:
+    with open(REGISTRY_PATH, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+@lru_cache(maxsize=None)
+def _load_schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _with_defaults(validator_class):
+    """A jsonschema validator that also fills in `default` values (as Snakemake's validate does)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft7Validator)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    path = ""
+    for part in error.absolute_path:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    where = _key_path(error)
+    schema = error.schema
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        return f"config key '{where}': unknown key(s) {extra}; allowed keys: {allowed}"
+    if error.validator == "enum":
+        return f"config key '{where}': {error.instance!r} is not allowed; allowed values: {schema['enum']}"
+    return f"config key '{where}': {error.message}"
+
+
+def validate_config(config: dict) -> dict:
+    """Validate ``config`` in place against config/schema.yaml, fill defaults, resolve registry entries.
+
+    Returns the same dict, with ``datasets`` and ``models`` replaced by fully resolved entries.
+    """
+    errors = sorted(_Validator(_load_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_explain(e) for e in errors))
+    config["datasets"] = {name: resolve_dataset(name, spec) for name, spec in config["datasets"].items()}
+    config["models"] = {name: resolve_model(name, spec) for name, spec in config["models"].items()}
+    for name, model in config["models"].items():
+        if model["mining"]["hi"] <= model["mining"]["lo"]:
+            raise ConfigError(
+                f"config key 'models.{name}.mining': hi ({model['mining']['hi']}) must exceed lo ({model['mining']['lo']})"
+            )
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return validate_config(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve_dataset(name: str, overrides: dict | None = None) -> dict:
+    """The registry entry for ``name`` merged with ``overrides``; a new name needs its own ``source``."""
+    known = load_registry()["datasets"]
+    overrides = overrides or {}
+    if name not in known and "source" not in overrides:
+        raise ConfigError(
+            f"config key 'datasets.{name}': unknown dataset {name!r} and no 'source' given; "
+            f"known datasets: {sorted(known)}"
+        )
+    entry = _merge(known.get(name, {}), overrides)
+    entry.setdefault("splits", ["train", "dev", "test"])
+    entry.setdefault("positive_threshold", {})
+    return entry
+
+
+def resolve_model(name: str, overrides: dict | None = None) -> dict:
+    """The registry entry for ``name`` merged with ``overrides``; a new name needs a ``path`` and
+    inherits every other field from all-MiniLM-L6-v2's entry."""
+    known = load_registry()["models"]
+    overrides = overrides or {}
+    if name not in known and "path" not in overrides:
+        raise ConfigError(
+            f"config key 'models.{name}': unknown model {name!r} and no 'path' given; known models: {sorted(known)}"
+        )
+    return _merge(known.get(name, known["all-MiniLM-L6-v2"]), overrides)
+
+
+# --- the grid --------------------------------------------------------------------------------------
+
+def checkpoint_steps(model: dict) -> list[int]:
+    """Steps at which a finetuning run writes (and the workflow evaluates) a checkpoint."""
+    every, total = model["eval_every"], model["max_steps"]
+    steps = list(range(every, total + 1, every))
+    if not steps or steps[-1] != total:
+        steps.append(total)
+    return steps
+
+
+def eval_split(dataset: dict, choice: str = "auto") -> str:
+    splits = dataset["splits"]
+    if choice != "auto":
+        if choice not in splits:
+            raise ConfigError(f"evaluation.split is {choice!r} but the dataset has only {splits}")
+        return choice
+    for split in ("test", "dev"):
+        if split in splits:
+            return split
+    raise ConfigError(f"dataset has no test or dev split to evaluate on (splits: {splits})")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One evaluated retriever: a (dataset, model, method, seed, step) cell of the grid."""
+
+    dataset: str
+    model: str
+    method: str
+    seed: int | None = None
+    step: int | None = None
+
+    @property
+    def run_id(self) -> str:
+        """Path fragment below {dataset}/{model}/: 'pretrain' or '{method}/seed{seed}/step{step}'."""
+        if self.method == "pretrain":
+            return "pretrain"
+        return f"{self.method}/seed{self.seed}/step{self.step}"
+
+
+def grid(config: dict) -> list[Run]:
+    runs = []
+    for dataset in config["datasets"]:
+        for model_name, model in config["models"].items():
+            for method in config["methods"]:
+                if method == "pretrain":
+                    runs.append(Run(dataset, model_name, "pretrain"))
+                    continue
+                for seed in config["seeds"]:
+                    for step in checkpoint_steps(model):
+                        runs.append(Run(dataset, model_name, method, seed, step))
+    return runs
+
+
+def method_params(config: dict, method: str) -> dict:
+    """The parameters that affect one method (and nothing else), for Snakemake's params trigger."""
+    params = config["method_params"]
+    if method in ("sp", "random", "infobatch"):
+        return dict(params[method])
+    if method.startswith("dp"):
+        return dict(params["dp"])
+    return {}
+
+
+def warmup_steps(model: dict) -> int:
+    return int(math.ceil(model["warmup_ratio"] * model["max_steps"]))

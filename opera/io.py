@@ -1,0 +1,164 @@
+"""Artifact I/O: atomic writes and checksummed caches.
+
+Every artifact a stage owns is written to a temporary file beside its final path and renamed into
+place, so a killed job never leaves a half-written file a rerun would trust. Large cached arrays,
+indexes and tables get a sidecar ``<file>.sha256`` recording their digest, size and (for arrays) shape;
+readers verify it and refuse a file that does not match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+class CorruptArtifactError(RuntimeError):
+    """A cached artifact does not match the checksum recorded when it was written."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory next to ``path``; it replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+# --- checksummed artifacts -------------------------------------------------------------------------
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def write_checked(path: str | os.PathLike, writer: Callable[[Path], None], **meta: Any) -> None:
+    """Write ``path`` atomically through ``writer(tmp_path)`` and record its checksum beside it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        writer(tmp)
+        record = {"sha256": sha256_of(tmp), "bytes": tmp.stat().st_size, **meta}
+        # The sidecar is written first: a file without a matching sidecar is never trusted.
+        write_json(_sidecar(path), record)
+
+
+def verify(path: str | os.PathLike) -> dict:
+    """Check ``path`` against its sidecar; return the recorded metadata or raise CorruptArtifactError."""
+    path = Path(path)
+    side = _sidecar(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing artifact")
+    if not side.exists():
+        raise CorruptArtifactError(
+            f"{path}: no checksum file {side.name}; it was not written by a completed stage. "
+            "Delete it and rerun the workflow (snakemake --rerun-incomplete) to recompute it."
+        )
+    record = read_json(side)
+    size = path.stat().st_size
+    if size != record["bytes"] or sha256_of(path) != record["sha256"]:
+        raise CorruptArtifactError(
+            f"{path}: content does not match {side.name} (size {size}, expected {record['bytes']}); "
+            "the file is truncated or corrupted. Delete it and rerun the workflow to recompute it."
+        )
+    return record
+
+
+def save_array(path: str | os.PathLike, array: np.ndarray) -> None:
+    array = np.ascontiguousarray(array)
+    write_checked(
+        path,
+        lambda tmp: _save_npy(tmp, array),
+        shape=list(array.shape),
+        dtype=str(array.dtype),
+    )
+
+
+def _save_npy(tmp: Path, array: np.ndarray) -> None:
+    with open(tmp, "wb") as handle:  # np.save on a path would append ".npy" to the temp name
+        np.save(handle, array, allow_pickle=False)
+
+
+def load_array(path: str | os.PathLike) -> np.ndarray:
+    record = verify(path)
+    array = np.load(path, allow_pickle=False)
+    if list(array.shape) != record["shape"]:
+        raise CorruptArtifactError(f"{path}: shape {array.shape} differs from recorded {record['shape']}")
+    return array
+
+
+def save_table(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    write_checked(path, lambda tmp: frame.to_parquet(tmp, index=False), rows=len(frame))
+
+
+def load_table(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+    record = verify(path)
+    frame = pd.read_parquet(path, columns=columns)
+    if len(frame) != record["rows"]:
+        raise CorruptArtifactError(f"{path}: {len(frame)} rows, recorded {record['rows']}")
+    return frame
