@@ -1,0 +1,482 @@
+"""Datasets: loading from a shipped/BEIR/ir_datasets source, validation, and normalized tables.
+
+Whatever the source, a dataset becomes three normalized tables:
+
+* ``corpus``: ``doc_id, title, text`` (strings; ``title`` may be empty),
+* ``queries``: ``query_id, text`` (every query judged in at least one split),
+* ``qrels[split]``: ``query_id, doc_id, relevance`` (int64; after ``positive_threshold``, 0 means
+  judged non-relevant and >= 1 relevant).
+
+Everything is validated before anything is written; a violation raises :class:`DataError` naming
+the file, the 1-based line and the offending id, e.g.
+``resources/datasets/x/corpus.jsonl.gz:17: duplicate document id 'MED-10' (first seen on line 3)``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from opera import io
+from opera.config import PROJECT_DIR
+
+log = logging.getLogger(__name__)
+
+SHIPPED_DIR = PROJECT_DIR / "resources" / "datasets"
+SPLIT_ORDER = ("train", "dev", "test")
+DEFAULT_OPTIONS = {"title_join": "space", "queries_without_positives": "drop", "duplicate_documents": "error"}
+
+
+class DataError(ValueError):
+    """Invalid or unobtainable data; the message names the file, the line and the offending id."""
+
+
+@dataclass
+class Dataset:
+    corpus: pd.DataFrame  # doc_id, title, text
+    queries: pd.DataFrame  # query_id, text
+    qrels: dict[str, pd.DataFrame]  # split -> query_id, doc_id, relevance (int64)
+    summary: dict = field(default_factory=dict)
+
+
+# --- passages --------------------------------------------------------------------------------------
+
+def passage_text(title: str, text: str, title_join: str = "space") -> str:
+    """The string a passage encoder sees: 'space' (BEIR/MTEB), 'newline' or 'text_only'.
+
+    'text_only' falls back to the title for a document whose text is empty, so no passage is ever
+    encoded as an empty string (validation only guarantees that title or text is non-empty).
+    """
+    title, text = (title or "").strip(), (text or "").strip()
+    if title_join == "space":
+        return f"{title} {text}".strip()
+    if title_join == "newline":
+        return f"{title}\n{text}".strip()
+    if title_join == "text_only":
+        return text or title
+    raise ValueError(f"title_join must be 'space', 'newline' or 'text_only', not {title_join!r}")
+
+
+def passage_texts(corpus: pd.DataFrame, title_join: str = "space") -> list[str]:
+    return [passage_text(t, x, title_join) for t, x in zip(corpus["title"], corpus["text"])]
+
+
+# --- record readers: each yields (line number, record) from one file or iterator --------------------
+
+def _display(path: Path) -> str:
+    """A path as messages show it: relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _progress(iterable: Iterable, desc: str) -> tqdm:
+    # delay: small files (and tests) read without a bar; big ones show progress after 2 s
+    return tqdm(iterable, desc=desc, unit=" lines", mininterval=2.0, delay=2.0, leave=False)
+
+
+def _find_jsonl(folder: Path, stem: str) -> Path:
+    for candidate in (folder / f"{stem}.jsonl", folder / f"{stem}.jsonl.gz"):
+        if candidate.exists():
+            return candidate
+    raise DataError(f"{_display(folder)}: neither {stem}.jsonl nor {stem}.jsonl.gz exists")
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    where = _display(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_no, line in enumerate(_progress(handle, f"reading {path.name}"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                reason = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+                raise DataError(f"{where}:{line_no}: malformed JSON ({reason})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{where}:{line_no}: expected a JSON object, got {type(record).__name__}")
+            yield line_no, record
+
+
+def _read_qrels_tsv(path: Path) -> Iterator[tuple[int, str, str, Any]]:
+    """BEIR qrels: a header line ``query-id<TAB>corpus-id<TAB>score``, then one row per judgment."""
+    where = _display(path)
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(_progress(handle, f"reading {path.name}"), start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or (line_no == 1 and line.lower().startswith("query-id")):
+                continue
+            fields = [f.strip() for f in line.split("\t")]
+            if len(fields) != 3:  # a 4-column TREC qrels file would otherwise be misread silently
+                raise DataError(
+                    f"{where}:{line_no}: expected 3 tab-separated columns (query-id, corpus-id, score), "
+                    f"found {len(fields)}: {line!r}"
+                )
+            yield line_no, fields[0], fields[1], fields[2]
+
+
+# --- validation and normalization --------------------------------------------------------------------
+
+def _field(record: dict, key: str, where: str, line_no: int, required: bool = True) -> str:
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise DataError(f"{where}:{line_no}: missing required field '{key}'")
+        return ""
+    return str(value)  # ids are strings, even when BEIR writes them as numbers
+
+
+def _collect_docs(records: Iterable[tuple[int, dict]], where: str, duplicates: str) -> tuple[pd.DataFrame, int]:
+    """Corpus records (``_id``, optional ``title``, ``text``) -> table; returns (table, duplicates dropped)."""
+    first_line: dict[str, int] = {}
+    titles, texts, dropped = [], [], 0
+    for line_no, record in records:
+        doc_id = _field(record, "_id", where, line_no)
+        if not doc_id:
+            raise DataError(f"{where}:{line_no}: empty document id")
+        if doc_id in first_line:
+            if duplicates != "drop":
+                raise DataError(
+                    f"{where}:{line_no}: duplicate document id {doc_id!r} (first seen on line {first_line[doc_id]}); "
+                    "set data.duplicate_documents: drop to keep the first copy"
+                )
+            dropped += 1
+            continue
+        title = _field(record, "title", where, line_no, required=False)
+        text = _field(record, "text", where, line_no)
+        if not (title.strip() or text.strip()):
+            raise DataError(f"{where}:{line_no}: document {doc_id!r} has an empty title and text")
+        first_line[doc_id] = line_no
+        titles.append(title)
+        texts.append(text)
+    if not first_line:
+        raise DataError(f"{where}: no documents")
+    if dropped:
+        log.warning("%s: dropped %d duplicate document line(s), kept the first copy of each id", where, dropped)
+    return pd.DataFrame({"doc_id": list(first_line), "title": titles, "text": texts}), dropped
+
+
+def _collect_queries(records: Iterable[tuple[int, dict]], where: str) -> pd.DataFrame:
+    first_line: dict[str, int] = {}
+    texts = []
+    for line_no, record in records:
+        query_id = _field(record, "_id", where, line_no)
+        if not query_id:
+            raise DataError(f"{where}:{line_no}: empty query id")
+        if query_id in first_line:
+            raise DataError(
+                f"{where}:{line_no}: duplicate query id {query_id!r} (first seen on line {first_line[query_id]})"
+            )
+        text = _field(record, "text", where, line_no)
+        if not text.strip():
+            raise DataError(f"{where}:{line_no}: query {query_id!r} has an empty text")
+        first_line[query_id] = line_no
+        texts.append(text)
+    return pd.DataFrame({"query_id": list(first_line), "text": texts})
+
+
+def _collect_qrels(
+    rows: Iterable[tuple[int, str, str, Any]], where: str, doc_ids: set, query_ids: set
+) -> pd.DataFrame:
+    """Judgment rows -> table with a ``line`` column (kept for later messages); every id must be known."""
+    seen: dict[tuple[str, str], int] = {}
+    relevance = []
+    for line_no, query_id, doc_id, score in rows:
+        if query_id not in query_ids:
+            raise DataError(f"{where}:{line_no}: unknown query id {query_id!r} (not in the queries)")
+        if doc_id not in doc_ids:
+            raise DataError(f"{where}:{line_no}: unknown document id {doc_id!r} (not in the corpus)")
+        try:
+            relevance.append(int(score))  # int("1.5") and int("x") fail: grades are integers
+        except (TypeError, ValueError):
+            raise DataError(
+                f"{where}:{line_no}: relevance {score!r} of ({query_id!r}, {doc_id!r}) is not an integer"
+            ) from None
+        if (query_id, doc_id) in seen:
+            raise DataError(
+                f"{where}:{line_no}: duplicate judgment of query {query_id!r} and document {doc_id!r} "
+                f"(first on line {seen[query_id, doc_id]})"
+            )
+        seen[query_id, doc_id] = line_no
+    return pd.DataFrame({
+        "query_id": [q for q, _ in seen],
+        "doc_id": [d for _, d in seen],
+        "relevance": np.asarray(relevance, dtype=np.int64),
+        "line": np.fromiter(seen.values(), dtype=np.int64, count=len(seen)),
+    })
+
+
+# --- sources ---------------------------------------------------------------------------------------
+
+def _shipped_names() -> list[str]:
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir()) if SHIPPED_DIR.is_dir() else []
+
+
+def _load_beir(folder: Path, splits: list[str], options: dict):
+    if not folder.is_dir():
+        raise DataError(f"{_display(folder)}: BEIR dataset folder not found")
+    missing = [s for s in splits if not (folder / "qrels" / f"{s}.tsv").exists()]
+    if missing:  # checked first: a missing split should not wait for the corpus to be read
+        s = missing[0]
+        raise DataError(f"{_display(folder / 'qrels' / f'{s}.tsv')}: missing qrels file for required split {s!r}")
+    corpus_path, queries_path = _find_jsonl(folder, "corpus"), _find_jsonl(folder, "queries")
+    corpus, dropped = _collect_docs(_read_jsonl(corpus_path), _display(corpus_path), options["duplicate_documents"])
+    queries = _collect_queries(_read_jsonl(queries_path), _display(queries_path))
+    doc_ids, query_ids = set(corpus["doc_id"]), set(queries["query_id"])
+    qrels, where = {}, {}
+    for split in splits:
+        path = folder / "qrels" / f"{split}.tsv"
+        where[split] = _display(path)
+        qrels[split] = _collect_qrels(_read_qrels_tsv(path), where[split], doc_ids, query_ids)
+    return corpus, queries, qrels, where, dropped
+
+
+def _fetch_error(what: str, exc: Exception, manual: str | None) -> DataError:
+    hint = f"\n{manual}" if manual else ""
+    return DataError(f"ir_datasets {what}: could not obtain the data ({type(exc).__name__}: {exc}){hint}")
+
+
+def _guarded(make_iter: Callable[[], Iterable], what: str, manual: str | None) -> Iterator:
+    """Iterate an ir_datasets iterator, turning its failures (download, missing files) into DataError.
+
+    Only ir_datasets' own errors are translated; the consumer's validation errors never pass through here.
+    """
+    try:
+        iterator = iter(make_iter())
+    except Exception as exc:  # noqa: BLE001 - any failure to obtain the data
+        raise _fetch_error(what, exc, manual) from exc
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001
+            raise _fetch_error(what, exc, manual) from exc
+        yield item
+
+
+def _text_of(record: Any, id_field: str) -> str | None:
+    """The ``text`` field of an ir_datasets namedtuple, else its first string field after the id."""
+    if hasattr(record, "text"):
+        return record.text
+    fields = list(record._fields)
+    for name in fields[fields.index(id_field) + 1:]:
+        value = getattr(record, name)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _load_ir_datasets(ids: dict, splits: list[str], manual: str | None, options: dict):
+    import ir_datasets  # heavy and only needed for this source
+
+    missing = [s for s in splits if s not in ids]
+    if missing:
+        raise DataError(f"source.ids has no ir_datasets id for split(s) {missing} (ids: {ids})")
+
+    def load(dataset_id: str):
+        try:
+            return ir_datasets.load(dataset_id)
+        except Exception as exc:  # noqa: BLE001 - e.g. KeyError for an unknown id
+            raise _fetch_error(repr(dataset_id), exc, manual) from exc
+
+    handles = {split: load(ids[split]) for split in splits}
+    first = ids[splits[0]]
+    docs = (
+        (i, {"_id": d.doc_id, "title": getattr(d, "title", ""), "text": _text_of(d, "doc_id")})
+        for i, d in enumerate(_guarded(handles[splits[0]].docs_iter, f"{first!r} docs", manual), start=1)
+    )
+    corpus, dropped = _collect_docs(_progress(docs, f"{first} docs"), f"ir_datasets[{first}].docs",
+                                    options["duplicate_documents"])
+    frames = []
+    for split in splits:
+        records = (
+            (i, {"_id": q.query_id, "text": _text_of(q, "query_id")})
+            for i, q in enumerate(_guarded(handles[split].queries_iter, f"{ids[split]!r} queries", manual), start=1)
+        )
+        frames.append(_collect_queries(records, f"ir_datasets[{ids[split]}].queries"))
+    # A query may belong to several splits' query lists; identical copies merge, conflicting ones do not.
+    queries = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
+    clash = queries["query_id"].duplicated()
+    if clash.any():
+        raise DataError(f"ir_datasets {list(ids.values())}: query {queries['query_id'][clash].iloc[0]!r} "
+                        "has different texts in different splits")
+    doc_ids, query_ids = set(corpus["doc_id"]), set(queries["query_id"])
+    qrels, where = {}, {}
+    for split in splits:
+        where[split] = f"ir_datasets[{ids[split]}].qrels"
+        rows = (
+            (i, str(r.query_id), str(r.doc_id), r.relevance)
+            for i, r in enumerate(_guarded(handles[split].qrels_iter, f"{ids[split]!r} qrels", manual), start=1)
+        )
+        qrels[split] = _collect_qrels(rows, where[split], doc_ids, query_ids)
+    return corpus, queries, qrels, where, dropped
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+def load_dataset(name: str, spec: dict, options: dict | None = None) -> Dataset:
+    """Load, validate and normalize dataset ``name`` from its resolved registry entry ``spec``.
+
+    ``options`` is ``config["data"]`` (``title_join``, ``queries_without_positives``,
+    ``duplicate_documents``). Steps, in order:
+
+    1. read the source (shipped name, local BEIR folder or ir_datasets ids) and validate it;
+    2. per split, relevance below ``positive_threshold[split]`` (default 1) becomes 0 (judged
+       non-relevant);
+    3. train queries without a relevant document are dropped (counted) or raise, per
+       ``queries_without_positives``; other splits keep them (the evaluator excludes them);
+    4. optional ``subsample`` {docs, queries: {split: n}, seed}, deterministic under its seed:
+       for each split in the order train, dev, test with a ``queries[split]`` count, that many
+       query ids are drawn without replacement (numpy ``default_rng(seed).choice``, one generator
+       for all draws, over the sorted ids of that split's queries with a relevant document); other
+       splits keep all their queries. With ``docs``, the kept corpus is every relevant document of
+       every kept query, plus documents drawn from the sorted remaining ids up to ``docs`` in total
+       (when the relevant documents alone exceed ``docs``, they are all kept and this is logged).
+       Qrels keep only kept queries and kept documents;
+    5. the queries table keeps the queries judged in at least one split (those in no split's qrels
+       from the start are counted as ``dropped.unjudged_queries``).
+    """
+    options = {**DEFAULT_OPTIONS, **(options or {})}
+    source = spec.get("source") or {}
+    splits = list(spec.get("splits") or ["train", "dev", "test"])
+    kind = source.get("type")
+    if kind == "shipped":
+        shipped = source.get("name", name)
+        if shipped not in _shipped_names():
+            raise DataError(f"dataset {name!r}: no shipped dataset {shipped!r}; shipped datasets: {_shipped_names()}")
+        raw = _load_beir(SHIPPED_DIR / shipped, splits, options)
+    elif kind == "beir":
+        if not source.get("path"):
+            raise DataError(f"dataset {name!r}: source type 'beir' needs a 'path' to a BEIR folder")
+        raw = _load_beir(Path(source["path"]).expanduser(), splits, options)
+    elif kind == "ir_datasets":
+        raw = _load_ir_datasets(source.get("ids") or {}, splits, spec.get("manual_download"), options)
+    else:
+        raise DataError(f"dataset {name!r}: unknown source type {kind!r} (shipped, beir or ir_datasets)")
+    corpus, queries, qrels, where, duplicate_docs = raw
+
+    judged = set().union(*(set(t["query_id"]) for t in qrels.values()))
+    dropped = {
+        "duplicate_documents": duplicate_docs,
+        "unjudged_queries": int((~queries["query_id"].isin(judged)).sum()),  # in no split's qrels
+        "train_queries_without_positives": 0,
+    }
+    thresholds = spec.get("positive_threshold") or {}
+    for split, table in qrels.items():
+        threshold = int(thresholds.get(split, 1))
+        table["relevance"] = table["relevance"].where(table["relevance"] >= threshold, 0)
+        if split != "train":
+            continue
+        has_positive = table.groupby("query_id", sort=False)["relevance"].transform("max") >= 1
+        if has_positive.all():
+            continue
+        bad = table.loc[~has_positive].drop_duplicates("query_id")
+        if options["queries_without_positives"] == "error":
+            first = bad.iloc[0]
+            raise DataError(
+                f"{where[split]}:{first['line']}: train query {first['query_id']!r} has no relevant document "
+                f"(relevance >= {threshold}; {len(bad)} train queries have none). "
+                "Set data.queries_without_positives: drop to drop them"
+            )
+        qrels[split] = table.loc[has_positive].reset_index(drop=True)
+        dropped["train_queries_without_positives"] = len(bad)
+        log.warning("%s: dropped %d train queries without a relevant document", where[split], len(bad))
+
+    summary: dict = {"dataset": name, "source": dict(source), "dropped": dropped}
+    if spec.get("subsample"):
+        corpus, qrels = _subsample(corpus, qrels, spec["subsample"])
+        summary["subsample"] = dict(spec["subsample"])
+
+    qrels = {s: t.drop(columns="line").reset_index(drop=True) for s, t in qrels.items()}
+    judged = set().union(*(set(t["query_id"]) for t in qrels.values()))
+    queries = queries.loc[queries["query_id"].isin(judged)].reset_index(drop=True)
+
+    summary["splits"] = {
+        split: {
+            "documents": len(corpus),
+            "queries": int(t["query_id"].nunique()),
+            "judged_pairs": len(t),
+            "relevant_pairs": int((t["relevance"] >= 1).sum()),
+        }
+        for split, t in qrels.items()
+    }
+    for line in summary_line(name, summary):
+        log.info(line)
+    return Dataset(corpus=corpus, queries=queries, qrels=qrels, summary=summary)
+
+
+def _subsample(corpus: pd.DataFrame, qrels: dict[str, pd.DataFrame], sub: dict):
+    """See :func:`load_dataset`, step 4."""
+    rng = np.random.default_rng(int(sub.get("seed", 0)))
+    counts = sub.get("queries") or {}
+    for split in [s for s in SPLIT_ORDER if s in qrels] + [s for s in qrels if s not in SPLIT_ORDER]:
+        if split not in counts:
+            continue
+        table = qrels[split]
+        candidates = np.array(sorted(set(table.loc[table["relevance"] >= 1, "query_id"])), dtype=object)
+        n = min(int(counts[split]), len(candidates))
+        chosen = set(rng.choice(candidates, size=n, replace=False)) if n else set()
+        qrels[split] = table.loc[table["query_id"].isin(chosen)]
+    if sub.get("docs"):
+        relevant = set().union(*(set(t.loc[t["relevance"] >= 1, "doc_id"]) for t in qrels.values()))
+        target = int(sub["docs"])
+        if len(relevant) >= target:
+            if len(relevant) > target:
+                log.info("subsample: the kept queries have %d relevant documents (> docs=%d); keeping them all",
+                         len(relevant), target)
+            keep = relevant
+        else:
+            others = np.array(sorted(set(corpus["doc_id"]) - relevant), dtype=object)
+            keep = relevant | set(rng.choice(others, size=min(target - len(relevant), len(others)), replace=False))
+        corpus = corpus.loc[corpus["doc_id"].isin(keep)].reset_index(drop=True)
+        qrels = {s: t.loc[t["doc_id"].isin(keep)] for s, t in qrels.items()}
+    return corpus, {s: t.reset_index(drop=True) for s, t in qrels.items()}
+
+
+# --- prepared artifacts ----------------------------------------------------------------------------
+
+def prepare(name: str, spec: dict, options: dict | None, out_dir: str | Path) -> dict:
+    """Load and validate ``name``, then write ``out_dir`` atomically; return its summary.
+
+    ``out_dir`` receives ``corpus.parquet``, ``queries.parquet``, ``qrels_<split>.parquet`` (each
+    with a ``.sha256`` sidecar) and ``summary.json``. A failure leaves ``out_dir`` untouched.
+    """
+    dataset = load_dataset(name, spec, options)
+    with io.atomic_dir(out_dir) as tmp:
+        io.save_table(tmp / "corpus.parquet", dataset.corpus)
+        io.save_table(tmp / "queries.parquet", dataset.queries)
+        for split, table in dataset.qrels.items():
+            io.save_table(tmp / f"qrels_{split}.parquet", table)
+        io.write_json(tmp / "summary.json", dataset.summary)
+    return dataset.summary
+
+
+def read_prepared(data_dir: str | Path) -> Dataset:
+    """The tables written by :func:`prepare`; checksums are verified (CorruptArtifactError otherwise)."""
+    data_dir = Path(data_dir)
+    summary = io.read_json(data_dir / "summary.json")
+    return Dataset(
+        corpus=io.load_table(data_dir / "corpus.parquet"),
+        queries=io.load_table(data_dir / "queries.parquet"),
+        qrels={split: io.load_table(data_dir / f"qrels_{split}.parquet") for split in summary["splits"]},
+        summary=summary,
+    )
+
+
+def summary_line(name: str, summary: dict) -> list[str]:
+    """One line per split, e.g. ``nfcorpus/train: 3,633 documents, 2,590 queries, 110,575 judged pairs``."""
+    return [
+        f"{name}/{split}: {s['documents']:,} documents, {s['queries']:,} queries, {s['judged_pairs']:,} judged pairs"
+        for split, s in summary["splits"].items()
+    ]

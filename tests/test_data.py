@@ -1,0 +1,298 @@
+"""opera.data: loading, validation, normalization and prepared artifacts (local data only)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+import types
+from collections import namedtuple
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from opera.config import resolve_dataset
+from opera.data import DataError, load_dataset, passage_text, passage_texts, prepare, read_prepared, summary_line
+
+# --- a tiny BEIR folder -----------------------------------------------------------------------------
+
+DOCS = [
+    {"_id": "d1", "title": "Apples", "text": "Apples are fruit."},
+    {"_id": "d2", "title": "", "text": "Bananas are yellow."},
+    {"_id": "d3", "title": "Cherries", "text": "Cherries are red."},
+    {"_id": "d4", "text": "Dates are sweet."},  # no title field: optional
+]
+QUERIES = [{"_id": "q1", "text": "what are apples"}, {"_id": "q2", "text": "banana colour"},
+           {"_id": "q3", "text": "red fruit"}]
+QRELS = {"train": [("q1", "d1", 1), ("q2", "d2", 1)], "test": [("q3", "d3", 2), ("q3", "d4", 0)]}
+
+
+def _lines(items) -> str:
+    return "".join((item if isinstance(item, str) else json.dumps(item)) + "\n" for item in items)
+
+
+def write_beir(folder: Path, docs=DOCS, queries=QUERIES, qrels=QRELS, gz: bool = False) -> Path:
+    """Write a BEIR folder; items of docs/queries may be raw strings, qrels rows tuples or raw strings."""
+    (folder / "qrels").mkdir(parents=True)
+    for stem, items in (("corpus", docs), ("queries", queries)):
+        if gz:
+            with gzip.open(folder / f"{stem}.jsonl.gz", "wt", encoding="utf-8") as handle:
+                handle.write(_lines(items))
+        else:
+            (folder / f"{stem}.jsonl").write_text(_lines(items), encoding="utf-8")
+    for split, rows in qrels.items():
+        body = "".join((r if isinstance(r, str) else "\t".join(map(str, r))) + "\n" for r in rows)
+        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + body, encoding="utf-8")
+    return folder
+
+
+def beir_spec(folder: Path, splits=("train", "test"), **extra) -> dict:
+    return {"source": {"type": "beir", "path": str(folder)}, "splits": list(splits), "positive_threshold": {}, **extra}
+
+
+def fails(tmp_path: Path, spec: dict, *parts: str, options: dict | None = None) -> str:
+    """prepare() must raise DataError naming every one of ``parts`` and leave no output folder."""
+    out = tmp_path / "out" / "toy"
+    with pytest.raises(DataError) as err:
+        prepare("toy", spec, options or {}, out)
+    message = str(err.value)
+    for part in parts:
+        assert part in message, f"{part!r} not in {message!r}"
+    assert not out.exists()
+    return message
+
+
+# --- shipped data -------------------------------------------------------------------------------------
+
+OFFICIAL = {
+    "nfcorpus": (3633, {"train": (2590, 110575), "dev": (324, 11385), "test": (323, 12334)}),
+    "scifact": (5183, {"train": (809, 919), "test": (300, 339)}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_shipped_counts_and_round_trip(tmp_path, name):
+    n_docs, splits = OFFICIAL[name]
+    out = tmp_path / name
+    summary = prepare(name, resolve_dataset(name), {}, out)
+    assert {s: (v["queries"], v["judged_pairs"]) for s, v in summary["splits"].items()} == splits
+    assert all(v["documents"] == n_docs for v in summary["splits"].values())
+    assert summary["dropped"] == {"duplicate_documents": 0, "unjudged_queries": 0, "train_queries_without_positives": 0}
+
+    for table in ["corpus", "queries"] + [f"qrels_{s}" for s in splits]:
+        assert (out / f"{table}.parquet.sha256").exists()
+    data = read_prepared(out)
+    assert data.summary == summary
+    assert len(data.corpus) == n_docs and data.corpus["doc_id"].is_unique
+    assert list(data.corpus.columns) == ["doc_id", "title", "text"]
+    assert list(data.queries.columns) == ["query_id", "text"]
+    assert len(data.queries) == sum(q for q, _ in splits.values())  # the splits' queries are disjoint
+    for split, qrels in data.qrels.items():
+        assert list(qrels.columns) == ["query_id", "doc_id", "relevance"]
+        assert qrels["relevance"].dtype == "int64"
+        assert qrels["doc_id"].isin(data.corpus["doc_id"]).all()
+        assert qrels["query_id"].isin(data.queries["query_id"]).all()
+    if name == "nfcorpus":
+        assert summary_line(name, summary)[0] == "nfcorpus/train: 3,633 documents, 2,590 queries, 110,575 judged pairs"
+        assert set(data.qrels["dev"]["relevance"]) == {1, 2}
+
+
+def test_unknown_shipped_dataset_lists_the_shipped_ones(tmp_path):
+    fails(tmp_path, {"source": {"type": "shipped", "name": "nope"}, "splits": ["test"]}, "'nope'", "nfcorpus", "scifact")
+
+
+# --- bad inputs -------------------------------------------------------------------------------------
+
+def test_malformed_json_line(tmp_path):
+    folder = write_beir(tmp_path / "toy", docs=DOCS[:2] + ['{"_id": "d3", "text": "broken'] + DOCS[3:])
+    fails(tmp_path, beir_spec(folder), "corpus.jsonl:3:", "malformed JSON")
+
+
+def test_missing_required_field(tmp_path):
+    folder = write_beir(tmp_path / "toy", docs=DOCS + [{"_id": "d5", "title": "no text"}])
+    fails(tmp_path, beir_spec(folder), "corpus.jsonl:5:", "missing required field 'text'")
+    folder = write_beir(tmp_path / "toy2", queries=QUERIES + [{"text": "no id"}])
+    fails(tmp_path, beir_spec(folder), "queries.jsonl:4:", "missing required field '_id'")
+
+
+def test_duplicate_document_error(tmp_path):
+    folder = write_beir(tmp_path / "toy", docs=DOCS + [{"_id": "d2", "title": "", "text": "again"}])
+    fails(tmp_path, beir_spec(folder), "corpus.jsonl:5:", "duplicate document id 'd2'", "first seen on line 2")
+
+
+def test_duplicate_document_drop_keeps_first_and_counts(tmp_path):
+    folder = write_beir(tmp_path / "toy", docs=DOCS + [{"_id": "d2", "title": "", "text": "again"}])
+    data = load_dataset("toy", beir_spec(folder), {"duplicate_documents": "drop"})
+    assert len(data.corpus) == 4
+    assert data.corpus.set_index("doc_id").loc["d2", "text"] == "Bananas are yellow."
+    assert data.summary["dropped"]["duplicate_documents"] == 1
+
+
+def test_duplicate_query_id(tmp_path):
+    folder = write_beir(tmp_path / "toy", queries=QUERIES + [{"_id": "q1", "text": "again"}])
+    fails(tmp_path, beir_spec(folder), "queries.jsonl:4:", "duplicate query id 'q1'", "first seen on line 1")
+
+
+def test_qrels_unknown_query(tmp_path):
+    folder = write_beir(tmp_path / "toy", qrels={**QRELS, "train": QRELS["train"] + [("q9", "d1", 1)]})
+    fails(tmp_path, beir_spec(folder), "train.tsv:4:", "unknown query id 'q9'")
+
+
+def test_qrels_unknown_document(tmp_path):
+    folder = write_beir(tmp_path / "toy", qrels={**QRELS, "test": QRELS["test"] + [("q3", "MED-10", 1)]})
+    fails(tmp_path, beir_spec(folder), "test.tsv:4:", "unknown document id 'MED-10'")
+
+
+@pytest.mark.parametrize("score", ["1.5", "x"])
+def test_qrels_non_integer_relevance(tmp_path, score):
+    folder = write_beir(tmp_path / "toy", qrels={**QRELS, "train": [("q1", "d1", score)]})
+    fails(tmp_path, beir_spec(folder), "train.tsv:2:", f"relevance '{score}'", "'q1'", "not an integer")
+
+
+def test_qrels_too_few_columns(tmp_path):
+    folder = write_beir(tmp_path / "toy", qrels={**QRELS, "train": ["q1\td1", ("q2", "d2", 1)]})
+    fails(tmp_path, beir_spec(folder), "train.tsv:2:", "expected 3 tab-separated columns")
+
+
+def test_qrels_duplicate_pair(tmp_path):
+    folder = write_beir(tmp_path / "toy", qrels={**QRELS, "train": QRELS["train"] + [("q1", "d1", 1)]})
+    fails(tmp_path, beir_spec(folder), "train.tsv:4:", "'q1'", "'d1'", "first on line 2")
+
+
+def test_empty_texts(tmp_path):
+    folder = write_beir(tmp_path / "toy", docs=DOCS + [{"_id": "d5", "title": " ", "text": "\t"}])
+    fails(tmp_path, beir_spec(folder), "corpus.jsonl:5:", "document 'd5'", "empty")
+    folder = write_beir(tmp_path / "toy2", queries=[QUERIES[0], {"_id": "q2", "text": "  "}, QUERIES[2]])
+    fails(tmp_path, beir_spec(folder), "queries.jsonl:2:", "query 'q2'", "empty")
+
+
+def test_required_split_missing(tmp_path):
+    folder = write_beir(tmp_path / "toy")
+    fails(tmp_path, beir_spec(folder, splits=("train", "dev", "test")), "dev.tsv", "'dev'", "missing")
+
+
+def test_train_query_without_positives(tmp_path):
+    qrels = {"train": QRELS["train"] + [("q3", "d3", 0), ("q3", "d4", 0)], "test": [("q3", "d3", 0), ("q1", "d1", 1)]}
+    folder = write_beir(tmp_path / "toy", qrels=qrels)
+    data = load_dataset("toy", beir_spec(folder), {"queries_without_positives": "drop"})
+    assert set(data.qrels["train"]["query_id"]) == {"q1", "q2"}
+    assert data.summary["dropped"]["train_queries_without_positives"] == 1
+    assert set(data.qrels["test"]["query_id"]) == {"q1", "q3"}  # other splits keep them
+    fails(tmp_path, beir_spec(folder), "train.tsv:4:", "train query 'q3'", "no relevant document",
+          options={"queries_without_positives": "error"})
+
+
+# --- formats and options -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_plain_and_gzipped_jsonl(tmp_path, gz):
+    docs = DOCS + [{"_id": 17, "title": None, "text": "Numeric id."}]  # BEIR has numeric-looking ids
+    qrels = {**QRELS, "train": QRELS["train"] + [("q1", "17", 1)]}
+    folder = write_beir(tmp_path / "toy", docs=docs, qrels=qrels, gz=gz)
+    data = load_dataset("toy", beir_spec(folder), {})
+    assert list(data.corpus["doc_id"]) == ["d1", "d2", "d3", "d4", "17"]
+    assert list(data.corpus["title"]) == ["Apples", "", "Cherries", "", ""]
+    assert data.summary["splits"]["train"] == {"documents": 5, "queries": 2, "judged_pairs": 3, "relevant_pairs": 3}
+    assert data.summary["splits"]["test"] == {"documents": 5, "queries": 1, "judged_pairs": 2, "relevant_pairs": 1}
+
+
+def test_title_join():
+    assert passage_text("T", "body", "space") == "T body"
+    assert passage_text("", "body", "space") == "body"
+    assert passage_text("T", "body", "newline") == "T\nbody"
+    assert passage_text("", "body", "newline") == "body"
+    assert passage_text("T", "body", "text_only") == "body"
+    assert passage_text("T", "", "text_only") == "T"
+    corpus = pd.DataFrame({"doc_id": ["a", "b"], "title": ["A", ""], "text": ["x", "y"]})
+    assert passage_texts(corpus, "space") == ["A x", "y"]
+    with pytest.raises(ValueError):
+        passage_text("T", "body", "comma")
+
+
+def test_positive_threshold_maps_low_grades_to_zero(tmp_path):
+    qrels = {"train": QRELS["train"], "test": [("q3", "d3", 3), ("q3", "d4", 2), ("q1", "d1", 1)]}
+    folder = write_beir(tmp_path / "toy", qrels=qrels)
+    data = load_dataset("toy", beir_spec(folder, positive_threshold={"test": 3}), {})
+    assert list(data.qrels["test"]["relevance"]) == [3, 0, 0]
+    assert data.summary["splits"]["test"]["judged_pairs"] == 3
+    assert data.summary["splits"]["test"]["relevant_pairs"] == 1
+
+
+def test_subsample_is_deterministic_and_consistent():
+    sub = {"docs": 300, "queries": {"train": 20, "test": 10}, "seed": 3}
+    first = load_dataset("scifact", resolve_dataset("scifact", {"subsample": sub}), {})
+    again = load_dataset("scifact", resolve_dataset("scifact", {"subsample": sub}), {})
+    other = load_dataset("scifact", resolve_dataset("scifact", {"subsample": {**sub, "seed": 4}}), {})
+    pd.testing.assert_frame_equal(first.corpus, again.corpus)
+    for split in ("train", "test"):
+        pd.testing.assert_frame_equal(first.qrels[split], again.qrels[split])
+    assert set(first.qrels["train"]["query_id"]) != set(other.qrels["train"]["query_id"])
+
+    assert len(first.corpus) == 300
+    kept_docs = set(first.corpus["doc_id"])
+    assert set(first.queries["query_id"]) == set(first.qrels["train"]["query_id"]) | set(first.qrels["test"]["query_id"])
+    for split, n in sub["queries"].items():
+        qrels = first.qrels[split]
+        assert qrels["query_id"].nunique() == n
+        assert set(qrels["doc_id"]) <= kept_docs
+        assert (qrels.groupby("query_id")["relevance"].max() >= 1).all()
+    # every relevant document of a kept query survives (nothing a kept query needs is cut)
+    full = load_dataset("scifact", resolve_dataset("scifact"), {})
+    for split in ("train", "test"):
+        kept = full.qrels[split][full.qrels[split]["query_id"].isin(first.qrels[split]["query_id"])]
+        assert len(kept) == len(first.qrels[split])
+
+
+# --- ir_datasets (a fake module: no network here) ------------------------------------------------------
+
+Doc = namedtuple("Doc", "doc_id title text")
+Query = namedtuple("Query", "query_id title description")  # no `text`: the first str field after the id
+Qrel = namedtuple("Qrel", "query_id doc_id relevance iteration")
+
+
+class FakeDataset:
+    def __init__(self, queries, qrels, fail=False):
+        self._queries, self._qrels, self._fail = queries, qrels, fail
+
+    def docs_iter(self):
+        if self._fail:
+            raise FileNotFoundError("archive not found")
+        return iter([Doc("d1", "A", "alpha"), Doc("d2", "", "beta"), Doc("d3", "C", "gamma")])
+
+    def queries_iter(self):
+        return iter(self._queries)
+
+    def qrels_iter(self):
+        return iter(self._qrels)
+
+
+def _fake_ir_datasets(monkeypatch, fail=False):
+    datasets = {
+        "fake/train": FakeDataset([Query("1", "first", "long first")],
+                                  [Qrel("1", "d1", 1, "0"), Qrel("1", "d2", 0, "0")], fail),
+        "fake/test": FakeDataset([Query("2", "second", "long second")],
+                                 [Qrel("2", "d3", 4, "0"), Qrel("2", "d1", 2, "0")], fail),
+    }
+    module = types.ModuleType("ir_datasets")
+    module.load = lambda dataset_id: datasets[dataset_id]
+    monkeypatch.setitem(sys.modules, "ir_datasets", module)
+
+
+def test_ir_datasets_mapping(monkeypatch):
+    _fake_ir_datasets(monkeypatch)
+    spec = {"source": {"type": "ir_datasets", "ids": {"train": "fake/train", "test": "fake/test"}},
+            "splits": ["train", "test"], "positive_threshold": {"test": 3}}
+    data = load_dataset("fake", spec, {})
+    assert data.corpus.to_dict("list") == {"doc_id": ["d1", "d2", "d3"], "title": ["A", "", "C"],
+                                           "text": ["alpha", "beta", "gamma"]}
+    assert data.queries.to_dict("list") == {"query_id": ["1", "2"], "text": ["first", "second"]}
+    assert data.qrels["train"].to_dict("list") == {"query_id": ["1", "1"], "doc_id": ["d1", "d2"], "relevance": [1, 0]}
+    assert data.qrels["test"].to_dict("list") == {"query_id": ["2", "2"], "doc_id": ["d3", "d1"], "relevance": [4, 0]}
+
+
+def test_ir_datasets_failure_shows_manual_download(monkeypatch, tmp_path):
+    _fake_ir_datasets(monkeypatch, fail=True)
+    spec = {"source": {"type": "ir_datasets", "ids": {"train": "fake/train"}}, "splits": ["train"],
+            "manual_download": "Request access at https://example.org first."}
+    fails(tmp_path, spec, "fake/train", "archive not found", "Request access at https://example.org first.")
