@@ -1,0 +1,239 @@
+"""Figures of ``results/plots/``: metric vs training time, training time per method, and the pruning
+data card (score distribution kept vs pruned by sp, query coverage). Every function saves a PNG and
+a PDF and returns the written paths."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from opera.aggregate import MAIN_METRICS, _final_rows, _method_rank  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+METHOD_COLORS = {
+    "pretrain": "#7f7f7f",   # grey
+    "basic": "#000000",      # black
+    "sp": "#1f77b4",         # blue
+    "random": "#8c564b",     # brown
+    "infobatch": "#9467bd",  # purple
+    "dp": "#d62728",         # red: the highlight
+    "dp_query": "#ff7f0e",   # orange
+    "dp_doc": "#2ca02c",     # green
+}
+_EXTRA_COLORS = ["#17becf", "#bcbd22", "#e377c2", "#393b79", "#637939", "#843c39"]
+METHOD_MARKERS = {"basic": "o", "sp": "s", "random": "v", "infobatch": "D", "dp": "*", "dp_query": "^", "dp_doc": "P"}
+
+plt.rcParams.update({
+    "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
+    "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.dpi": 100, "savefig.dpi": 150,
+})
+
+
+def method_color(method: str) -> str:
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return _EXTRA_COLORS[sum(map(ord, method)) % len(_EXTRA_COLORS)]
+
+
+def _ordered(methods) -> list[str]:
+    return sorted(set(methods), key=_method_rank)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(name))
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    paths = [Path(f"{stem}.png"), Path(f"{stem}.pdf")]
+    fig.savefig(paths[0], bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Creator": None, "Producer": None})
+    plt.close(fig)
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+    return paths
+
+
+# --- metric vs training time -----------------------------------------------------------------------
+
+def metric_vs_time(long: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] = MAIN_METRICS,
+                   reference: str = "basic") -> list[Path]:
+    """Per dataset x model, one panel per metric vs training wall time: a line per method through
+    its checkpoints (mean over seeds, ± std band with several seeds), pretrain as a dashed line and
+    the reference's final value as a dotted line. Saves ``{dataset}__{model}__metric_vs_time``."""
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    for (dataset, model), group in long.groupby(["dataset", "model"], sort=True):
+        trained = group[group["method"] != "pretrain"]
+        max_seconds = float(trained["train_seconds"].max()) if not trained.empty else 0.0
+        scale, unit = (60.0, "min") if max_seconds > 600 else (1.0, "s")
+        fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.8, 4.2), squeeze=False)
+        axes = axes[0]
+        for ax, metric in zip(axes, metrics):
+            for method in _ordered(group["method"]):
+                runs = group[group["method"] == method]
+                color = method_color(method)
+                if method == "pretrain":
+                    ax.axhline(runs[metric].mean(), color=color, linestyle="--", linewidth=1.5, label="pretrain")
+                    continue
+                curve = runs.groupby("step").agg(
+                    t=("train_seconds", "mean"), y=(metric, "mean"), sd=(metric, "std"), n=(metric, "size")
+                ).sort_index()
+                x = curve["t"].to_numpy() / scale
+                y = curve["y"].to_numpy()
+                emphasis = method == "dp"
+                ax.plot(x, y, color=color, marker=METHOD_MARKERS.get(method, "o"),
+                        markersize=8 if emphasis else 5, linewidth=2.4 if emphasis else 1.5,
+                        label=method, zorder=3 if emphasis else 2)
+                if (curve["n"] > 1).any():
+                    sd = curve["sd"].fillna(0.0).to_numpy()
+                    ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.15, linewidth=0)
+            ref = _final_rows(group[group["method"] == reference])
+            if not ref.empty:
+                ax.axhline(ref[metric].mean(), color=method_color(reference), linestyle=":", linewidth=1.3,
+                           label=f"{reference} final")
+            ax.set_xlabel(f"training wall time ({unit})")
+            ax.set_ylabel(metric)
+            ax.set_title(metric)
+            ax.grid(True, alpha=0.3)
+            ax.set_xlim(left=0)
+        axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
+        fig.suptitle(f"{dataset} · {model}")
+        paths += _save(fig, out_dir / f"{_safe(dataset)}__{_safe(model)}__metric_vs_time")
+    return paths
+
+
+# --- training time ---------------------------------------------------------------------------------
+
+def training_time(final: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Per dataset x model, a horizontal bar per trained method: training wall time of the final
+    checkpoint (mean over seeds, ± std), annotated in seconds. Saves ``{dataset}__{model}__training_time``."""
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    for (dataset, model), group in final.groupby(["dataset", "model"], sort=True):
+        group = group[group["method"] != "pretrain"]
+        if group.empty:
+            continue
+        methods = _ordered(group["method"])
+        frame = group.set_index("method").loc[methods]
+        means = frame["train_seconds_mean"].astype(float).to_numpy()
+        stds = frame["train_seconds_std"].astype(float).fillna(0.0).to_numpy()
+        fig, ax = plt.subplots(figsize=(7.0, 0.5 * len(methods) + 1.6))
+        positions = np.arange(len(methods))
+        ax.barh(positions, means, xerr=np.where(stds > 0, stds, 0.0), color=[method_color(m) for m in methods],
+                alpha=0.85, capsize=3)
+        top = float(np.nanmax(means + stds)) if len(means) else 1.0
+        for pos, mean, std in zip(positions, means, stds):
+            ax.text(mean + std + 0.01 * top, pos, f"{mean:,.1f} s", va="center", ha="left", fontsize=10)
+        ax.set_yticks(positions, methods)
+        ax.invert_yaxis()
+        ax.set_xlim(0, top * 1.25 if top > 0 else 1.0)
+        ax.set_xlabel("training wall time (s)")
+        ax.set_title(f"{dataset} · {model}")
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+        paths += _save(fig, out_dir / f"{_safe(dataset)}__{_safe(model)}__training_time")
+    return paths
+
+
+# --- pruning data card -----------------------------------------------------------------------------
+
+def _coverage(entries: Sequence[Mapping]) -> list[tuple[int, float]]:
+    """(step, fraction of queries seen) for each log entry whose sampler reports coverage."""
+    points = []
+    for entry in entries:
+        sampler = entry.get("sampler") or {}
+        seen, total = sampler.get("queries_seen"), sampler.get("n_queries")
+        if seen is not None and total:
+            points.append((int(entry.get("step", len(points))), float(seen) / float(total)))
+    return points
+
+
+def pruning_card(score_pairs: pd.DataFrame, kept_pairs: pd.DataFrame | None,
+                 train_logs: Mapping[str, Sequence[Mapping]], out_path_stem: str | Path) -> list[Path]:
+    """The pruning data card: (left) base-model scores of the train positive pairs, kept vs pruned
+    by sp; (right) query coverage: the fraction of train queries with a pair kept by sp, and for each
+    train log reporting ``queries_seen``/``n_queries`` the fraction seen by the end of training.
+    When some log has several coverage entries, a third panel shows coverage vs training step.
+    Saves ``out_path_stem``.png/.pdf."""
+    curves = {m: _coverage(entries) for m, entries in train_logs.items()}
+    curves = {m: c for m, c in curves.items() if c}
+    show_curve = any(len(c) > 1 for c in curves.values())
+    n_panels = 3 if show_curve else 2
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.0 * n_panels, 4.2))
+
+    # (left) score distribution
+    ax = axes[0]
+    scores = score_pairs[["query_id", "doc_id", "score"]].copy()
+    scores["query_id"] = scores["query_id"].astype(str)
+    scores["doc_id"] = scores["doc_id"].astype(str)
+    if kept_pairs is not None:
+        keys = kept_pairs[["query_id", "doc_id"]].astype(str).drop_duplicates()
+        keys["kept"] = True
+        scores = scores.merge(keys, on=["query_id", "doc_id"], how="left")
+        scores["kept"] = scores["kept"].astype("boolean").fillna(False).astype(bool)
+    else:
+        scores["kept"] = True
+    values = scores["score"].astype(float).to_numpy()
+    bins = np.histogram_bin_edges(values, bins=min(40, max(5, int(np.sqrt(max(len(values), 1))))))
+    kept, pruned = values[scores["kept"].to_numpy()], values[~scores["kept"].to_numpy()]
+    ax.hist([pruned, kept], bins=bins, stacked=True, color=["#bdbdbd", METHOD_COLORS["sp"]],
+            edgecolor="white", linewidth=0.4,
+            label=[f"pruned by sp (n={len(pruned):,})", f"kept by sp (n={len(kept):,})"])
+    ax.set_xlabel("base-model cosine score of positive pair")
+    ax.set_ylabel("pairs (count)")
+    ax.set_title("pair scores: kept vs pruned")
+    ax.legend(loc="best", frameon=False)
+    ax.grid(True, alpha=0.3)
+
+    # (right) query coverage at the end of training
+    ax = axes[1]
+    n_queries = scores["query_id"].nunique()
+    labels, fractions, colors = [], [], []
+    if kept_pairs is not None and n_queries:
+        labels.append("sp\n(kept pairs)")
+        fractions.append(scores.loc[scores["kept"], "query_id"].nunique() / n_queries)
+        colors.append(METHOD_COLORS["sp"])
+    for method in _ordered(curves):
+        labels.append(f"{method}\n(seen)")
+        fractions.append(curves[method][-1][1])
+        colors.append(method_color(method))
+    positions = np.arange(len(labels))
+    ax.bar(positions, fractions, color=colors, alpha=0.85)
+    for pos, frac in zip(positions, fractions):
+        ax.text(pos, frac + 0.02, f"{100 * frac:.1f}%", ha="center", va="bottom", fontsize=10)
+    ax.set_xticks(positions, labels)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("fraction of train queries")
+    ax.set_title(f"query coverage (n = {n_queries:,} train queries)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+    if show_curve:
+        ax = axes[2]
+        for method in _ordered(curves):
+            points = curves[method]
+            if len(points) < 2:
+                continue
+            steps, fracs = zip(*points)
+            ax.plot(steps, fracs, color=method_color(method), marker=METHOD_MARKERS.get(method, "o"),
+                    markersize=4, linewidth=2.2 if method == "dp" else 1.4, label=method)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("fraction of train queries seen")
+        ax.set_ylim(0, 1.05)
+        ax.set_title("query coverage during training")
+        ax.legend(loc="lower right", frameon=False)
+        ax.grid(True, alpha=0.3)
+    return _save(fig, Path(out_path_stem))

@@ -1,0 +1,220 @@
+"""Unit tests of opera.aggregate on hand-made metrics.json / per_query.parquet files."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from opera import aggregate as agg
+from opera.io import save_table, write_json
+
+MODEL = "m"
+
+# (dataset, method) -> {seed: {step: (train_seconds, NDCG@10, Recall@20)}}
+RUNS = {
+    ("d1", "pretrain"): {None: {0: (0.0, 0.30, 0.50)}},
+    ("d1", "basic"): {1: {50: (50.0, 0.35, 0.55), 100: (100.0, 0.40, 0.60)},
+                      2: {50: (52.0, 0.37, 0.55), 100: (104.0, 0.42, 0.60)}},
+    ("d1", "sp"): {1: {50: (30.0, 0.30, 0.58), 100: (60.0, 0.38, 0.62)},
+                   2: {50: (30.0, 0.32, 0.58), 100: (62.0, 0.40, 0.62)}},
+    ("d1", "dp"): {1: {50: (40.0, 0.42, 0.57), 100: (80.0, 0.44, 0.60)},
+                   2: {50: (42.0, 0.42, 0.57), 100: (84.0, 0.46, 0.60)}},
+    ("d2", "pretrain"): {None: {0: (0.0, 0.20, 0.40)}},
+    ("d2", "basic"): {1: {50: (20.0, 0.25, 0.45), 100: (40.0, 0.30, 0.50)},
+                      2: {50: (20.0, 0.25, 0.47), 100: (40.0, 0.30, 0.52)}},
+    ("d2", "sp"): {1: {50: (10.0, 0.30, 0.40), 100: (20.0, 0.30, 0.45)},
+                   2: {50: (10.0, 0.30, 0.42), 100: (20.0, 0.30, 0.47)}},
+    ("d2", "dp"): {1: {50: (15.0, 0.20, 0.50), 100: (30.0, 0.28, 0.55)},
+                   2: {50: (15.0, 0.20, 0.52), 100: (30.0, 0.30, 0.57)}},
+}
+
+QUERIES = [f"q{i}" for i in range(1, 7)]
+# Final-step per-query NDCG@10 on d1 (Recall@20 = NDCG@10 / 2 + 0.1), per seed.
+PER_QUERY_D1 = {
+    ("basic", 1): [0.10, 0.50, 0.30, 0.70, 0.20],
+    ("basic", 2): [0.20, 0.40, 0.30, 0.60, 0.40],
+    ("dp", 1): [0.30, 0.60, 0.20, 0.90, 0.50, 0.99],  # q6 only in dp: dropped by the inner join
+    ("dp", 2): [0.10, 0.80, 0.50, 0.80, 0.30, 0.99],
+}
+PER_QUERY_D1[("sp", 1)] = PER_QUERY_D1[("basic", 1)]  # sp identical to basic: all differences zero
+PER_QUERY_D1[("sp", 2)] = PER_QUERY_D1[("basic", 2)]
+
+
+def _write_run(root, dataset, method, seed, step, seconds, ndcg, recall, per_query):
+    run_dir = root / dataset / MODEL / (method if method == "pretrain" else f"{method}/seed{seed}/step{step}")
+    metrics = {"NDCG@10": ndcg, "Recall@20": recall, "MRR@10": ndcg + 0.05, "NDCG@100": ndcg + 0.1}
+    write_json(run_dir / "metrics.json", {
+        "dataset": dataset, "model": MODEL, "method": method, "seed": seed, "step": step, "split": "test",
+        "train_seconds": seconds, "n_queries": len(per_query), "n_excluded": 1, "metrics": metrics,
+    })
+    values = np.asarray(per_query, dtype=float)
+    table = pd.DataFrame({"query_id": QUERIES[: len(values)], "NDCG@10": values, "Recall@20": values / 2 + 0.1,
+                          "MRR@10": values, "NDCG@100": values})
+    save_table(run_dir / "per_query.parquet", table)
+    return run_dir / "metrics.json"
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    rng = np.random.default_rng(0)
+    out = []
+    for (dataset, method), seeds in RUNS.items():
+        for seed, steps in seeds.items():
+            final = max(steps)
+            for step, (seconds, ndcg, recall) in steps.items():
+                if dataset == "d1" and step == final and (method, seed) in PER_QUERY_D1:
+                    per_query = PER_QUERY_D1[(method, seed)]
+                elif dataset == "d1" and step != final:
+                    per_query = [1.0] * 5  # a non-final step: must never enter the tests
+                else:
+                    per_query = rng.uniform(size=5).round(3)
+                out.append(_write_run(root, dataset, method, seed, step, seconds, ndcg, recall, per_query))
+    return out
+
+
+@pytest.fixture(scope="module")
+def long(paths):
+    return agg.collect(paths)
+
+
+@pytest.fixture(scope="module")
+def final(long):
+    return agg.final_results(long)
+
+
+def _row(frame, **keys):
+    mask = np.ones(len(frame), dtype=bool)
+    for key, value in keys.items():
+        mask &= (frame[key] == value).fillna(False).to_numpy(dtype=bool)
+    assert mask.sum() == 1, keys
+    return frame[mask].iloc[0]
+
+
+def test_collect(long, paths):
+    assert len(long) == len(paths) == 26
+    assert list(long.columns[:9]) == agg.ID_COLUMNS
+    assert {"NDCG@10", "Recall@20", "MRR@10", "NDCG@100", "per_query_path"} <= set(long.columns)
+    pre = _row(long, dataset="d1", method="pretrain")
+    assert pd.isna(pre["seed"]) and pre["step"] == 0 and pre["train_seconds"] == 0
+    assert pre["per_query_path"].endswith("pretrain/per_query.parquet")
+    assert _row(long, dataset="d1", method="dp", seed=2, step=100)["NDCG@10"] == pytest.approx(0.46)
+
+
+def test_final_results(final):
+    assert len(final) == 8
+    assert list(final.columns[:10]) == ["dataset", "model", "method", "split", "step", "n_seeds",
+                                        "NDCG@10_mean", "NDCG@10_std", "Recall@20_mean", "Recall@20_std"]
+    basic = _row(final, dataset="d1", method="basic")
+    assert basic["n_seeds"] == 2 and basic["step"] == 100
+    assert basic["NDCG@10_mean"] == pytest.approx(0.41)
+    assert basic["NDCG@10_std"] == pytest.approx(np.std([0.40, 0.42], ddof=1))
+    assert basic["train_seconds_mean"] == pytest.approx(102.0)
+    assert basic["train_seconds_std"] == pytest.approx(np.std([100.0, 104.0], ddof=1))
+    pre = _row(final, dataset="d2", method="pretrain")
+    assert pre["n_seeds"] == 1 and pre["NDCG@10_mean"] == pytest.approx(0.20) and math.isnan(pre["NDCG@10_std"])
+    # rows in the paper's method order
+    assert list(final[final["dataset"] == "d1"]["method"]) == ["pretrain", "basic", "sp", "dp"]
+
+
+def test_average_rank(final):
+    ranks = agg.average_rank(final)
+    assert list(ranks.columns) == ["model", "method", "avg_rank", "n_cells"]
+    # d1 NDCG@10: dp 1, basic 2, sp 3, pretrain 4     d1 Recall@20: sp 1, basic = dp 2.5, pretrain 4
+    # d2 NDCG@10: basic = sp 1.5, dp 3, pretrain 4    d2 Recall@20: dp 1, basic 2, sp 3, pretrain 4
+    expected = {"dp": (1 + 2.5 + 3 + 1) / 4, "basic": (2 + 2.5 + 1.5 + 2) / 4,
+                "sp": (3 + 1 + 1.5 + 3) / 4, "pretrain": 4.0}
+    assert list(ranks["method"]) == ["dp", "basic", "sp", "pretrain"]  # sorted by avg_rank
+    for _, row in ranks.iterrows():
+        assert row["avg_rank"] == pytest.approx(expected[row["method"]])
+        assert row["n_cells"] == 4
+    only_one = agg.average_rank(final, metrics=("Recall@20",), methods=("basic", "dp"))
+    assert dict(zip(only_one["method"], only_one["avg_rank"])) == {"dp": 1.25, "basic": 1.75}
+
+
+def test_significance(long):
+    sig = agg.significance(long)
+    assert list(sig.columns) == agg.SIGNIFICANCE_COLUMNS
+    assert len(sig) == 2 * 2 * 2  # datasets x pairs x metrics
+    row = _row(sig, dataset="d1", method="dp", baseline="basic", metric="NDCG@10")
+    dp = (np.array(PER_QUERY_D1[("dp", 1)][:5]) + np.array(PER_QUERY_D1[("dp", 2)][:5])) / 2
+    basic = (np.array(PER_QUERY_D1[("basic", 1)]) + np.array(PER_QUERY_D1[("basic", 2)])) / 2
+    assert row["n_queries"] == 5
+    assert row["mean_diff"] == pytest.approx(float(np.mean(dp - basic)))
+    assert row["mean_method"] == pytest.approx(dp.mean()) and row["mean_baseline"] == pytest.approx(basic.mean())
+    expected = stats.ttest_rel(dp, basic)
+    assert row["t_stat"] == pytest.approx(expected.statistic)
+    assert row["p_ttest"] == pytest.approx(expected.pvalue)
+    assert row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(dp, basic, zero_method="wilcox").pvalue)
+    assert row["test"] == agg.TEST_NAME
+    recall = _row(sig, dataset="d1", method="dp", baseline="basic", metric="Recall@20")
+    assert recall["mean_diff"] == pytest.approx(float(np.mean(dp - basic)) / 2)
+    same = _row(sig, dataset="d1", method="sp", baseline="basic", metric="NDCG@10")
+    assert same["mean_diff"] == 0.0 and same["p_wilcoxon"] == 1.0 and same["p_ttest"] == 1.0
+
+
+def test_significance_skips_absent_methods(long):
+    sig = agg.significance(long, pairs=(("random", "basic"), ("dp", "infobatch")))
+    assert sig.empty and list(sig.columns) == agg.SIGNIFICANCE_COLUMNS
+
+
+def test_time_to_quality(long):
+    ttq = agg.time_to_quality(long)
+    assert list(ttq.columns) == agg.TTQ_COLUMNS
+    assert "pretrain" not in set(ttq["method"])
+    basic = _row(ttq, dataset="d1", method="basic")
+    assert basic["target"] == pytest.approx(0.41) and basic["reached"]
+    assert basic["time_to_target"] == pytest.approx(102.0) and basic["ratio_to_reference"] == pytest.approx(1.0)
+    dp = _row(ttq, dataset="d1", method="dp")  # step 50 mean 0.42 >= 0.41 at mean 41 s
+    assert dp["reached"] and dp["time_to_target"] == pytest.approx(41.0) and dp["step_at_target"] == 50
+    assert dp["ratio_to_reference"] == pytest.approx(41.0 / 102.0)
+    assert dp["total_train_seconds"] == pytest.approx(82.0)
+    sp = _row(ttq, dataset="d1", method="sp")  # final mean 0.39 < 0.41: never reached
+    assert not sp["reached"] and math.isnan(sp["time_to_target"]) and math.isnan(sp["ratio_to_reference"])
+    assert sp["total_train_seconds"] == pytest.approx(61.0)
+    sp2 = _row(ttq, dataset="d2", method="sp")  # reaches basic's 0.30 at its first checkpoint
+    assert sp2["time_to_target"] == pytest.approx(10.0) and sp2["ratio_to_reference"] == pytest.approx(0.25)
+    assert not _row(ttq, dataset="d2", method="dp")["reached"]
+
+
+def test_aggregate_writes_tables(paths, tmp_path):
+    out = agg.aggregate(paths, tmp_path / "tables")
+    assert set(out) == {"long", "final", "avg_rank", "significance", "time_to_quality"}
+    tables = tmp_path / "tables"
+    for name in ["runs.csv", "results.csv", "results.md", "results.tex", "avg_rank.csv", "avg_rank.md",
+                 "avg_rank.tex", "significance.csv", "time_to_quality.csv"]:
+        assert (tables / name).stat().st_size > 0, name
+    results = pd.read_csv(tables / "results.csv")
+    assert list(results.columns[:8]) == ["dataset", "model", "method", "split", "step", "n_seeds",
+                                         "NDCG@10_mean", "NDCG@10_std"]
+    assert "train_seconds_mean" in results.columns and len(results) == 8
+    assert list(pd.read_csv(tables / "avg_rank.csv").columns) == ["model", "method", "avg_rank", "n_cells"]
+    assert list(pd.read_csv(tables / "significance.csv").columns) == agg.SIGNIFICANCE_COLUMNS
+    assert list(pd.read_csv(tables / "time_to_quality.csv").columns) == agg.TTQ_COLUMNS
+
+    md = (tables / "results.md").read_text()
+    assert "| dataset | model | method | NDCG@10 | Recall@20 |" in re.sub(" +", " ", md)
+    assert "**0.4500 ± 0.0141**" in md                  # d1 best NDCG@10: dp
+    assert "**0.6200 ± 0.0000**" in md                  # d1 best Recall@20: sp
+    assert md.count("**0.3000 ± 0.0000**") == 2         # d2 NDCG@10: basic and sp tie, both bold
+    assert "| 0.3000 " in md                            # pretrain: one seed, plain mean, not bold
+    tex = (tables / "results.tex").read_text()
+    assert "\\textbf{0.4500 $\\pm$ 0.0141}" in tex and "\\begin{tabular}" in tex and "\\toprule" in tex
+    rank_md = (tables / "avg_rank.md").read_text()
+    assert "**1.88**" in rank_md and "\\textbf{1.88}" in (tables / "avg_rank.tex").read_text()
+
+
+def test_aggregate_without_inputs(tmp_path):
+    with pytest.raises(ValueError, match="no metrics files"):
+        agg.aggregate([], tmp_path)
+
+
+def test_read_train_log(tmp_path):
+    path = tmp_path / "train_log.jsonl"
+    path.write_text('{"step": 1, "elapsed": 0.5, "loss": 1.0, "lr": 0.1, "sampler": {}}\n\n{"step": 2}\n')
+    assert [e["step"] for e in agg.read_train_log(path)] == [1, 2]
