@@ -46,9 +46,28 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_finetune(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "finetune", help="run one finetuning job described by a job file (used under torchrun by the workflow)"
+    )
+    parser.add_argument("--job", required=True, type=Path, help="JSON with the arguments of opera.pipeline.finetune")
+    return parser
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    import json
+
+    from opera import pipeline
+
+    job = json.loads(args.job.read_text(encoding="utf-8"))
+    pipeline.finetune(**job)
+    return 0
+
+
 # subcommand -> (add its parser, run it)
 COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "prepare": (_add_prepare, _run_prepare),
+    "finetune": (_add_finetune, _run_finetune),
 }
 
 

@@ -11,6 +11,7 @@ format and load with ``SentenceTransformer(path)``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -116,10 +117,49 @@ def autocast(device: str, precision: str):
 
 def tokenize(model, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
     """Tokenize a batch (padded to its longest member) on the model's device."""
-    features = model.tokenizer(
+    features = dict(model.tokenizer(
         list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-    )
+    ))
+    _add_position_ids(model, features)
     return {name: tensor.to(model.device) for name, tensor in features.items()}
+
+
+def _wants_position_ids(model) -> bool:
+    """Whether left-padded batches must carry explicit, padding-aware ``position_ids``.
+
+    Without them a transformer numbers positions 0..len-1 across the padded row, so left padding
+    shifts a short text's tokens to later positions. Rotary models do not mind (only relative
+    positions matter), but models with absolute position embeddings (BERT, MiniLM, ...) would then
+    embed a text differently depending on which longer texts share its batch. Models that already
+    derive positions from the padding in ``input_ids`` (RoBERTa family: embeddings with a
+    ``padding_idx``) and models whose forward takes no ``position_ids`` are left alone.
+    """
+    if getattr(model.tokenizer, "padding_side", "right") != "left":
+        return False
+    cached = getattr(model, "_opera_wants_position_ids", None)
+    if cached is None:
+        backbone = getattr(model[0], "model", None)
+        if backbone is None:
+            backbone = getattr(model[0], "auto_model", None)
+        try:
+            takes = backbone is not None and "position_ids" in inspect.signature(backbone.forward).parameters
+        except (TypeError, ValueError):
+            takes = False
+        derives = backbone is not None and any(
+            isinstance(getattr(module, "padding_idx", None), int)
+            and isinstance(getattr(module, "position_embeddings", None), torch.nn.Embedding)
+            for module in backbone.modules()
+        )
+        cached = bool(takes and not derives)
+        model._opera_wants_position_ids = cached
+    return cached
+
+
+def _add_position_ids(model, features: dict[str, torch.Tensor]) -> None:
+    """Number each row's real tokens 0, 1, ... from its first non-padding token (left padding)."""
+    mask = features.get("attention_mask")
+    if mask is not None and _wants_position_ids(model):
+        features["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def embed(model, features: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -162,8 +202,10 @@ def encode(
             batch = tokenizer.pad(
                 {"input_ids": [input_ids[i] for i in index]}, padding=True, return_tensors="pt"
             )
+            batch = dict(batch)
             if "token_type_ids" in tokenizer.model_input_names:
                 batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+            _add_position_ids(model, batch)
             features = {name: tensor.to(device) for name, tensor in batch.items()}
             out[index] = embed(model, features).float().cpu().numpy()
     return out

@@ -54,6 +54,8 @@ def build_index(embeddings: np.ndarray, factory: str = "Flat", use_gpu: bool | N
 def search(index, queries: np.ndarray, k: int, batch_size: int = 4096, use_gpu: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (scores, row ids) per query, batched; on the GPU when faiss supports it."""
     faiss = _faiss()
+    if queries.ndim != 2:
+        raise IndexBuildError(f"query embeddings must be a 2-d array (n_queries, dim), got shape {queries.shape}")
     if queries.shape[1] != index.d:
         raise IndexBuildError(f"query embeddings have dimension {queries.shape[1]}, the index has {index.d}")
     k = min(k, index.ntotal)

@@ -56,7 +56,7 @@ def evaluate(run: Run, qrels: Qrels, cutoffs: Iterable[int] = (1, 5, 10, 20, 50,
     k_list = ",".join(map(str, cutoffs))
     main = pytrec_eval.RelevanceEvaluator(judged, {f"ndcg_cut.{k_list}", f"recall.{k_list}"})
     scores = main.evaluate({q: docs for q, docs in run.items() if docs})
-    top = {q: dict(sorted(docs.items(), key=lambda kv: (-kv[1], _neg_key(kv[0])))[:mrr_cutoff]) for q, docs in run.items() if docs}
+    top = {q: dict(_trec_order(docs)[:mrr_cutoff]) for q, docs in run.items() if docs}
     mrr = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top)
 
     rows = []
@@ -80,6 +80,12 @@ def evaluate(run: Run, qrels: Qrels, cutoffs: Iterable[int] = (1, 5, 10, 20, 50,
     return per_query, summary
 
 
+def _trec_order(docs: Mapping[str, float]) -> list[tuple[str, float]]:
+    """``docs`` ranked as trec_eval ranks them: score descending, compared in single precision
+    (trec_eval stores scores as C floats), then doc id descending."""
+    return sorted(docs.items(), key=lambda kv: (-float(np.float32(kv[1])), _neg_key(kv[0])))
+
+
 class _neg_key(str):
     """Sort key that orders strings descending inside an ascending sort (trec_eval's tie-break)."""
 
@@ -88,12 +94,17 @@ class _neg_key(str):
 
 
 def write_trec_run(path: str | Path, run: Run, tag: str = "opera") -> None:
-    """Write ``run`` as a standard TREC run file: ``qid Q0 docid rank score tag``, best first."""
+    """Write ``run`` as a standard TREC run file: ``qid Q0 docid rank score tag``, best first.
+
+    Scores are written at full precision (shortest round-trip repr), not rounded: rounding would
+    turn near-ties into exact ties that trec_eval (which ranks by score, then doc id descending)
+    would order differently from the ranks written here and from :func:`evaluate` on ``run``.
+    """
     lines = []
     for query_id in sorted(run):
-        ranked = sorted(run[query_id].items(), key=lambda kv: (-kv[1], _neg_key(kv[0])))
-        lines.extend(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}" for rank, (doc_id, score) in enumerate(ranked, 1))
-    io.write_text(path, "\n".join(lines) + "\n")
+        ranked = _trec_order(run[query_id])
+        lines.extend(f"{query_id} Q0 {doc_id} {rank} {float(score)!r} {tag}" for rank, (doc_id, score) in enumerate(ranked, 1))
+    io.write_text(path, "".join(line + "\n" for line in lines))
 
 
 def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
@@ -101,6 +112,8 @@ def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             parts = line.split()
+            if not parts:  # blank line (e.g. trailing newline)
+                continue
             if len(parts) != 6:
                 raise ValueError(f"{path}:{number}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}")
             run.setdefault(parts[0], {})[parts[2]] = float(parts[4])

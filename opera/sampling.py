@@ -227,7 +227,8 @@ class DynamicPruningSampler(Sampler):
         rest = np.setdiff1d(np.arange(n), top, assume_unique=True)
         fill = self.rng.choice(rest, size=min(n0 - len(top), len(rest)), replace=False)
         epoch = self.rng.permutation(np.concatenate([top, fill]))
-        self.last.update(x=x, r=r, n0=n0, n_top=int(len(top)), query_threshold=threshold)
+        # the threshold is logged as None when no query is forced in (r = 0): JSON has no infinity
+        self.last.update(x=x, r=r, n0=n0, n_top=int(len(top)), query_threshold=threshold if math.isfinite(threshold) else None)
         return [(int(q), 1.0) for q in epoch]
 
     def tau(self) -> float:
@@ -247,9 +248,17 @@ class DynamicPruningSampler(Sampler):
 
     def learn(self, batch: Batch, pos_scores: np.ndarray, losses: np.ndarray) -> None:
         self.scores[batch.pairs] = pos_scores
+        self._tau_step = None  # scores changed: tau must be recomputed, even at the same step
 
     def extra_log(self) -> dict:
         return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in self.last.items()}
+
+    def extra_state(self) -> dict:
+        return {"last": dict(self.last)}  # so a resumed run logs the same sampler fields
+
+    def load_extra_state(self, state: dict) -> None:
+        self.last = dict(state.get("last", {}))
+        self._tau_step = None
 
 
 class InfoBatchSampler(Sampler):
@@ -287,10 +296,11 @@ class InfoBatchSampler(Sampler):
         return dict(self.last)
 
     def extra_state(self) -> dict:
-        return {"losses": [None if not np.isfinite(v) else float(v) for v in self.losses]}
+        return {"losses": [None if not np.isfinite(v) else float(v) for v in self.losses], "last": dict(self.last)}
 
     def load_extra_state(self, state: dict) -> None:
         self.losses = np.array([np.inf if v is None else v for v in state["losses"]], dtype=np.float64)
+        self.last = dict(state.get("last", {}))
 
 
 def make_sampler(method: str, pairs: PairIndex, max_steps: int, seed: int, params: dict) -> Sampler:

@@ -1,0 +1,236 @@
+"""The pipeline's stages, one function each: download, score, prune, finetune, index, evaluate, aggregate.
+
+Each function reads its inputs from files, calls the concern modules (data, encoders, scoring,
+pruning, training, index, metrics, aggregate, plots) and writes its outputs atomically. The
+Snakemake workflow scripts only translate ``snakemake.input/output/params`` into these calls, and
+the ``opera`` CLI calls the same functions, so the library runs with or without Snakemake.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from opera import data as data_mod
+from opera import encoders, io, metrics, pruning, scoring
+from opera import index as faiss_index
+
+log = logging.getLogger(__name__)
+
+
+class StageError(RuntimeError):
+    """A stage cannot run on its inputs; the message says which file and why."""
+
+
+# --- 1. download ------------------------------------------------------------------------------------
+
+def download(name: str, spec: dict, options: dict, out_dir: str | Path) -> dict:
+    summary = data_mod.prepare(name, spec, options, out_dir)
+    for line in data_mod.summary_line(name, summary):
+        log.info(line)
+    return summary
+
+
+# --- 2. score ---------------------------------------------------------------------------------------
+
+def score(data_dir: str | Path, settings: dict, config: dict, out_dir: str | Path) -> dict:
+    """Encode corpus and train queries once under the base model; score positives; mine negatives.
+
+    Writes corpus_embeddings.npy (rows in corpus.parquet order), train_query_embeddings.npy,
+    pairs.parquet (query_id, doc_id, relevance, score), negatives.parquet (query_id, doc_id, rank)
+    and score.json.
+    """
+    dataset = data_mod.read_prepared(data_dir)
+    if "train" not in dataset.qrels:
+        raise StageError(f"{data_dir}: the dataset has no train split; training methods need one (splits: {sorted(dataset.qrels)})")
+    pairs = scoring.positive_pairs(dataset.qrels["train"])
+    if pairs.empty:
+        raise StageError(f"{data_dir}: the train split has no relevant (query, document) pair")
+    query_ids = sorted(pairs["query_id"].unique())
+    query_text = dataset.queries.set_index("query_id")["text"]
+    batch = config["scoring"]["encode_batch_size"]
+    began = time.perf_counter()
+    model = encoders.load_from_settings(settings)
+    doc_ids = dataset.corpus["doc_id"].tolist()
+    corpus_emb = encoders.encode_passages(model, settings, data_mod.passage_texts(dataset.corpus, config["data"]["title_join"]), batch)
+    encoded = time.perf_counter()
+    query_emb = encoders.encode_queries(model, settings, [query_text[q] for q in query_ids], batch, desc="train queries")
+    scored = scoring.score_pairs(pairs, query_ids, query_emb, doc_ids, corpus_emb)
+    mining = settings["mining"]
+    negatives = scoring.mine_negatives(pairs, query_ids, query_emb, doc_ids, corpus_emb, mining["lo"], mining["hi"])
+
+    out_dir = Path(out_dir)
+    io.save_array(out_dir / "corpus_embeddings.npy", corpus_emb)
+    io.save_array(out_dir / "train_query_embeddings.npy", query_emb)
+    io.save_table(out_dir / "pairs.parquet", scored)
+    io.save_table(out_dir / "negatives.parquet", negatives)
+    report = {
+        "model": settings["path"],
+        "dimension": int(corpus_emb.shape[1]),
+        "documents": len(doc_ids),
+        "train_queries": len(query_ids),
+        "pairs": len(scored),
+        "negatives": len(negatives),
+        "mining": mining,
+        "corpus_encode_seconds": round(encoded - began, 2),
+        "total_seconds": round(time.perf_counter() - began, 2),
+        "score_mean": float(scored["score"].mean()),
+    }
+    io.write_json(out_dir / "score.json", report)
+    return report
+
+
+# --- 3. prune ---------------------------------------------------------------------------------------
+
+def prune(pairs_path: str | Path, method: str, params: dict, out_pairs: str | Path, out_report: str | Path) -> dict:
+    pairs = io.load_table(pairs_path)
+    kept, report = pruning.prune(pairs, method, params, seed=params.get("seed", 0))
+    io.save_table(out_pairs, kept)
+    io.write_json(out_report, report)
+    log.info("%s keeps %d of %d pairs, %d of %d queries", method, report["pairs_kept"], report["pairs_total"],
+             report["queries_kept"], report["queries_total"])
+    return report
+
+
+# --- 4. finetune ------------------------------------------------------------------------------------
+
+def finetune(data_dir: str | Path, score_dir: str | Path, kept_pairs_path: str | Path, settings: dict, method: str,
+             method_params: dict, seed: int, title_join: str, out_dir: str | Path, work_dir: str | Path,
+             stop_after: int | None = None) -> dict:
+    from opera import training
+
+    dataset = data_mod.read_prepared(data_dir)
+    score_dir = Path(score_dir)
+    corpus_texts = dict(zip(dataset.corpus["doc_id"], data_mod.passage_texts(dataset.corpus, title_join)))
+    train_data = training.TrainingData.build(
+        kept_pairs=io.load_table(kept_pairs_path),
+        all_pairs=io.load_table(score_dir / "pairs.parquet"),
+        negatives=io.load_table(score_dir / "negatives.parquet"),
+        queries=dataset.queries,
+        corpus_texts=corpus_texts,
+    )
+    return training.finetune(train_data, settings, method, method_params, seed, out_dir, work_dir, stop_after=stop_after)
+
+
+def finetune_job(gpus: int = 0, log_file: str | None = None, **job) -> dict | None:
+    """Run :func:`finetune` here, or under torchrun when the job holds several GPUs."""
+    import torch
+
+    if gpus > 1 and torch.cuda.is_available():
+        import json
+        import subprocess
+        import sys
+
+        job_file = Path(job["work_dir"]) / "job.json"
+        job_file.parent.mkdir(parents=True, exist_ok=True)
+        job_file.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in job.items()}))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+                   "-m", "opera.cli", "finetune", "--job", str(job_file)]
+        log.info("launching %s", " ".join(command))
+        subprocess.run(command, check=True, stdout=sys.stderr, stderr=sys.stderr)
+        return None
+    return finetune(**job)
+
+
+# --- 5. index ---------------------------------------------------------------------------------------
+
+def index(data_dir: str | Path, settings: dict, config: dict, out_index: str | Path,
+          embeddings_path: str | Path | None = None, checkpoint: str | Path | None = None) -> dict:
+    """FAISS index of the corpus: from cached base-model embeddings (pretrain) or a checkpoint."""
+    dataset = data_mod.read_prepared(data_dir)
+    began = time.perf_counter()
+    if embeddings_path is not None:
+        embeddings = io.load_array(embeddings_path)  # the base model's corpus, encoded once in `score`
+        if len(embeddings) != len(dataset.corpus):
+            raise StageError(f"{embeddings_path}: {len(embeddings)} rows but the corpus has {len(dataset.corpus)} documents")
+    else:
+        model = encoders.load_from_settings(settings, path=str(checkpoint))
+        embeddings = encoders.encode_passages(model, settings, data_mod.passage_texts(dataset.corpus, config["data"]["title_join"]),
+                                              config["evaluation"]["encode_batch_size"])
+    built = faiss_index.build_index(embeddings, config["evaluation"]["index_factory"])
+    faiss_index.save_index(built, out_index)
+    return {"documents": int(built.ntotal), "seconds": round(time.perf_counter() - began, 2)}
+
+
+# --- 6. evaluate ------------------------------------------------------------------------------------
+
+def evaluate(data_dir: str | Path, settings: dict, config: dict, index_path: str | Path, split: str,
+             out_run: str | Path, out_per_query: str | Path, out_metrics: str | Path, run_meta: dict,
+             checkpoint: str | Path | None = None) -> dict:
+    """Encode the split's queries, search the index, write the TREC run and the metrics."""
+    dataset = data_mod.read_prepared(data_dir)
+    if split not in dataset.qrels:
+        raise StageError(f"{data_dir}: no qrels for split {split!r} (available: {sorted(dataset.qrels)})")
+    qrels = dataset.qrels[split]
+    query_ids = sorted(qrels["query_id"].unique())
+    query_text = dataset.queries.set_index("query_id")["text"]
+    built = faiss_index.load_index(index_path)
+    model = encoders.load_from_settings(settings, path=str(checkpoint) if checkpoint else None)
+    if model.get_embedding_dimension() != built.d:
+        raise StageError(f"{index_path}: index dimension {built.d} differs from the model's embedding size "
+                         f"{model.get_embedding_dimension()} ({checkpoint or settings['path']}); recompute the index")
+    query_emb = encoders.encode_queries(model, settings, [query_text[q] for q in query_ids],
+                                        config["evaluation"]["encode_batch_size"], desc=f"{split} queries")
+    scores, rows = faiss_index.search(built, query_emb, config["evaluation"]["top_k"])
+    run = metrics.run_from_search(query_ids, dataset.corpus["doc_id"].to_numpy(), scores, rows)
+    per_query, summary = metrics.evaluate(run, metrics.qrels_from_frame(qrels), config["evaluation"]["cutoffs"],
+                                          config["evaluation"]["mrr_cutoff"])
+    metrics.write_trec_run(out_run, run, tag=f"opera-{run_meta.get('method', 'run')}")
+    io.save_table(out_per_query, per_query)
+    record = {**run_meta, "split": split, **summary}
+    io.write_json(out_metrics, record)
+    log.info("%s: NDCG@10 %.4f Recall@20 %.4f on %d queries", run_meta, summary["metrics"].get("NDCG@10", float("nan")),
+             summary["metrics"].get("Recall@20", float("nan")), summary["n_queries"])
+    return record
+
+
+def train_seconds_at(train_log: str | Path, step: int) -> float:
+    """Training wall seconds at ``step`` from a run's train_log.jsonl."""
+    from opera.training import read_log
+
+    for entry in read_log(train_log):
+        if entry["step"] == step:
+            return float(entry["elapsed"])
+    raise StageError(f"{train_log}: no entry for step {step}")
+
+
+# --- 7. aggregate -----------------------------------------------------------------------------------
+
+def aggregate(metrics_paths: list[str | Path], tables_dir: str | Path, plots_dir: str | Path,
+              cards: list[dict] | None = None) -> list[Path]:
+    """Tables and plots. ``cards`` lists pruning data cards: {dataset, model, score_pairs, sp_pairs, train_logs}."""
+    from opera import aggregate as agg
+    from opera import plots
+
+    frames = agg.aggregate(metrics_paths, tables_dir)
+    plots_dir = Path(plots_dir)
+    written = plots.metric_vs_time(frames["long"], plots_dir) + plots.training_time(frames["final"], plots_dir)
+    for card in cards or []:
+        kept = io.load_table(card["sp_pairs"]) if card.get("sp_pairs") else None
+        logs = {method: agg.read_train_log(path) for method, path in card.get("train_logs", {}).items()}
+        stem = plots_dir / f"{card['dataset']}__{card['model']}__pruning_card"
+        written += plots.pruning_card(io.load_table(card["score_pairs"]), kept, logs, stem)
+    return written
+
+
+# --- job set-up for workflow scripts ----------------------------------------------------------------
+
+def job_setup(log_files, threads: int) -> None:
+    """Send logging and progress bars (stderr) to the job's log file; use the job's threads."""
+    import logging as _logging
+    import sys
+
+    if log_files:
+        handle = open(log_files[0], "a", encoding="utf-8", buffering=1)
+        sys.stderr = handle
+        _logging.basicConfig(level=_logging.INFO, stream=handle, force=True,
+                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    else:
+        _logging.basicConfig(level=_logging.INFO, force=True)
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))

@@ -1,0 +1,58 @@
+def card_inputs(dataset, model):
+    return {
+        "score_pairs": f"{R}/score/{dataset}/{model}/pairs.parquet",
+        "sp_pairs": f"{R}/prune/{dataset}/{model}/sp/pairs.parquet",
+        "train_logs": {m: f"{R}/finetune/{dataset}/{model}/{m}/seed{SEEDS[0]}" for m in TRAINED},
+    }
+
+
+def plot_files(ext):
+    files = []
+    for dataset in DATASETS:
+        for model in MODELS:
+            stem = f"{R}/plots/{dataset}__{model}__"
+            files.append(stem + f"metric_vs_time.{ext}")
+            files.append(stem + f"pruning_card.{ext}")
+            if TRAINED:
+                files.append(stem + f"training_time.{ext}")
+    return files
+
+
+def _report_plot(path):
+    kind = path.rsplit("__", 1)[1].split(".")[0]
+    return report(path, caption=f"../report/{kind}.rst", category="Plots")
+
+
+rule aggregate:
+    """The paper's tables (results, average rank, significance, time to quality) and plots."""
+    input:
+        metrics=metrics_files(),
+        cards=[path for d in DATASETS for m in MODELS for path in
+               [card_inputs(d, m)["score_pairs"], card_inputs(d, m)["sp_pairs"], *card_inputs(d, m)["train_logs"].values()]],
+    output:
+        results=report(f"{R}/tables/results.csv", caption="../report/results.rst", category="Tables"),
+        results_md=f"{R}/tables/results.md",
+        results_tex=f"{R}/tables/results.tex",
+        avg_rank=report(f"{R}/tables/avg_rank.csv", caption="../report/avg_rank.rst", category="Tables"),
+        avg_rank_md=f"{R}/tables/avg_rank.md",
+        avg_rank_tex=f"{R}/tables/avg_rank.tex",
+        significance=report(f"{R}/tables/significance.csv", caption="../report/significance.rst", category="Tables"),
+        time_to_quality=report(f"{R}/tables/time_to_quality.csv", caption="../report/time_to_quality.rst", category="Tables"),
+        runs=f"{R}/tables/runs.csv",
+        plots=[_report_plot(path) for path in plot_files("png")],
+        plots_pdf=plot_files("pdf"),
+        done=touch(f"{R}/plots/.done"),
+    params:
+        cards=[{"dataset": d, "model": m, **card_inputs(d, m)} for d in DATASETS for m in MODELS],
+        tables_dir=f"{R}/tables",
+        plots_dir=f"{R}/plots",
+    log:
+        "logs/aggregate.log",
+    benchmark:
+        "benchmarks/aggregate.tsv"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    script:
+        "../workflow_scripts/aggregate.py"

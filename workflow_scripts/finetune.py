@@ -1,0 +1,17 @@
+from opera import pipeline
+
+pipeline.job_setup(snakemake.log, snakemake.threads)
+pipeline.finetune_job(
+    data_dir=snakemake.input.data,
+    score_dir=pipeline.Path(snakemake.input.score).parent,
+    kept_pairs_path=snakemake.input.pairs,
+    settings=snakemake.params.settings,
+    method=snakemake.wildcards.method,
+    method_params=snakemake.params.method_params,
+    seed=int(snakemake.wildcards.seed),
+    title_join=snakemake.params.title_join,
+    out_dir=snakemake.output[0],
+    work_dir=snakemake.params.work_dir,
+    gpus=snakemake.resources.gpu,
+    log_file=snakemake.log[0],
+)
