@@ -20,7 +20,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -100,9 +100,15 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
 
 # --- collect ---------------------------------------------------------------------------------------
 
-def collect(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
+def collect(metrics_paths: Iterable[str | Path], train_seconds: Mapping[tuple, float] | None = None) -> pd.DataFrame:
     """One row per ``metrics.json``: the run's identity, timing, query counts, every metric, and
-    ``per_query_path`` (the sibling ``per_query.parquet``)."""
+    ``per_query_path`` (the sibling ``per_query.parquet``).
+
+    Metrics files hold no wall time (so they are byte-identical across reruns); training seconds
+    come from ``train_seconds[(dataset, model, method, seed, step)]`` (see
+    :func:`train_seconds_from_logs`), else from the record, else 0 (pretrain).
+    """
+    train_seconds = train_seconds or {}
     rows = []
     for path in metrics_paths:
         path = Path(path)
@@ -111,7 +117,8 @@ def collect(metrics_paths: Iterable[str | Path]) -> pd.DataFrame:
         if missing:
             raise ValueError(f"{path}: metrics file lacks key(s) {missing}")
         row = {key: record.get(key) for key in ID_COLUMNS}
-        row["train_seconds"] = float(row["train_seconds"] or 0.0)
+        key = (row["dataset"], row["model"], row["method"], row["seed"], row["step"])
+        row["train_seconds"] = float(train_seconds.get(key, row.get("train_seconds") or 0.0))
         row.update({name: float(value) for name, value in record["metrics"].items()})
         row["per_query_path"] = str(path.parent / "per_query.parquet")
         rows.append(row)
@@ -143,6 +150,15 @@ def read_train_log(path: str | Path) -> list[dict]:
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}:{number}: not valid JSON: {exc}") from exc
     return entries
+
+
+def train_seconds_from_logs(train_logs: Mapping[tuple, str | Path]) -> dict[tuple, float]:
+    """{(dataset, model, method, seed, step): elapsed} from {(dataset, model, method, seed): train_log path}."""
+    seconds = {}
+    for (dataset, model, method, seed), path in train_logs.items():
+        for entry in read_train_log(path):
+            seconds[(dataset, model, method, seed, int(entry["step"]))] = float(entry["elapsed"])
+    return seconds
 
 
 # --- final results ---------------------------------------------------------------------------------
@@ -454,11 +470,12 @@ def time_to_quality(long: pd.DataFrame, reference: str = "basic", metric: str = 
 
 # --- everything ------------------------------------------------------------------------------------
 
-def aggregate(metrics_paths: Iterable[str | Path], tables_dir: str | Path) -> dict[str, pd.DataFrame]:
+def aggregate(metrics_paths: Iterable[str | Path], tables_dir: str | Path,
+              train_seconds: Mapping[tuple, float] | None = None) -> dict[str, pd.DataFrame]:
     """Collect the runs and write every table into ``tables_dir``; return the DataFrames under the
     keys long, final, avg_rank, significance, time_to_quality."""
     tables_dir = Path(tables_dir)
-    long = collect(metrics_paths)
+    long = collect(metrics_paths, train_seconds)
     if long.empty:
         raise ValueError("aggregate: no metrics files given")
     final = final_results(long)

@@ -188,25 +188,20 @@ def evaluate(data_dir: str | Path, settings: dict, config: dict, index_path: str
     return record
 
 
-def train_seconds_at(train_log: str | Path, step: int) -> float:
-    """Training wall seconds at ``step`` from a run's train_log.jsonl."""
-    from opera.training import read_log
-
-    for entry in read_log(train_log):
-        if entry["step"] == step:
-            return float(entry["elapsed"])
-    raise StageError(f"{train_log}: no entry for step {step}")
-
-
 # --- 7. aggregate -----------------------------------------------------------------------------------
 
 def aggregate(metrics_paths: list[str | Path], tables_dir: str | Path, plots_dir: str | Path,
-              cards: list[dict] | None = None) -> list[Path]:
-    """Tables and plots. ``cards`` lists pruning data cards: {dataset, model, score_pairs, sp_pairs, train_logs}."""
+              train_logs: dict[tuple, str | Path], cards: list[dict] | None = None) -> list[Path]:
+    """Tables and plots.
+
+    ``train_logs`` maps (dataset, model, method, seed) to a run's train_log.jsonl (the source of
+    training wall times); ``cards`` lists pruning data cards as
+    {dataset, model, score_pairs, sp_pairs, train_logs: {method: train_log path}}.
+    """
     from opera import aggregate as agg
     from opera import plots
 
-    frames = agg.aggregate(metrics_paths, tables_dir)
+    frames = agg.aggregate(metrics_paths, tables_dir, agg.train_seconds_from_logs(train_logs))
     plots_dir = Path(plots_dir)
     written = plots.metric_vs_time(frames["long"], plots_dir) + plots.training_time(frames["final"], plots_dir)
     for card in cards or []:

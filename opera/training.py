@@ -242,12 +242,6 @@ def finetune(
         work_dir.mkdir(parents=True, exist_ok=True)
         io.write_text(log_path, "")
 
-    ddp_model = model
-    if env.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp_model = DistributedDataParallel(model, device_ids=[int(env.device.split(":")[1])] if env.device.startswith("cuda") else None)
-
     params = [p for _, p in named]
     log_handle = open(log_path, "a", encoding="utf-8") if env.main else None
     from tqdm.auto import tqdm
@@ -258,7 +252,7 @@ def finetune(
             began = time.perf_counter()
             batch = sampler.next_batch(step - 1, global_batch)
             sampled = time.perf_counter()
-            loss_value, pos_scores, losses = _train_step(ddp_model, model, data, batch, neg_rng, settings, env, optimizer, scheduler, scaler, params)
+            loss_value, pos_scores, losses = _train_step(model, data, batch, neg_rng, settings, env, optimizer, scheduler, scaler, params)
             updating = time.perf_counter()
             sampler.update(batch, pos_scores, losses)
             done = time.perf_counter()
@@ -296,7 +290,7 @@ def finetune(
     return summary
 
 
-def _train_step(ddp_model, model, data: TrainingData, batch: Batch, neg_rng, settings, env: Dist, optimizer, scheduler, scaler, params):
+def _train_step(model, data: TrainingData, batch: Batch, neg_rng, settings, env: Dist, optimizer, scheduler, scaler, params):
     """One optimizer step on this process's slice of the global batch; returns global stats."""
     group = settings["group_size"]
     # Every process draws the negatives of the whole global batch so RNG streams stay identical.
@@ -312,8 +306,8 @@ def _train_step(ddp_model, model, data: TrainingData, batch: Batch, neg_rng, set
     q_features = encoders.tokenize(model, [instruction_q + data.query_texts[q] for q in local_queries], settings["query_max_length"])
     p_features = encoders.tokenize(model, [instruction_p + data.doc_texts[d] for d in local_docs], settings["passage_max_length"])
     with encoders.autocast(env.device, settings["precision"]):
-        q = encoders.embed(ddp_model, q_features)
-        p = encoders.embed(ddp_model, p_features)
+        q = encoders.embed(model, q_features)
+        p = encoders.embed(model, p_features)
     p_all = _gather_with_grad(p, env)
     label_cols = (np.arange(len(local_queries)) + local.start) * group
     mask = false_negative_mask(local_queries, docs_global, data.positives, label_cols).to(q.device)
@@ -323,6 +317,7 @@ def _train_step(ddp_model, model, data: TrainingData, batch: Batch, neg_rng, set
     loss = (weights * per_query).mean()
 
     scaler.scale(loss).backward()
+    _average_gradients(params, env)
     if settings["grad_clip"] > 0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, settings["grad_clip"])
@@ -333,10 +328,30 @@ def _train_step(ddp_model, model, data: TrainingData, batch: Batch, neg_rng, set
 
     with torch.no_grad():
         pos = (q.float() * p.float()[:: group]).sum(-1)
-        stats = torch.stack([per_query.detach(), pos])
-        stats = _gather_detached(stats, env)  # (2, global batch), in global order
-        loss_all = (torch.as_tensor(batch.weights, device=stats.device) * stats[0]).mean()
-    return float(loss_all), stats[1].cpu().numpy(), stats[0].cpu().numpy()
+        stats = torch.stack([per_query.detach(), pos], dim=1)
+        stats = _gather_detached(stats, env).cpu()  # (global batch, 2), in global order
+        loss_all = (torch.as_tensor(batch.weights, dtype=stats.dtype) * stats[:, 0]).mean()
+    return float(loss_all), stats[:, 1].numpy(), stats[:, 0].numpy()
+
+
+def _average_gradients(params, env: Dist) -> None:
+    """Average gradients across processes in one all-reduce.
+
+    Done by hand rather than with DistributedDataParallel: each step runs two forward passes
+    (queries, passages) before one backward, and some parameters (e.g. BERT's pooler) never get a
+    gradient, both of which DDP's reducer rejects without slower workarounds.
+    """
+    if env.world == 1:
+        return
+    import torch.distributed as dist
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= env.world
+    for grad, averaged in zip(grads, _unflatten_dense_tensors(flat, grads)):
+        grad.copy_(averaged)
 
 
 def _save_checkpoint(model, path: Path, env: Dist, state: dict) -> None:
@@ -344,6 +359,7 @@ def _save_checkpoint(model, path: Path, env: Dist, state: dict) -> None:
         with io.atomic_dir(path) as tmp:
             model.save(str(tmp))
             torch.save(state, tmp / STATE_FILE)
+        model.train()  # saving leaves the model in eval mode, which would silently turn dropout off
     if env.world > 1:
         import torch.distributed as dist
 

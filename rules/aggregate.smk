@@ -6,6 +6,12 @@ def card_inputs(dataset, model):
     }
 
 
+FINETUNE_RUNS = [
+    (d, m, method, seed, f"{R}/finetune/{d}/{m}/{method}/seed{seed}")
+    for d in DATASETS for m in MODELS for method in TRAINED for seed in SEEDS
+]
+
+
 def plot_files(ext):
     files = []
     for dataset in DATASETS:
@@ -27,8 +33,8 @@ rule aggregate:
     """The paper's tables (results, average rank, significance, time to quality) and plots."""
     input:
         metrics=metrics_files(),
-        cards=[path for d in DATASETS for m in MODELS for path in
-               [card_inputs(d, m)["score_pairs"], card_inputs(d, m)["sp_pairs"], *card_inputs(d, m)["train_logs"].values()]],
+        finetune=[run[-1] for run in FINETUNE_RUNS],
+        cards=[path for d in DATASETS for m in MODELS for path in (card_inputs(d, m)["score_pairs"], card_inputs(d, m)["sp_pairs"])],
     output:
         results=report(f"{R}/tables/results.csv", caption="../report/results.rst", category="Tables"),
         results_md=f"{R}/tables/results.md",
@@ -43,6 +49,7 @@ rule aggregate:
         plots_pdf=plot_files("pdf"),
         done=touch(f"{R}/plots/.done"),
     params:
+        finetune_runs=FINETUNE_RUNS,
         cards=[{"dataset": d, "model": m, **card_inputs(d, m)} for d in DATASETS for m in MODELS],
         tables_dir=f"{R}/tables",
         plots_dir=f"{R}/plots",

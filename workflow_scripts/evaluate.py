@@ -18,7 +18,6 @@ pipeline.evaluate(
         "method": method,
         "seed": seed,
         "step": step or 0,
-        "train_seconds": pipeline.train_seconds_at(f"{finetune_dir}/train_log.jsonl", step) if finetune_dir else 0.0,
     },
     checkpoint=f"{finetune_dir}/step{step}" if finetune_dir else None,
 )

@@ -1,0 +1,155 @@
+"""The trainer: loss goes down, seeds are deterministic, a killed run resumes to identical weights,
+checkpoints load with sentence-transformers, and the same loop runs as DDP (gloo, 2 processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from opera import encoders, io, pipeline, training
+
+
+def _finetune(root: Path, settings: dict, name: str, method: str = "dp", seed: int = 42, stop_after=None, params=None):
+    from opera.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "config" / "smoke.yaml")
+    from opera.config import method_params
+
+    return pipeline.finetune(
+        root / "data", root / "score", root / "score" / "pairs.parquet", settings, method,
+        params if params is not None else method_params(config, method), seed, "space",
+        root / "ft" / name, root / "work" / name, stop_after=stop_after,
+    )
+
+
+def _weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(next((run_dir / f"step{step}").rglob("model.safetensors"))))
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def settings(smoke_settings):
+    return {**smoke_settings, "max_steps": 4, "eval_every": 2}
+
+
+def test_finetune_writes_checkpoints_and_log(smoke_scored, settings):
+    summary = _finetune(smoke_scored, settings, "plain")
+    run = smoke_scored / "ft" / "plain"
+    assert summary["checkpoints"] == [2, 4]
+    assert sorted(p.name for p in run.iterdir()) == ["run.json", "step2", "step4", "train_log.jsonl"]
+    assert not (smoke_scored / "work" / "plain").exists()  # resume state cleaned up
+    assert not list(run.rglob(training.STATE_FILE))  # optimizer state is not published
+    log = training.read_log(run / "train_log.jsonl")
+    assert [e["step"] for e in log] == [1, 2, 3, 4]
+    assert all(e["elapsed"] > 0 for e in log) and log[-1]["elapsed"] >= log[0]["elapsed"]
+    assert {"x", "r", "n0", "c", "tau", "queries_seen"} <= set(log[-1]["sampler"])
+    # loadable by plain sentence-transformers
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(run / "step4"), device="cpu")
+    assert model.encode(["a query"]).shape == (1, 384)
+
+
+def test_training_lowers_loss_on_a_fixed_batch(smoke_scored, settings):
+    """Evaluate the InfoNCE loss on fixed batches (dropout off) before and after 8 steps."""
+    strong = {**settings, "max_steps": 8, "eval_every": 8, "lr": 1e-4, "warmup_ratio": 0.0}
+    _finetune(smoke_scored, strong, "loss", method="basic")
+    data = training.TrainingData.build(io.load_table(smoke_scored / "score/pairs.parquet"),
+                                       io.load_table(smoke_scored / "score/pairs.parquet"),
+                                       io.load_table(smoke_scored / "score/negatives.parquet"),
+                                       pipeline.data_mod.read_prepared(smoke_scored / "data").queries,
+                                       dict(zip(*[pipeline.data_mod.read_prepared(smoke_scored / "data").corpus[c] for c in ("doc_id",)],
+                                                pipeline.data_mod.passage_texts(pipeline.data_mod.read_prepared(smoke_scored / "data").corpus))))
+
+    def loss_of(path) -> float:
+        model = encoders.load_from_settings(strong, device="cpu", path=path)
+        model.eval()
+        rng = np.random.default_rng(0)
+        total = 0.0
+        for start in range(0, data.pairs.n_queries - 3, 4):
+            queries = np.arange(start, start + 4)
+            docs = []
+            for q in queries:
+                docs.append(str(data.pairs.doc_ids[data.pairs.offsets[q]]))
+                docs.extend(training.draw_negatives(data, int(q), 1, rng))
+            with torch.no_grad():
+                q_emb = encoders.embed(model, encoders.tokenize(model, [data.query_texts[i] for i in queries], 24))
+                p_emb = encoders.embed(model, encoders.tokenize(model, [data.doc_texts[d] for d in docs], 48))
+                cols = np.arange(4) * 2
+                mask = training.false_negative_mask(queries, docs, data.positives, cols)
+                total += training.infonce(q_emb, p_emb, torch.as_tensor(cols), mask, 0.02).mean().item()
+        return total
+
+    before = loss_of(strong["path"])
+    after = loss_of(str(smoke_scored / "ft" / "loss" / "step8"))
+    assert after < before
+
+
+@pytest.mark.parametrize("method", ["dp", "infobatch"])
+def test_same_seed_same_weights_and_kill_resume_identical(smoke_scored, settings, method):
+    _finetune(smoke_scored, settings, f"{method}-a", method=method)
+    _finetune(smoke_scored, settings, f"{method}-b", method=method)
+    a, b = smoke_scored / "ft" / f"{method}-a", smoke_scored / "ft" / f"{method}-b"
+    assert _same_weights(_weights(a, 4), _weights(b, 4))
+
+    # A run that stops after step 3 (its last checkpoint is step 2), then is started again.
+    stopped = _finetune(smoke_scored, settings, f"{method}-r", method=method, stop_after=3)
+    assert stopped == {"stopped_at": 3}
+    assert (smoke_scored / "work" / f"{method}-r" / "step2").is_dir()
+    _finetune(smoke_scored, settings, f"{method}-r", method=method)
+    resumed = smoke_scored / "ft" / f"{method}-r"
+    assert _same_weights(_weights(a, 4), _weights(resumed, 4))
+    strip = lambda entries: [{k: v for k, v in e.items() if k not in ("elapsed", "sampler_seconds")} for e in entries]
+    assert strip(training.read_log(a / "train_log.jsonl")) == strip(training.read_log(resumed / "train_log.jsonl"))
+
+
+def test_different_seed_different_weights(smoke_scored, settings):
+    _finetune(smoke_scored, settings, "seed1", method="basic", seed=1)
+    _finetune(smoke_scored, settings, "seed2", method="basic", seed=2)
+    assert not _same_weights(_weights(smoke_scored / "ft" / "seed1", 4), _weights(smoke_scored / "ft" / "seed2", 4))
+
+
+def test_false_negative_mask_hides_shared_positives():
+    positives = [frozenset({"d1", "d2"}), frozenset({"d3"})]
+    docs = ["d1", "n1", "d3", "d2"]  # query 0: positive d1 + negative n1; query 1: positive d3 + negative d2
+    mask = training.false_negative_mask(np.array([0, 1]), docs, positives, np.array([0, 2]))
+    # query 0 must not be pushed away from d2 (its own positive, drawn as query 1's negative)
+    assert mask.tolist() == [[False, False, False, True], [False, False, False, False]]
+
+
+def test_ddp_gloo_two_processes(smoke_scored, settings, tmp_path):
+    """The same loop under torchrun: 2 CPU processes, per-process batch 2, gathered negatives."""
+    job = {
+        "data_dir": str(smoke_scored / "data"), "score_dir": str(smoke_scored / "score"),
+        "kept_pairs_path": str(smoke_scored / "score" / "pairs.parquet"),
+        "settings": {**settings, "batch_size": 2}, "method": "dp",
+        "method_params": {"r0": 0.25, "x0": 2.0, "x_start": 2.0, "x_end": 5.0, "c_start": 0.25, "c_end": 0.5, "doc_weight": 5.0},
+        "seed": 42, "title_join": "space", "out_dir": str(tmp_path / "ddp"), "work_dir": str(tmp_path / "ddp_work"),
+    }
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "opera.cli", "finetune", "--job", str(job_file)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert run["world_size"] == 2
+    log = training.read_log(tmp_path / "ddp" / "train_log.jsonl")
+    # the global batch is 2 processes x 2 queries: 4 new queries a step within dp's first epoch (n0 = 15)
+    assert log[-1]["sampler"]["n0"] == 15
+    assert [e["sampler"]["queries_seen"] for e in log[:3]] == [4, 8, 12]
+    assert (tmp_path / "ddp" / "step4").is_dir()

@@ -1,0 +1,59 @@
+"""Running Snakemake on a config in a scratch directory, and reading its plans."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def snakemake_cmd(workdir: Path, configfile: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
+            "--configfile", str(configfile), *args]
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(snakemake_cmd(workdir, configfile, *args), capture_output=True, text=True, env=ENV, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def plan(workdir: Path, configfile: Path, *args: str) -> Counter:
+    """Jobs per rule that a dry run would execute (empty when there is nothing to do)."""
+    result = snakemake(workdir, configfile, "-n", "--cores", "1", *args)
+    text = result.stdout + result.stderr
+    counts: Counter = Counter()
+    if "Job stats:" not in text:
+        assert "Nothing to be done" in text, text[-3000:]
+        return counts
+    table = text.split("Job stats:", 1)[1]
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"\s*(\w+)\s+(\d+)\s*", line)
+        if not match:
+            break
+        if match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def write_config(path: Path, base: Path, **changes) -> Path:
+    """A copy of the YAML config ``base`` with top-level keys replaced or model fields updated."""
+    config = yaml.safe_load(base.read_text())
+    for key, value in changes.items():
+        if key == "model":
+            for model in config["models"].values():
+                model.update(value)
+        else:
+            config[key] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
