@@ -92,7 +92,20 @@ def validate_config(config: dict) -> dict:
             raise ConfigError(
                 f"config key 'models.{name}.mining': hi ({model['mining']['hi']}) must exceed lo ({model['mining']['lo']})"
             )
+    # Sorted keys everywhere: Snakemake compares params by their text, so the same settings written
+    # in another key order must not look like a change (and rerun everything).
+    canonical = _sorted_dicts(config)
+    config.clear()
+    config.update(canonical)
     return config
+
+
+def _sorted_dicts(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted_dicts(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_dicts(item) for item in value]
+    return value
 
 
 def load_config(path: str | Path) -> dict:

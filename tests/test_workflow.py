@@ -90,6 +90,7 @@ def test_killed_finetune_resumes_and_whole_workflow_is_deterministic(smoke_run, 
     _kill_when(process, checkpoint)
     assert not (workdir / "results/finetune/scifact/all-MiniLM-L6-v2/dp/seed42").exists()
 
+    snakemake(workdir, SMOKE, "--unlock")  # a killed Snakemake leaves its lock behind (README: When things go wrong)
     snakemake(workdir, SMOKE, "--cores", "2", "--rerun-incomplete")
     log = (workdir / "logs/finetune/scifact/all-MiniLM-L6-v2/dp/seed42.log").read_text()
     assert "resuming dp from step 2" in log
