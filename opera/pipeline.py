@@ -116,7 +116,7 @@ def finetune(data_dir: str | Path, score_dir: str | Path, kept_pairs_path: str |
     return training.finetune(train_data, settings, method, method_params, seed, out_dir, work_dir, stop_after=stop_after)
 
 
-def finetune_job(gpus: int = 0, log_file: str | None = None, **job) -> dict | None:
+def finetune_job(gpus: int = 0, **job) -> dict | None:
     """Run :func:`finetune` here, or under torchrun when the job holds several GPUs."""
     import torch
 
@@ -213,6 +213,52 @@ def aggregate(metrics_paths: list[str | Path], tables_dir: str | Path, plots_dir
 
 
 # --- job set-up for workflow scripts ----------------------------------------------------------------
+
+class JobResourceError(RuntimeError):
+    """A job ran out of memory or time; the message names the rule and the resource to raise."""
+
+
+# rule -> the config key under `resources` that sizes its memory / its runtime
+_RESOURCE_KEYS = {"finetune": ("finetune_mem_mb", "finetune_runtime")}
+
+
+def run_job(snakemake, stage) -> None:
+    """Run ``stage()`` for a workflow script: log to the job's log file, use the job's threads,
+    and turn out-of-memory and time-limit deaths into messages that say what to raise."""
+    import signal
+
+    job_setup(snakemake.log, snakemake.threads)
+    rule = snakemake.rule
+    mem_key, time_key = _RESOURCE_KEYS.get(rule, ("mem_mb", "runtime"))
+    resources = snakemake.resources
+
+    def on_term(signum, frame):
+        # SLURM sends SIGTERM at the time limit (before SIGKILL).
+        raise JobResourceError(
+            f"rule {rule} was stopped by signal {signum}, most likely at its time limit "
+            f"(runtime={resources.get('runtime')} min): raise resources.{time_key} in the config. "
+            "A finetune job resumes from its last checkpoint when rerun."
+        )
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        stage()
+    except MemoryError as exc:
+        raise JobResourceError(_oom_message(rule, mem_key, resources, "CPU memory")) from exc
+    except RuntimeError as exc:
+        text = str(exc)
+        if "out of memory" in text.lower() or "can't allocate memory" in text.lower():
+            raise JobResourceError(_oom_message(rule, mem_key, resources,
+                                                "GPU memory" if "CUDA" in text else "CPU memory")) from exc
+        raise
+
+
+def _oom_message(rule: str, mem_key: str, resources, what: str) -> str:
+    advice = (f"raise resources.{mem_key} in the config (now mem_mb={resources.get('mem_mb')})"
+              if what == "CPU memory" else
+              "lower the model's batch_size or enable gradient_checkpointing, or ask for larger GPUs")
+    return f"rule {rule} ran out of {what}: {advice}."
+
 
 def job_setup(log_files, threads: int) -> None:
     """Send logging and progress bars (stderr) to the job's log file; use the job's threads."""

@@ -1,9 +1,8 @@
 from opera import pipeline
 
-pipeline.job_setup(snakemake.log, snakemake.threads)
 method, seed, step = snakemake.params.run
 finetune_dir = snakemake.input.get("finetune")
-pipeline.evaluate(
+pipeline.run_job(snakemake, lambda: pipeline.evaluate(
     snakemake.input.data,
     snakemake.config["models"][snakemake.wildcards.model],
     snakemake.config,
@@ -12,12 +11,7 @@ pipeline.evaluate(
     snakemake.output.run,
     snakemake.output.per_query,
     snakemake.output.metrics,
-    run_meta={
-        "dataset": snakemake.wildcards.dataset,
-        "model": snakemake.wildcards.model,
-        "method": method,
-        "seed": seed,
-        "step": step or 0,
-    },
+    run_meta={"dataset": snakemake.wildcards.dataset, "model": snakemake.wildcards.model,
+              "method": method, "seed": seed, "step": step or 0},
     checkpoint=f"{finetune_dir}/step{step}" if finetune_dir else None,
-)
+))

@@ -1,9 +1,10 @@
+from pathlib import Path
+
 from opera import pipeline
 
-pipeline.job_setup(snakemake.log, snakemake.threads)
-pipeline.finetune_job(
+pipeline.run_job(snakemake, lambda: pipeline.finetune_job(
     data_dir=snakemake.input.data,
-    score_dir=pipeline.Path(snakemake.input.score).parent,
+    score_dir=Path(snakemake.input.score).parent,
     kept_pairs_path=snakemake.input.pairs,
     settings=snakemake.params.settings,
     method=snakemake.wildcards.method,
@@ -13,5 +14,4 @@ pipeline.finetune_job(
     out_dir=snakemake.output[0],
     work_dir=snakemake.params.work_dir,
     gpus=snakemake.resources.gpu,
-    log_file=snakemake.log[0],
-)
+))

@@ -1,5 +1,5 @@
 from opera import pipeline
 
-pipeline.job_setup(snakemake.log, snakemake.threads)
-pipeline.prune(snakemake.input.pairs, snakemake.wildcards.method, snakemake.params.method_params,
-               snakemake.output.pairs, snakemake.output.report)
+pipeline.run_job(snakemake, lambda: pipeline.prune(
+    snakemake.input.pairs, snakemake.wildcards.method, snakemake.params.method_params,
+    snakemake.output.pairs, snakemake.output.report))
