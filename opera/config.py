@@ -92,6 +92,13 @@ def validate_config(config: dict) -> dict:
             raise ConfigError(
                 f"config key 'models.{name}.mining': hi ({model['mining']['hi']}) must exceed lo ({model['mining']['lo']})"
             )
+    trained = [m for m in config["methods"] if m != "pretrain"]
+    for name, dataset in config["datasets"].items():
+        if trained and "train" not in dataset["splits"]:
+            raise ConfigError(
+                f"config key 'datasets.{name}.splits': {dataset['splits']} has no 'train' split, but methods "
+                f"{trained} finetune on it; add a train split or use methods: [pretrain]"
+            )
     # Sorted keys everywhere: Snakemake compares params by their text, so the same settings written
     # in another key order must not look like a change (and rerun everything).
     canonical = _sorted_dicts(config)

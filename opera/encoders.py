@@ -211,27 +211,23 @@ def encode(
     return out
 
 
-def encode_queries(model, settings: dict, texts: Sequence[str], batch_size: int, desc: str = "queries", **kw) -> np.ndarray:
+def _encode_side(side: str, model, settings: dict, texts: Sequence[str], batch_size: int, desc: str, **kw) -> np.ndarray:
+    """Encode queries or passages with that side's max length and instruction from ``settings``."""
     return encode(
         model,
         texts,
-        max_length=settings["query_max_length"],
+        max_length=settings[f"{side}_max_length"],
         batch_size=batch_size,
-        instruction=settings.get("query_instruction", ""),
+        instruction=settings.get(f"{side}_instruction", ""),
         precision=settings.get("encode_precision", "fp32"),
         desc=desc,
         **kw,
     )
+
+
+def encode_queries(model, settings: dict, texts: Sequence[str], batch_size: int, desc: str = "queries", **kw) -> np.ndarray:
+    return _encode_side("query", model, settings, texts, batch_size, desc, **kw)
 
 
 def encode_passages(model, settings: dict, texts: Sequence[str], batch_size: int, desc: str = "corpus", **kw) -> np.ndarray:
-    return encode(
-        model,
-        texts,
-        max_length=settings["passage_max_length"],
-        batch_size=batch_size,
-        instruction=settings.get("passage_instruction", ""),
-        precision=settings.get("encode_precision", "fp32"),
-        desc=desc,
-        **kw,
-    )
+    return _encode_side("passage", model, settings, texts, batch_size, desc, **kw)

@@ -45,10 +45,10 @@ def score(data_dir: str | Path, settings: dict, config: dict, out_dir: str | Pat
     and score.json.
     """
     dataset = data_mod.read_prepared(data_dir)
-    if "train" not in dataset.qrels:
-        raise StageError(f"{data_dir}: the dataset has no train split; training methods need one (splits: {sorted(dataset.qrels)})")
-    pairs = scoring.positive_pairs(dataset.qrels["train"])
-    if pairs.empty:
+    # Without a train split (a pretrain-only config) the corpus is still encoded for evaluation.
+    no_train = pd.DataFrame({"query_id": [], "doc_id": [], "relevance": np.zeros(0, dtype=np.int64)})
+    pairs = scoring.positive_pairs(dataset.qrels.get("train", no_train))
+    if "train" in dataset.qrels and pairs.empty:
         raise StageError(f"{data_dir}: the train split has no relevant (query, document) pair")
     query_ids = sorted(pairs["query_id"].unique())
     query_text = dataset.queries.set_index("query_id")["text"]
@@ -58,10 +58,15 @@ def score(data_dir: str | Path, settings: dict, config: dict, out_dir: str | Pat
     doc_ids = dataset.corpus["doc_id"].tolist()
     corpus_emb = encoders.encode_passages(model, settings, data_mod.passage_texts(dataset.corpus, config["data"]["title_join"]), batch)
     encoded = time.perf_counter()
-    query_emb = encoders.encode_queries(model, settings, [query_text[q] for q in query_ids], batch, desc="train queries")
-    scored = scoring.score_pairs(pairs, query_ids, query_emb, doc_ids, corpus_emb)
     mining = settings["mining"]
-    negatives = scoring.mine_negatives(pairs, query_ids, query_emb, doc_ids, corpus_emb, mining["lo"], mining["hi"])
+    if query_ids:
+        query_emb = encoders.encode_queries(model, settings, [query_text[q] for q in query_ids], batch, desc="train queries")
+        scored = scoring.score_pairs(pairs, query_ids, query_emb, doc_ids, corpus_emb)
+        negatives = scoring.mine_negatives(pairs, query_ids, query_emb, doc_ids, corpus_emb, mining["lo"], mining["hi"])
+    else:
+        query_emb = np.zeros((0, corpus_emb.shape[1]), dtype=np.float32)
+        scored = pairs.assign(score=np.zeros(0, dtype=np.float32))
+        negatives = pd.DataFrame({"query_id": [], "doc_id": [], "rank": np.zeros(0, dtype=np.int32)})
 
     out_dir = Path(out_dir)
     io.save_array(out_dir / "corpus_embeddings.npy", corpus_emb)
@@ -78,7 +83,7 @@ def score(data_dir: str | Path, settings: dict, config: dict, out_dir: str | Pat
         "mining": mining,
         "corpus_encode_seconds": round(encoded - began, 2),
         "total_seconds": round(time.perf_counter() - began, 2),
-        "score_mean": float(scored["score"].mean()),
+        "score_mean": float(scored["score"].mean()) if len(scored) else None,
     }
     io.write_json(out_dir / "score.json", report)
     return report

@@ -132,8 +132,8 @@ def training_time(final: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         stds = frame["train_seconds_std"].astype(float).fillna(0.0).to_numpy()
         fig, ax = plt.subplots(figsize=(7.0, 0.5 * len(methods) + 1.6))
         positions = np.arange(len(methods))
-        ax.barh(positions, means, xerr=np.where(stds > 0, stds, 0.0), color=[method_color(m) for m in methods],
-                alpha=0.85, capsize=3)
+        ax.barh(positions, means, xerr=stds if (stds > 0).any() else None,  # no empty error caps with one seed
+                color=[method_color(m) for m in methods], alpha=0.85, capsize=3)
         top = float(np.nanmax(means + stds)) if len(means) else 1.0
         for pos, mean, std in zip(positions, means, stds):
             ax.text(mean + std + 0.01 * top, pos, f"{mean:,.1f} s", va="center", ha="left", fontsize=10)
@@ -150,12 +150,16 @@ def training_time(final: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 # --- pruning data card -----------------------------------------------------------------------------
 
-def _coverage(entries: Sequence[Mapping]) -> list[tuple[int, float]]:
-    """(step, fraction of queries seen) for each log entry whose sampler reports coverage."""
+def _coverage(entries: Sequence[Mapping], n_train_queries: int | None = None) -> list[tuple[int, float]]:
+    """(step, fraction of queries seen) for each log entry whose sampler reports coverage.
+
+    The fraction is of ``n_train_queries`` (all train queries) when given: a pruned method's own
+    ``n_queries`` counts only the queries it kept, and would show sp covering 100%.
+    """
     points = []
     for entry in entries:
         sampler = entry.get("sampler") or {}
-        seen, total = sampler.get("queries_seen"), sampler.get("n_queries")
+        seen, total = sampler.get("queries_seen"), n_train_queries or sampler.get("n_queries")
         if seen is not None and total:
             points.append((int(entry.get("step", len(points))), float(seen) / float(total)))
     return points
@@ -168,7 +172,8 @@ def pruning_card(score_pairs: pd.DataFrame, kept_pairs: pd.DataFrame | None,
     train log reporting ``queries_seen``/``n_queries`` the fraction seen by the end of training.
     When some log has several coverage entries, a third panel shows coverage vs training step.
     Saves ``out_path_stem``.png/.pdf."""
-    curves = {m: _coverage(entries) for m, entries in train_logs.items()}
+    n_train_queries = score_pairs["query_id"].nunique()
+    curves = {m: _coverage(entries, n_train_queries) for m, entries in train_logs.items()}
     curves = {m: c for m, c in curves.items() if c}
     show_curve = any(len(c) > 1 for c in curves.values())
     n_panels = 3 if show_curve else 2

@@ -173,6 +173,24 @@ def _restore_rng(state: dict, neg_rng: np.random.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def make_optimizer(model, settings: dict):
+    """AdamW (no weight decay on biases and norms) with linear warmup and decay; returns
+    (optimizer, scheduler, trainable parameters)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": settings["weight_decay"]},
+            {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
+        ],
+        lr=settings["lr"],
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(settings), settings["max_steps"])
+    return optimizer, scheduler, [p for _, p in named]
+
+
 # --- the loop ---------------------------------------------------------------------------------------
 
 def finetune(
@@ -210,18 +228,7 @@ def finetune(
     if settings.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable()
     model.train()
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": settings["weight_decay"]},
-            {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
-        ],
-        lr=settings["lr"],
-    )
-    from transformers import get_linear_schedule_with_warmup
-
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(settings), max_steps)
+    optimizer, scheduler, params = make_optimizer(model, settings)
     use_scaler = settings["precision"] == "fp16" and env.device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     torch.manual_seed(seed + env.rank)  # dropout
@@ -242,7 +249,6 @@ def finetune(
         work_dir.mkdir(parents=True, exist_ok=True)
         io.write_text(log_path, "")
 
-    params = [p for _, p in named]
     log_handle = open(log_path, "a", encoding="utf-8") if env.main else None
     from tqdm.auto import tqdm
 
@@ -252,7 +258,8 @@ def finetune(
             began = time.perf_counter()
             batch = sampler.next_batch(step - 1, global_batch)
             sampled = time.perf_counter()
-            loss_value, pos_scores, losses = _train_step(model, data, batch, neg_rng, settings, env, optimizer, scheduler, scaler, params)
+            docs = batch_documents(data, batch, group, neg_rng)
+            loss_value, pos_scores, losses = train_step(model, data, batch, docs, settings, env, optimizer, scheduler, scaler, params)
             updating = time.perf_counter()
             sampler.update(batch, pos_scores, losses)
             done = time.perf_counter()
@@ -290,14 +297,26 @@ def finetune(
     return summary
 
 
-def _train_step(model, data: TrainingData, batch: Batch, neg_rng, settings, env: Dist, optimizer, scheduler, scaler, params):
-    """One optimizer step on this process's slice of the global batch; returns global stats."""
-    group = settings["group_size"]
-    # Every process draws the negatives of the whole global batch so RNG streams stay identical.
-    docs_global: list[str] = []
+def batch_documents(data: TrainingData, batch: Batch, group: int, neg_rng: np.random.Generator) -> list[str]:
+    """Passages of the global batch: per query its drawn positive, then ``group - 1`` hard negatives.
+
+    Every process draws for the whole global batch, so the RNG streams stay identical across ranks.
+    """
+    docs: list[str] = []
     for query, pair in zip(batch.queries, batch.pairs):
-        docs_global.append(str(data.pairs.doc_ids[pair]))
-        docs_global.extend(draw_negatives(data, int(query), group - 1, neg_rng))
+        docs.append(str(data.pairs.doc_ids[pair]))
+        docs.extend(draw_negatives(data, int(query), group - 1, neg_rng))
+    return docs
+
+
+def train_step(model, data: TrainingData, batch: Batch, docs_global: list[str], settings: dict, env: Dist,
+               optimizer, scheduler, scaler, params) -> tuple[float, np.ndarray, np.ndarray]:
+    """One optimizer step on this process's slice of the global batch.
+
+    Returns the weighted loss of the global batch, and per query (global order) the detached
+    positive cosine and the unweighted loss, which the sampler learns from.
+    """
+    group = settings["group_size"]
     local = slice(env.rank * settings["batch_size"], (env.rank + 1) * settings["batch_size"])
     local_queries = batch.queries[local]
     local_docs = docs_global[local.start * group : local.stop * group]

@@ -18,8 +18,8 @@ def plot_files(ext):
         for model in MODELS:
             stem = f"{R}/plots/{dataset}__{model}__"
             files.append(stem + f"metric_vs_time.{ext}")
-            files.append(stem + f"pruning_card.{ext}")
             if TRAINED:
+                files.append(stem + f"pruning_card.{ext}")
                 files.append(stem + f"training_time.{ext}")
     return files
 
@@ -34,7 +34,7 @@ rule aggregate:
     input:
         metrics=metrics_files(),
         finetune=[run[-1] for run in FINETUNE_RUNS],
-        cards=[path for d in DATASETS for m in MODELS for path in (card_inputs(d, m)["score_pairs"], card_inputs(d, m)["sp_pairs"])],
+        cards=[path for d in DATASETS for m in MODELS if TRAINED for path in (card_inputs(d, m)["score_pairs"], card_inputs(d, m)["sp_pairs"])],
     output:
         results=report(f"{R}/tables/results.csv", caption="../report/results.rst", category="Tables"),
         results_md=f"{R}/tables/results.md",
@@ -50,7 +50,7 @@ rule aggregate:
         done=touch(f"{R}/plots/.done"),
     params:
         finetune_runs=FINETUNE_RUNS,
-        cards=[{"dataset": d, "model": m, **card_inputs(d, m)} for d in DATASETS for m in MODELS],
+        cards=[{"dataset": d, "model": m, **card_inputs(d, m)} for d in DATASETS for m in MODELS if TRAINED],
         tables_dir=f"{R}/tables",
         plots_dir=f"{R}/plots",
     log:

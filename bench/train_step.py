@@ -1,0 +1,135 @@
+"""Training-step speed: opera's trainer step vs a plain sentence-transformers
+MultipleNegativesRankingLoss step, on the same batches and the same model; and the share of
+training time that the online samplers (dp, infobatch) take.
+
+Both steps do the same work: tokenize queries, positives and hard negatives, forward, InfoNCE over
+in-batch + hard negatives, backward, gradient clipping, AdamW step, scheduler step. Opera's step
+also masks known positives among the in-batch negatives and returns per-query statistics to the
+sampler.
+
+    .venv/bin/python bench/train_step.py [--steps 12] [--precision fp32] [--threads 2]
+
+Data: a seeded slice of NFCorpus (shipped), prepared and scored into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from opera import encoders, io, pipeline, training
+from opera.config import method_params, resolve_model, validate_config
+from opera.sampling import make_sampler
+
+
+def prepare(root: Path, settings: dict, docs: int, queries: int) -> training.TrainingData:
+    config = validate_config({"datasets": {"nfcorpus": {"subsample": {"docs": docs, "queries": {"train": queries}}}},
+                              "models": {"all-MiniLM-L6-v2": {}}, "methods": ["basic"]})
+    pipeline.download("nfcorpus", config["datasets"]["nfcorpus"], config["data"], root / "data")
+    pipeline.score(root / "data", settings, config, root / "score")
+    dataset = pipeline.data_mod.read_prepared(root / "data")
+    pairs = io.load_table(root / "score" / "pairs.parquet")
+    return training.TrainingData.build(pairs, pairs, io.load_table(root / "score" / "negatives.parquet"), dataset.queries,
+                                       dict(zip(dataset.corpus["doc_id"], pipeline.data_mod.passage_texts(dataset.corpus))))
+
+
+def opera_steps(data, settings, batches) -> list[float]:
+    model = encoders.load_from_settings(settings, device="cpu")
+    model.train()
+    optimizer, scheduler, params = training.make_optimizer(model, settings)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    times = []
+    for batch, docs in batches:
+        start = time.perf_counter()
+        training.train_step(model, data, batch, docs, settings, training.Dist(), optimizer, scheduler, scaler, params)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def sentence_transformers_steps(data, settings, batches) -> list[float]:
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    model = encoders.load_from_settings(settings, device="cpu")
+    model.train()
+    loss_fn = MultipleNegativesRankingLoss(model, scale=1.0 / settings["temperature"])
+    optimizer, scheduler, params = training.make_optimizer(model, settings)
+    group = settings["group_size"]
+    times = []
+    for batch, docs in batches:
+        start = time.perf_counter()
+        features = [encoders.tokenize(model, [data.query_texts[q] for q in batch.queries], settings["query_max_length"])]
+        for column in range(group):  # positives, then each negative column
+            features.append(encoders.tokenize(model, [data.doc_texts[d] for d in docs[column::group]], settings["passage_max_length"]))
+        with encoders.autocast("cpu", settings["precision"]):
+            loss = loss_fn(features, None)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, settings["grad_clip"])
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def sampler_share(root: Path, settings: dict, method: str, steps: int) -> tuple[float, float]:
+    config = validate_config({"datasets": {"nfcorpus": {}}, "models": {"all-MiniLM-L6-v2": {}}, "methods": [method]})
+    run_settings = {**settings, "max_steps": steps, "eval_every": steps}
+    pipeline.finetune(root / "data", root / "score", root / "score" / "pairs.parquet", run_settings, method,
+                      method_params(config, method), 0, "space", root / f"ft-{method}", root / f"work-{method}")
+    last = training.read_log(root / f"ft-{method}" / "train_log.jsonl")[-1]
+    return last["sampler_seconds"], last["elapsed"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per trainer (after 2 warm-up steps)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--query-length", type=int, default=32)
+    parser.add_argument("--passage-length", type=int, default=96)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--docs", type=int, default=800)
+    parser.add_argument("--train-queries", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = {**resolve_model("all-MiniLM-L6-v2"), "batch_size": args.batch_size, "query_max_length": args.query_length,
+                "passage_max_length": args.passage_length, "precision": args.precision, "encode_precision": args.precision,
+                "max_steps": 1000, "warmup_ratio": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = prepare(root, settings, args.docs, args.train_queries)
+        sampler = make_sampler("basic", data.pairs, 1000, 0, {})
+        rng = np.random.default_rng(0)
+        batches = []
+        for step in range(args.steps + 2):
+            batch = sampler.next_batch(step, args.batch_size)
+            batches.append((batch, training.batch_documents(data, batch, settings["group_size"], rng)))
+        # Interleave the two trainers in halves so drift of the machine hits both alike.
+        ours, theirs = [], []
+        for part in (batches[: len(batches) // 2 + 1], batches[len(batches) // 2 + 1:]):
+            ours += opera_steps(data, settings, part)[1:]
+            theirs += sentence_transformers_steps(data, settings, part)[1:]
+        shares = {method: sampler_share(root, settings, method, args.steps) for method in ("dp", "infobatch")}
+
+    print(f"all-MiniLM-L6-v2, batch {args.batch_size} x (1 positive + {settings['group_size'] - 1} hard negative), "
+          f"lengths {args.query_length}/{args.passage_length}, {args.precision}, {args.threads} threads, CPU")
+    print("| trainer | median s/step | steps timed |")
+    print("|---|---:|---:|")
+    print(f"| opera train_step | {statistics.median(ours):.3f} | {len(ours)} |")
+    print(f"| sentence-transformers MNRL | {statistics.median(theirs):.3f} | {len(theirs)} |")
+    print(f"ratio (sentence-transformers / opera): {statistics.median(theirs) / statistics.median(ours):.2f}")
+    print()
+    print("| sampler | sampler s | training s | share |")
+    print("|---|---:|---:|---:|")
+    for method, (sampler_s, total_s) in shares.items():
+        print(f"| {method} | {sampler_s:.3f} | {total_s:.2f} | {100 * sampler_s / total_s:.2f}% |")
+
+
+if __name__ == "__main__":
+    main()

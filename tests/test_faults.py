@@ -1,0 +1,239 @@
+"""Faults and bad input: the pipeline recovers or explains, and never uses a broken artifact.
+
+Kill-and-resume of a finetune job inside the workflow and byte-identical reruns are in
+test_workflow.py; bad dataset files are in test_data.py. This file covers the rest of the
+reliability contract: atomic outputs under SIGKILL, corrupted caches, config violations, resource
+deaths, and what is (not) deserialized.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from opera import io, pipeline
+from opera.config import ConfigError, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- killed writers leave nothing a rerun would trust ------------------------------------------------
+
+def test_sigkilled_writer_leaves_no_artifact(tmp_path):
+    target = tmp_path / "corpus_embeddings.npy"
+    script = textwrap.dedent(f"""
+        import os, signal
+        import numpy as np
+        from opera import io
+        def writer(tmp):
+            with open(tmp, "wb") as handle:
+                handle.write(b"partial")
+                handle.flush()
+                os.kill(os.getpid(), signal.SIGKILL)  # dies mid-write, as an OOM kill would
+        io.write_checked({str(target)!r}, writer)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert result.returncode == -signal.SIGKILL
+    assert not target.exists()
+    assert not (tmp_path / "corpus_embeddings.npy.sha256").exists()
+
+
+def test_failed_stage_leaves_no_output_directory(tmp_path):
+    def failing_writer(tmp: Path):
+        (tmp / "half.parquet").write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        with io.atomic_dir(tmp_path / "data") as tmp:
+            failing_writer(tmp)
+    assert not (tmp_path / "data").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- corrupted caches are detected, never used ---------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "no_sidecar"])
+def test_corrupted_array_and_table_are_refused(tmp_path, damage):
+    array_path, table_path = tmp_path / "emb.npy", tmp_path / "pairs.parquet"
+    io.save_array(array_path, np.arange(12, dtype=np.float32).reshape(3, 4))
+    io.save_table(table_path, pd.DataFrame({"query_id": ["q1", "q2"], "score": [0.5, 0.25]}))
+    for path in (array_path, table_path):
+        data = bytearray(path.read_bytes())
+        if damage == "truncate":
+            path.write_bytes(bytes(data[: len(data) // 2]))
+        elif damage == "flip":
+            data[len(data) // 2] ^= 0xFF
+            path.write_bytes(bytes(data))
+        else:
+            Path(str(path) + ".sha256").unlink()
+    with pytest.raises(io.CorruptArtifactError, match="emb.npy"):
+        io.load_array(array_path)
+    with pytest.raises(io.CorruptArtifactError, match="pairs.parquet"):
+        io.load_table(table_path)
+
+
+def test_index_stage_reports_corrupted_embeddings(smoke_scored, smoke_config, smoke_settings, tmp_path):
+    broken = tmp_path / "corpus_embeddings.npy"
+    for suffix in ("", ".sha256"):
+        Path(str(broken) + suffix).write_bytes(Path(str(smoke_scored / "score" / "corpus_embeddings.npy") + suffix).read_bytes())
+    with open(broken, "r+b") as handle:
+        handle.truncate(broken.stat().st_size - 100)
+    with pytest.raises(io.CorruptArtifactError, match="truncated or corrupted"):
+        pipeline.index(smoke_scored / "data", smoke_settings, smoke_config, tmp_path / "index.faiss", embeddings_path=broken)
+    assert not (tmp_path / "index.faiss").exists()
+
+
+def test_index_of_another_model_size_is_refused(smoke_scored, smoke_config, smoke_settings, tmp_path):
+    from opera import index as faiss_index
+
+    wrong = faiss_index.build_index(np.eye(8, dtype=np.float32), "Flat")  # 8-dim, the model has 384
+    faiss_index.save_index(wrong, tmp_path / "index.faiss")
+    with pytest.raises(pipeline.StageError, match="index dimension 8 differs from the model's embedding size 384"):
+        pipeline.evaluate(smoke_scored / "data", smoke_settings, smoke_config, tmp_path / "index.faiss", "test",
+                          tmp_path / "run.trec", tmp_path / "pq.parquet", tmp_path / "m.json", {"method": "pretrain"})
+
+
+# --- config violations stop before any job, naming the key and the allowed values ---------------------
+
+def _config(**changes) -> dict:
+    config = {"datasets": {"scifact": {}}, "models": {"all-MiniLM-L6-v2": {}}, "methods": ["pretrain", "basic"]}
+    config.update(changes)
+    return config
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"methods": ["basic", "magic"]}, r"'methods\[1\]': 'magic' is not allowed; allowed values: \['pretrain', 'basic', 'sp'"),
+    ({"models": {"no-such-model": {}}}, r"models.no-such-model': unknown model .* known models: \['Qwen3-Embedding-0.6B', 'all-MiniLM-L6-v2', 'bge-large-en-v1.5'\]"),
+    ({"datasets": {"msmarco-typo": {}}}, r"datasets.msmarco-typo': unknown dataset .* known datasets: \[.*'nfcorpus'.*'scifact'"),
+    ({"models": {"all-MiniLM-L6-v2": {"max_steps": -5}}}, r"models.all-MiniLM-L6-v2.max_steps': -5 is less than the minimum of 1"),
+    ({"method_params": {"sp": {"kept_pct": 1.5}}}, r"method_params.sp.kept_pct': 1.5 is greater than the maximum of 1"),
+    ({"method_params": {"random": {"kept_pct": 0}}}, r"method_params.random.kept_pct': 0 is less than or equal to the minimum of 0"),
+    ({"learning_rate": 0.1}, r"unknown key\(s\) \['learning_rate'\]; allowed keys: \[.*'methods'"),
+    ({"models": {"all-MiniLM-L6-v2": {"poolin": "cls"}}}, r"models.all-MiniLM-L6-v2': unknown key\(s\) \['poolin'\]"),
+    ({"datasets": {"scifact": {"splits": ["test"]}}}, r"no 'train' split, but methods \['basic'\] finetune on it"),
+])
+def test_config_violation_names_key_and_allowed_values(changes, expected):
+    with pytest.raises(ConfigError, match=expected):
+        validate_config(_config(**changes))
+
+
+def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
+    from workflow_helpers import snakemake
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: {scifact: {}}\nmodels: {all-MiniLM-L6-v2: {}}\nmethods: [pretrain, dpp]\n")
+    result = snakemake(tmp_path / "work", bad, "--cores", "1", check=False)
+    assert result.returncode != 0
+    assert "'methods[1]': 'dpp' is not allowed; allowed values:" in result.stdout + result.stderr
+    assert not (tmp_path / "work" / "results").exists()
+
+
+# --- a job that runs out of memory or time says which resource to raise ---------------------------------
+
+def _fake_job(tmp_path, rule: str) -> SimpleNamespace:
+    return SimpleNamespace(rule=rule, log=[str(tmp_path / "job.log")], threads=1,
+                           resources={"mem_mb": 4000, "runtime": 30})
+
+
+@pytest.fixture
+def restore_process_state():
+    stderr, handler, threads = sys.stderr, signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+    yield
+    sys.stderr = stderr
+    signal.signal(signal.SIGTERM, handler)
+    torch.set_num_threads(threads)
+
+
+def test_out_of_cpu_memory_names_rule_and_resource(tmp_path, restore_process_state):
+    def stage():
+        raise MemoryError()
+
+    with pytest.raises(pipeline.JobResourceError, match=r"rule finetune ran out of CPU memory: raise resources.finetune_mem_mb .*mem_mb=4000"):
+        pipeline.run_job(_fake_job(tmp_path, "finetune"), stage)
+
+
+def test_out_of_gpu_memory_names_rule_and_what_to_change(tmp_path, restore_process_state):
+    def stage():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(pipeline.JobResourceError, match=r"rule score ran out of GPU memory: lower the model's batch_size"):
+        pipeline.run_job(_fake_job(tmp_path, "score"), stage)
+
+
+def test_time_limit_names_rule_and_runtime(tmp_path, restore_process_state):
+    def stage():
+        os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends at the time limit
+
+    with pytest.raises(pipeline.JobResourceError, match=r"rule evaluate .* time limit \(runtime=30 min\): raise resources.runtime"):
+        pipeline.run_job(_fake_job(tmp_path, "evaluate"), stage)
+
+
+def test_other_errors_pass_through_unchanged(tmp_path, restore_process_state):
+    def stage():
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        pipeline.run_job(_fake_job(tmp_path, "index"), stage)
+
+
+# --- security: safetensors only, no remote code unless asked, no pickle of untrusted data ----------------
+
+def test_pickle_only_checkpoint_is_refused(tmp_path):
+    """A model directory whose weights exist only as a pickle (pytorch_model.bin) is not loaded."""
+    from opera import encoders
+
+    source = Path(encoders.resolve_model_path("all-MiniLM-L6-v2")[0])
+    target = tmp_path / "pickled"
+    target.mkdir()
+    for item in source.iterdir():
+        if item.is_file() and item.name != "model.safetensors":
+            (target / item.name).write_bytes(item.read_bytes())
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(source / "model.safetensors")), target / "pytorch_model.bin")
+    with pytest.raises(encoders.ModelLoadError, match="could not load model"):
+        encoders.load_model(str(target), device="cpu")
+
+
+def test_remote_code_only_when_the_config_asks(monkeypatch):
+    from opera import encoders
+    from opera.config import load_registry
+
+    assert all(entry["trust_remote_code"] is False for entry in load_registry()["models"].values())
+    seen = {}
+    from sentence_transformers.sentence_transformer import modules
+
+    original = modules.Transformer.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.update(kwargs["model_kwargs"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(modules.Transformer, "__init__", spy)
+    encoders.load_model("all-MiniLM-L6-v2", device="cpu")
+    assert seen == {"use_safetensors": True, "trust_remote_code": False}
+
+
+def test_trainer_state_is_loaded_without_arbitrary_pickles(tmp_path):
+    """Resume state is read with torch.load(weights_only=True): a pickled object is rejected."""
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"optimizer": Payload()}, tmp_path / "trainer_state.pt")
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        torch.load(tmp_path / "trainer_state.pt", map_location="cpu", weights_only=True)
+    source = (ROOT / "opera" / "training.py").read_text()
+    assert "weights_only=True" in source and "weights_only=False" not in source
+    assert "allow_pickle=True" not in "".join(p.read_text() for p in (ROOT / "opera").glob("*.py"))

@@ -1,0 +1,35 @@
+"""Stage functions outside Snakemake: the base model encodes a corpus once per (dataset, model)."""
+
+from __future__ import annotations
+
+from opera import encoders, io, pipeline
+
+
+def test_corpus_encoded_once_for_scoring_mining_and_pretrain_evaluation(smoke_config, smoke_settings, tmp_path, monkeypatch):
+    calls = []
+    original = encoders.encode
+
+    def counting(model, texts, **kwargs):
+        calls.append((kwargs.get("desc"), len(texts)))
+        return original(model, texts, **kwargs)
+
+    monkeypatch.setattr(encoders, "encode", counting)
+    name = next(iter(smoke_config["datasets"]))
+    pipeline.download(name, smoke_config["datasets"][name], smoke_config["data"], tmp_path / "data")
+    report = pipeline.score(tmp_path / "data", smoke_settings, smoke_config, tmp_path / "score")
+    pipeline.index(tmp_path / "data", smoke_settings, smoke_config, tmp_path / "index.faiss",
+                   embeddings_path=tmp_path / "score" / "corpus_embeddings.npy")
+    metrics = pipeline.evaluate(tmp_path / "data", smoke_settings, smoke_config, tmp_path / "index.faiss", "test",
+                                tmp_path / "run.trec", tmp_path / "per_query.parquet", tmp_path / "metrics.json",
+                                {"method": "pretrain"})
+    corpus_calls = [c for c in calls if c[0] == "corpus"]
+    assert corpus_calls == [("corpus", report["documents"])]
+    assert [c[0] for c in calls] == ["corpus", "train queries", "test queries"]
+    assert metrics["n_queries"] == 16 and 0 < metrics["metrics"]["NDCG@10"] <= 1
+    pairs = io.load_table(tmp_path / "score" / "pairs.parquet")
+    negatives = io.load_table(tmp_path / "score" / "negatives.parquet")
+    assert len(pairs) == report["pairs"] and pairs["score"].between(-1, 1).all()
+    # hard negatives exclude every positive of their query, and come from ranks >= lo
+    positives = set(zip(pairs["query_id"], pairs["doc_id"]))
+    assert not any((q, d) in positives for q, d in zip(negatives["query_id"], negatives["doc_id"]))
+    assert negatives["rank"].min() > smoke_settings["mining"]["lo"]
