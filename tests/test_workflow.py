@@ -99,3 +99,13 @@ def test_killed_finetune_resumes_and_whole_workflow_is_deterministic(smoke_run, 
     assert len(files) == 3 * 7
     for relative in files:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
+
+
+def test_tables_have_the_reference_format(smoke_run):
+    """The smoke run's tables have the columns (and markdown headers) of the committed reference run."""
+    ours, reference = smoke_run / "results" / "tables", ROOT / "results" / "reference" / "tables"
+    for name in ("results.csv", "avg_rank.csv", "significance.csv", "time_to_quality.csv", "runs.csv"):
+        assert list(pd.read_csv(ours / name).columns) == list(pd.read_csv(reference / name).columns), name
+    for name in ("results.md", "avg_rank.md"):
+        header = lambda path: [line for line in path.read_text().splitlines() if line.startswith("|")][0]
+        assert header(ours / name) == header(reference / name), name
