@@ -74,8 +74,8 @@ def main() -> None:
 
     print(f"NFCorpus corpus, {len(texts)} passages, max length {args.max_length}, batch {args.batch_size}, "
           f"{args.threads} threads, device {model.device}, median of {args.rounds} alternating runs")
-    print(f"| precision | opera passages/s | sentence-transformers passages/s | ratio | max abs diff |")
-    print(f"|---|---:|---:|---:|---:|")
+    print("| precision | opera passages/s | sentence-transformers passages/s | ratio | max abs diff |")
+    print("|---|---:|---:|---:|---:|")
     for precision, ours, theirs, ratio, diff in rows:
         print(f"| {precision} | {ours:.1f} | {theirs:.1f} | {ratio:.2f} | {diff:.2e} |")
 

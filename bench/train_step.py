@@ -53,7 +53,7 @@ def opera_steps(data, settings, batches) -> list[float]:
 
 
 def sentence_transformers_steps(data, settings, batches) -> list[float]:
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     model = encoders.load_from_settings(settings, device="cpu")
     model.train()

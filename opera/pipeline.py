@@ -130,7 +130,7 @@ def finetune_job(gpus: int = 0, **job) -> dict | None:
         import subprocess
         import sys
 
-        job_file = Path(job["work_dir"]) / "job.json"
+        job_file = Path(f"{job['work_dir']}.job.json")  # beside the work dir, which the trainer owns
         job_file.parent.mkdir(parents=True, exist_ok=True)
         job_file.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in job.items()}))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",

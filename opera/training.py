@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from opera import encoders, io
-from opera.config import warmup_steps
-from opera.sampling import Batch, PairIndex, Sampler, make_sampler
+from opera.config import checkpoint_steps, warmup_steps
+from opera.sampling import Batch, PairIndex, make_sampler
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,22 @@ def _step_dirs(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _claim_work_dir(work_dir: Path, job: dict) -> None:
+    """Make ``work_dir`` this job's: resume state left by a run with other settings is discarded.
+
+    Without this, a run killed under one config and restarted under another (say a new lr) would
+    silently continue the old one.
+    """
+    fingerprint = json.dumps(job, sort_keys=True, default=str)
+    marker = work_dir / "job_fingerprint.json"
+    if work_dir.exists() and (not marker.exists() or marker.read_text() != fingerprint):
+        log.warning("discarding resume state in %s: it belongs to a run with other settings", work_dir)
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if not marker.exists():
+        io.write_text(marker, fingerprint)
+
+
 def _rng_state(neg_rng: np.random.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "negatives": neg_rng.bit_generator.state}
     if torch.cuda.is_available():
@@ -213,10 +229,17 @@ def finetune(
     env = init_distributed()
     max_steps, batch_size, group = settings["max_steps"], settings["batch_size"], settings["group_size"]
     global_batch = batch_size * env.world
-    checkpoints = set(range(settings["eval_every"], max_steps + 1, settings["eval_every"])) | {max_steps}
+    checkpoints = set(checkpoint_steps(settings))
 
     sampler = make_sampler(method, data.pairs, max_steps, seed, method_params)
     neg_rng = np.random.default_rng([seed, 1])
+    if env.main:
+        _claim_work_dir(work_dir, {"settings": settings, "method": method, "method_params": method_params, "seed": seed,
+                                   "pairs": data.pairs.n_pairs, "queries": data.pairs.n_queries, "world_size": env.world})
+    if env.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
     resume = _step_dirs(work_dir)
     start_step, elapsed, sampler_seconds = 0, 0.0, 0.0
     model_path = settings["path"]
@@ -246,7 +269,6 @@ def finetune(
         if env.main:
             io.write_text(log_path, "".join(line + "\n" for line in lines))
     elif env.main:
-        work_dir.mkdir(parents=True, exist_ok=True)
         io.write_text(log_path, "")
 
     log_handle = open(log_path, "a", encoding="utf-8") if env.main else None

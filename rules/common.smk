@@ -67,10 +67,6 @@ def gpus_for(kind):
     return request
 
 
-def run_ids():
-    return [run.run_id for run in opera_config.grid(config)]
-
-
 def metrics_files():
     return [
         f"{R}/evaluate/{run.dataset}/{run.model}/{run.run_id}/metrics.json"

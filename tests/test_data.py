@@ -167,6 +167,11 @@ def test_empty_texts(tmp_path):
     fails(tmp_path, beir_spec(folder), "queries.jsonl:2:", "query 'q2'", "empty")
 
 
+def test_empty_corpus(tmp_path):
+    folder = write_beir(tmp_path / "toy", docs=[])
+    fails(tmp_path, beir_spec(folder), "corpus.jsonl", "no documents")
+
+
 def test_required_split_missing(tmp_path):
     folder = write_beir(tmp_path / "toy")
     fails(tmp_path, beir_spec(folder, splits=("train", "dev", "test")), "dev.tsv", "'dev'", "missing")

@@ -153,3 +153,13 @@ def test_ddp_gloo_two_processes(smoke_scored, settings, tmp_path):
     assert log[-1]["sampler"]["n0"] == 15
     assert [e["sampler"]["queries_seen"] for e in log[:3]] == [4, 8, 12]
     assert (tmp_path / "ddp" / "step4").is_dir()
+
+
+def test_resume_state_of_other_settings_is_discarded(tmp_path):
+    work = tmp_path / "work"
+    training._claim_work_dir(work, {"lr": 1e-5})
+    (work / "step2").mkdir()
+    training._claim_work_dir(work, {"lr": 1e-5})  # same job: its checkpoints stay
+    assert (work / "step2").is_dir()
+    training._claim_work_dir(work, {"lr": 2e-5})  # another job: stale checkpoints go
+    assert not (work / "step2").exists() and work.is_dir()
