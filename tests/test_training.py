@@ -15,18 +15,16 @@ import torch
 from safetensors.torch import load_file
 
 from opera import encoders, io, pipeline, training
+from opera.config import load_config, method_params
 
 
-def _finetune(root: Path, settings: dict, name: str, method: str = "dp", seed: int = 42, stop_after=None, params=None):
-    from opera.config import load_config
+SMOKE_CONFIG = load_config(Path(__file__).resolve().parents[1] / "config" / "smoke.yaml")
 
-    config = load_config(Path(__file__).resolve().parents[1] / "config" / "smoke.yaml")
-    from opera.config import method_params
 
+def _finetune(root: Path, settings: dict, name: str, method: str = "dp", seed: int = 42, stop_after=None):
     return pipeline.finetune(
         root / "data", root / "score", root / "score" / "pairs.parquet", settings, method,
-        params if params is not None else method_params(config, method), seed, "space",
-        root / "ft" / name, root / "work" / name, stop_after=stop_after,
+        method_params(SMOKE_CONFIG, method), seed, "space", root / "ft" / name, root / "work" / name, stop_after=stop_after,
     )
 
 
@@ -65,12 +63,10 @@ def test_training_lowers_loss_on_a_fixed_batch(smoke_scored, settings):
     """Evaluate the InfoNCE loss on fixed batches (dropout off) before and after 8 steps."""
     strong = {**settings, "max_steps": 8, "eval_every": 8, "lr": 1e-4, "warmup_ratio": 0.0}
     _finetune(smoke_scored, strong, "loss", method="basic")
-    data = training.TrainingData.build(io.load_table(smoke_scored / "score/pairs.parquet"),
-                                       io.load_table(smoke_scored / "score/pairs.parquet"),
-                                       io.load_table(smoke_scored / "score/negatives.parquet"),
-                                       pipeline.data_mod.read_prepared(smoke_scored / "data").queries,
-                                       dict(zip(*[pipeline.data_mod.read_prepared(smoke_scored / "data").corpus[c] for c in ("doc_id",)],
-                                                pipeline.data_mod.passage_texts(pipeline.data_mod.read_prepared(smoke_scored / "data").corpus))))
+    dataset = pipeline.data_mod.read_prepared(smoke_scored / "data")
+    pairs = io.load_table(smoke_scored / "score/pairs.parquet")
+    data = training.TrainingData.build(pairs, pairs, io.load_table(smoke_scored / "score/negatives.parquet"), dataset.queries,
+                                       dict(zip(dataset.corpus["doc_id"], pipeline.data_mod.passage_texts(dataset.corpus))))
 
     def loss_of(path) -> float:
         model = encoders.load_from_settings(strong, device="cpu", path=path)
