@@ -28,5 +28,5 @@ include: "rules/aggregate.smk"
 
 rule all:
     input:
-        aggregate_outputs(),
+        rules.aggregate.output,
     default_target: True

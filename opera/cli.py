@@ -28,14 +28,8 @@ def _add_prepare(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _load_config(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    return load_config(path)
-
-
 def _run_prepare(args: argparse.Namespace) -> int:
-    config = _load_config(args.config)
+    config = load_config(args.config)
     names = args.dataset or list(config["datasets"])
     unknown = [n for n in names if n not in config["datasets"]]
     if unknown:

@@ -117,6 +117,8 @@ def _sorted_dicts(value: Any) -> Any:
 
 def load_config(path: str | Path) -> dict:
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
     try:
         with open(path, encoding="utf-8") as handle:
             config = yaml.safe_load(handle) or {}

@@ -1,15 +1,20 @@
-def card_inputs(dataset, model):
-    return {
-        "score_pairs": f"{R}/score/{dataset}/{model}/pairs.parquet",
-        "sp_pairs": f"{R}/prune/{dataset}/{model}/sp/pairs.parquet",
-        "train_logs": {m: f"{R}/finetune/{dataset}/{model}/{m}/seed{SEEDS[0]}" for m in TRAINED},
-    }
+def finetune_dir(dataset, model, method, seed):
+    return f"{R}/finetune/{dataset}/{model}/{method}/seed{seed}"
 
 
 FINETUNE_RUNS = [
-    (d, m, method, seed, f"{R}/finetune/{d}/{m}/{method}/seed{seed}")
+    (d, m, method, seed, finetune_dir(d, m, method, seed))
     for d in DATASETS for m in MODELS for method in TRAINED for seed in SEEDS
 ]
+
+
+def card_inputs(dataset, model):
+    """A pruning data card: sp's kept pairs among all scored pairs, and coverage from the first seed's logs."""
+    return {
+        "score_pairs": f"{R}/score/{dataset}/{model}/pairs.parquet",
+        "sp_pairs": f"{R}/prune/{dataset}/{model}/sp/pairs.parquet",
+        "train_logs": {m: f"{finetune_dir(dataset, model, m, SEEDS[0])}/train_log.jsonl" for m in TRAINED},
+    }
 
 
 def plot_files(ext):
@@ -47,7 +52,6 @@ rule aggregate:
         runs=f"{R}/tables/runs.csv",
         plots=[_report_plot(path) for path in plot_files("png")],
         plots_pdf=plot_files("pdf"),
-        done=touch(f"{R}/plots/.done"),
     params:
         finetune_runs=FINETUNE_RUNS,
         cards=[{"dataset": d, "model": m, **card_inputs(d, m)} for d in DATASETS for m in MODELS if TRAINED],

@@ -72,7 +72,3 @@ def metrics_files():
         f"{R}/evaluate/{run.dataset}/{run.model}/{run.run_id}/metrics.json"
         for run in opera_config.grid(config)
     ]
-
-
-def aggregate_outputs():
-    return [f"{R}/tables/results.csv", f"{R}/tables/avg_rank.csv", f"{R}/plots/.done"]
