@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from opera.config import ALL_METHODS
-from opera.io import read_json, write_text
+from opera import methods as method_registry
+from opera.io import read_json, read_train_log, write_text
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +67,13 @@ def _main_first(metrics: Iterable[str]) -> list[str]:
     return [m for m in MAIN_METRICS if m in metrics] + [m for m in metrics if m not in MAIN_METRICS]
 
 
-def _method_rank(method: str) -> tuple:
-    return (ALL_METHODS.index(method), "") if method in ALL_METHODS else (len(ALL_METHODS), method)
-
-
 def _sort(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     if frame.empty:
         return frame.reset_index(drop=True)
 
     def key(col: pd.Series) -> pd.Series:
-        if col.name == "method":  # the paper's order (config.ALL_METHODS), then others by name
-            return col.map(lambda m: f"{_method_rank(m)[0]:03d}{_method_rank(m)[1]}")
+        if col.name == "method":  # the registry's order (opera.methods), then others by name
+            return col.map(lambda m: "{:03d}{}".format(*method_registry.order_key(m)))
         return col
 
     return frame.sort_values(list(by), key=key, kind="stable").reset_index(drop=True)
@@ -137,19 +133,6 @@ def collect(metrics_paths: Iterable[str | Path], train_seconds: Mapping[tuple, f
         raise ValueError(f"duplicate runs among the metrics files: {frame.loc[dupes, ID_COLUMNS[:5]].to_dict('records')}")
     log.info("collected %d evaluated runs", len(frame))
     return frame
-
-
-def read_train_log(path: str | Path) -> list[dict]:
-    """The entries of a ``train_log.jsonl`` (one JSON object per line; blank lines skipped)."""
-    entries = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    entries.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not valid JSON: {exc}") from exc
-    return entries
 
 
 def train_seconds_from_logs(train_logs: Mapping[tuple, str | Path]) -> dict[tuple, float]:
@@ -397,13 +380,21 @@ def paired_tests(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     return float(t.statistic), float(t.pvalue), float(w.pvalue)
 
 
-def significance(long: pd.DataFrame, pairs: Sequence[tuple[str, str]] = (("dp", "basic"), ("sp", "basic")),
+def tested_pairs() -> list[tuple[str, str]]:
+    """(method, baseline) pairs of the significance table: every method the registry marks as tested."""
+    reference = method_registry.REFERENCE_METHOD
+    return [(name, reference) for name, entry in method_registry.METHODS.items() if entry.tested]
+
+
+def significance(long: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None,
                  metrics: Sequence[str] = MAIN_METRICS) -> pd.DataFrame:
     """Paired tests over queries at each run's final step, per dataset x model x pair x metric.
 
     Per-query values are averaged over seeds, the two methods inner-joined on query_id, then a
     two-sided paired t-test and a Wilcoxon signed-rank test (zero_method="wilcox") are run on the
-    differences (method - baseline). Pairs with an absent method are skipped."""
+    differences (method - baseline). Pairs with an absent method are skipped; the default pairs
+    are :func:`tested_pairs`."""
+    pairs = tested_pairs() if pairs is None else pairs
     last = _final_rows(long)
     cache: dict = {}
     rows = []
@@ -432,7 +423,8 @@ def significance(long: pd.DataFrame, pairs: Sequence[tuple[str, str]] = (("dp", 
 
 # --- time to quality -------------------------------------------------------------------------------
 
-def time_to_quality(long: pd.DataFrame, reference: str = "basic", metric: str = "NDCG@10") -> pd.DataFrame:
+def time_to_quality(long: pd.DataFrame, reference: str = method_registry.REFERENCE_METHOD,
+                    metric: str = "NDCG@10") -> pd.DataFrame:
     """Per dataset x model: the target is the reference method's final ``metric`` (mean over seeds);
     for each trained method, the seed-averaged (train_seconds, metric) curve over steps gives the
     first training wall time at which the metric reaches the target (NaN if never), and its ratio to
@@ -447,7 +439,7 @@ def time_to_quality(long: pd.DataFrame, reference: str = "basic", metric: str = 
         target = float(ref_final[metric].mean())
         cell = []
         for method, runs in group.groupby("method", sort=False):
-            if method == "pretrain":
+            if not method_registry.get(method).trains:
                 continue
             curve = runs.groupby("step")[["train_seconds", metric]].mean().sort_index()
             hit = curve[curve[metric] >= target - _EPS]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from opera.config import ConfigError, load_config
-from opera.data import DataError, prepare, summary_line
+from opera.data import DataError, prepare, summary_lines
 
 
 def _add_prepare(subparsers) -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
         raise ConfigError(f"dataset(s) {unknown} are not in {args.config}; configured: {list(config['datasets'])}")
     for name in names:
         summary = prepare(name, config["datasets"][name], config["data"], args.out / name)
-        print("\n".join(summary_line(name, summary)), flush=True)
+        print("\n".join(summary_lines(name, summary)), flush=True)
     return 0
 
 
@@ -53,7 +53,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
     from opera import pipeline
 
+    from opera.settings import ModelSettings
+
     job = json.loads(args.job.read_text(encoding="utf-8"))
+    job["settings"] = ModelSettings.from_dict(job["settings"])
     pipeline.finetune(**job)
     return 0
 

@@ -7,7 +7,7 @@ before any job with the key path of the problem and the allowed values.
 from __future__ import annotations
 
 import copy
-import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,13 +16,14 @@ from typing import Any
 import jsonschema
 import yaml
 
+from opera import methods
+from opera.settings import ModelSettings
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 SCHEMA_PATH = PROJECT_DIR / "config" / "schema.yaml"
 REGISTRY_PATH = PACKAGE_DIR / "registry.yaml"
 
-TRAINED_METHODS = ("basic", "sp", "random", "infobatch", "dp", "dp_query", "dp_doc")
-ALL_METHODS = ("pretrain",) + TRAINED_METHODS
 
 
 class ConfigError(ValueError):
@@ -37,8 +38,11 @@ def load_registry() -> dict:
 
 @lru_cache(maxsize=None)
 def _load_schema() -> dict:
+    """config/schema.yaml, with the method enum taken from the method registry (opera.methods)."""
     with open(SCHEMA_PATH, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    schema["properties"]["methods"]["items"]["enum"] = methods.names()
+    return schema
 
 
 def _with_defaults(validator_class):
@@ -86,13 +90,13 @@ def validate_config(config: dict) -> dict:
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_explain(e) for e in errors))
     config["datasets"] = {name: resolve_dataset(name, spec) for name, spec in config["datasets"].items()}
+    _check_dataset_sources(config["datasets"])
     config["models"] = {name: resolve_model(name, spec) for name, spec in config["models"].items()}
-    for name, model in config["models"].items():
-        if model["mining"]["hi"] <= model["mining"]["lo"]:
-            raise ConfigError(
-                f"config key 'models.{name}.mining': hi ({model['mining']['hi']}) must exceed lo ({model['mining']['lo']})"
-            )
-    trained = [m for m in config["methods"] if m != "pretrain"]
+    for name in config["models"]:
+        mining = model_settings(config, name).mining
+        if mining.hi <= mining.lo:
+            raise ConfigError(f"config key 'models.{name}.mining': hi ({mining.hi}) must exceed lo ({mining.lo})")
+    trained = trained_methods(config)
     for name, dataset in config["datasets"].items():
         if trained and "train" not in dataset["splits"]:
             raise ConfigError(
@@ -105,6 +109,17 @@ def validate_config(config: dict) -> dict:
     config.clear()
     config.update(canonical)
     return config
+
+
+def _check_dataset_sources(datasets: dict) -> None:
+    """What a dry run can know about each source: ir_datasets ids are registered (offline)."""
+    from opera.data import DataError, check_ir_datasets_ids  # opera.data imports this module
+
+    for name, dataset in datasets.items():
+        try:
+            check_ir_datasets_ids(name, dataset)
+        except DataError as exc:
+            raise ConfigError(str(exc)) from exc
 
 
 def _sorted_dicts(value: Any) -> Any:
@@ -167,16 +182,17 @@ def resolve_model(name: str, overrides: dict | None = None) -> dict:
     return _merge(known.get(name, known["all-MiniLM-L6-v2"]), overrides)
 
 
+def model_settings(config: dict, name: str) -> ModelSettings:
+    """The typed settings of a resolved model entry."""
+    return ModelSettings.from_dict(config["models"][name])
+
+
+def trained_methods(config: dict) -> list[str]:
+    """The config's methods that finetune (all but the pretrained baseline), in config order."""
+    return [name for name in config["methods"] if methods.get(name).trains]
+
+
 # --- the grid --------------------------------------------------------------------------------------
-
-def checkpoint_steps(model: dict) -> list[int]:
-    """Steps at which a finetuning run writes (and the workflow evaluates) a checkpoint."""
-    every, total = model["eval_every"], model["max_steps"]
-    steps = list(range(every, total + 1, every))
-    if not steps or steps[-1] != total:
-        steps.append(total)
-    return steps
-
 
 def eval_split(dataset: dict, choice: str = "auto") -> str:
     splits = dataset["splits"]
@@ -191,7 +207,7 @@ def eval_split(dataset: dict, choice: str = "auto") -> str:
 
 
 @dataclass(frozen=True)
-class Run:
+class EvaluatedRun:
     """One evaluated retriever: a (dataset, model, method, seed, step) cell of the grid."""
 
     dataset: str
@@ -200,37 +216,42 @@ class Run:
     seed: int | None = None
     step: int | None = None
 
+    # The run id below {dataset}/{model}/ in every stage's paths: 'pretrain' or 'dp/seed42/step300'.
+    ID_PATTERN = r"pretrain|[a-z_]+/seed\d+/step\d+"
+
     @property
     def run_id(self) -> str:
-        """Path fragment below {dataset}/{model}/: 'pretrain' or '{method}/seed{seed}/step{step}'."""
-        if self.method == "pretrain":
-            return "pretrain"
+        if not methods.get(self.method).trains:
+            return self.method
         return f"{self.method}/seed{self.seed}/step{self.step}"
 
+    @classmethod
+    def from_id(cls, dataset: str, model: str, run_id: str) -> "EvaluatedRun":
+        """The inverse of :attr:`run_id`."""
+        if not re.fullmatch(cls.ID_PATTERN, run_id):
+            raise ValueError(f"not a run id: {run_id!r} (expected 'pretrain' or '<method>/seed<N>/step<N>')")
+        if "/" not in run_id:
+            return cls(dataset, model, run_id)
+        method, seed, step = run_id.split("/")
+        return cls(dataset, model, method, int(seed[len("seed"):]), int(step[len("step"):]))
 
-def grid(config: dict) -> list[Run]:
+
+def grid(config: dict) -> list[EvaluatedRun]:
     runs = []
     for dataset in config["datasets"]:
-        for model_name, model in config["models"].items():
+        for model_name in config["models"]:
+            steps = model_settings(config, model_name).checkpoint_steps()
             for method in config["methods"]:
-                if method == "pretrain":
-                    runs.append(Run(dataset, model_name, "pretrain"))
+                if not methods.get(method).trains:
+                    runs.append(EvaluatedRun(dataset, model_name, method))
                     continue
                 for seed in config["seeds"]:
-                    for step in checkpoint_steps(model):
-                        runs.append(Run(dataset, model_name, method, seed, step))
+                    for step in steps:
+                        runs.append(EvaluatedRun(dataset, model_name, method, seed, step))
     return runs
 
 
 def method_params(config: dict, method: str) -> dict:
     """The parameters that affect one method (and nothing else), for Snakemake's params trigger."""
-    params = config["method_params"]
-    if method in ("sp", "random", "infobatch"):
-        return dict(params[method])
-    if method.startswith("dp"):
-        return dict(params["dp"])
-    return {}
-
-
-def warmup_steps(model: dict) -> int:
-    return int(math.ceil(model["warmup_ratio"] * model["max_steps"]))
+    key = methods.get(method).params_key
+    return dict(config["method_params"][key]) if key else {}

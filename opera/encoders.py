@@ -14,11 +14,14 @@ import contextlib
 import inspect
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from opera.settings import EncoderSettings, Side
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,6 @@ def load_model(
     *,
     pooling: str = "mean",
     padding_side: str = "right",
-    max_length: int | None = None,
     trust_remote_code: bool = False,
     device: str | None = None,
 ):
@@ -75,7 +77,6 @@ def load_model(
     try:
         transformer = Transformer(
             location,
-            max_seq_length=max_length,
             model_kwargs={"use_safetensors": True, "trust_remote_code": trust_remote_code},
             processor_kwargs={"padding_side": padding_side, "trust_remote_code": trust_remote_code},
             config_kwargs={"trust_remote_code": trust_remote_code},
@@ -91,14 +92,17 @@ def load_model(
     return model
 
 
-def load_from_settings(settings: dict, device: str | None = None, path: str | None = None):
-    """Load the model described by a resolved registry entry (optionally from a checkpoint ``path``)."""
+def load(encoder: EncoderSettings, device: str | None = None, path: str | None = None):
+    """Load the encoder a model entry describes (optionally from a checkpoint ``path``).
+
+    Lengths are not set on the model: every caller tokenizes through :func:`side_texts`, which
+    applies the side's own maximum length.
+    """
     return load_model(
-        path or settings["path"],
-        pooling=settings["pooling"],
-        padding_side=settings["padding_side"],
-        max_length=settings["passage_max_length"],
-        trust_remote_code=settings.get("trust_remote_code", False),
+        path or encoder.path,
+        pooling=encoder.pooling,
+        padding_side=encoder.padding_side,
+        trust_remote_code=encoder.trust_remote_code,
         device=device,
     )
 
@@ -124,6 +128,10 @@ def tokenize(model, texts: Sequence[str], max_length: int) -> dict[str, torch.Te
     return {name: tensor.to(model.device) for name, tensor in features.items()}
 
 
+# model -> whether it needs explicit position ids under left padding (computed once per model)
+_WANTS_POSITION_IDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _wants_position_ids(model) -> bool:
     """Whether left-padded batches must carry explicit, padding-aware ``position_ids``.
 
@@ -136,7 +144,7 @@ def _wants_position_ids(model) -> bool:
     """
     if getattr(model.tokenizer, "padding_side", "right") != "left":
         return False
-    cached = getattr(model, "_opera_wants_position_ids", None)
+    cached = _WANTS_POSITION_IDS.get(model)
     if cached is None:
         backbone = getattr(model[0], "model", None)
         if backbone is None:
@@ -151,7 +159,7 @@ def _wants_position_ids(model) -> bool:
             for module in backbone.modules()
         )
         cached = bool(takes and not derives)
-        model._opera_wants_position_ids = cached
+        _WANTS_POSITION_IDS[model] = cached
     return cached
 
 
@@ -211,23 +219,22 @@ def encode(
     return out
 
 
-def _encode_side(side: str, model, settings: dict, texts: Sequence[str], batch_size: int, desc: str, **kw) -> np.ndarray:
-    """Encode queries or passages with that side's max length and instruction from ``settings``."""
-    return encode(
-        model,
-        texts,
-        max_length=settings[f"{side}_max_length"],
-        batch_size=batch_size,
-        instruction=settings.get(f"{side}_instruction", ""),
-        precision=settings.get("encode_precision", "fp32"),
-        desc=desc,
-        **kw,
-    )
+def side_texts(encoder: EncoderSettings, side: Side, texts: Sequence[str]) -> tuple[list[str], int]:
+    """One side's rule applied: its instruction before each text, and its maximum length in tokens.
+    Encoding and training both go through here, so a query is seen the same way by both."""
+    rule = encoder.side(side)
+    return ([rule.instruction + text for text in texts] if rule.instruction else list(texts)), rule.max_length
 
 
-def encode_queries(model, settings: dict, texts: Sequence[str], batch_size: int, desc: str = "queries", **kw) -> np.ndarray:
-    return _encode_side("query", model, settings, texts, batch_size, desc, **kw)
+def tokenize_side(model, encoder: EncoderSettings, side: Side, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """A padded batch of one side's texts on the model's device (training)."""
+    prefixed, max_length = side_texts(encoder, side, texts)
+    return tokenize(model, prefixed, max_length)
 
 
-def encode_passages(model, settings: dict, texts: Sequence[str], batch_size: int, desc: str = "corpus", **kw) -> np.ndarray:
-    return _encode_side("passage", model, settings, texts, batch_size, desc, **kw)
+def encode_side(model, encoder: EncoderSettings, side: Side, texts: Sequence[str], batch_size: int,
+                desc: str, **kw) -> np.ndarray:
+    """Embeddings of one side's texts (queries or passages) under the encoder's precision."""
+    prefixed, max_length = side_texts(encoder, side, texts)
+    return encode(model, prefixed, max_length=max_length, batch_size=batch_size,
+                  precision=encoder.encode_precision, desc=desc, **kw)

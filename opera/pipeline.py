@@ -2,8 +2,9 @@
 
 Each function reads its inputs from files, calls the concern modules (data, encoders, scoring,
 pruning, training, index, metrics, aggregate, plots) and writes its outputs atomically. The
-Snakemake workflow scripts only translate ``snakemake.input/output/params`` into these calls, and
-the ``opera`` CLI calls the same functions, so the library runs with or without Snakemake.
+Snakemake workflow scripts only translate ``snakemake.input/output/params`` into keyword calls of
+these functions, and the ``opera`` CLI calls the same functions, so the library runs with or
+without Snakemake. Process-wide job set-up (log files, threads, signals) is opera.job's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 from opera import data as data_mod
 from opera import encoders, io, metrics, pruning, scoring
 from opera import index as faiss_index
+from opera.settings import EncoderSettings, Mining, ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +30,19 @@ class StageError(RuntimeError):
 
 # --- 1. download ------------------------------------------------------------------------------------
 
-def download(name: str, spec: dict, options: dict, out_dir: str | Path) -> dict:
-    summary = data_mod.prepare(name, spec, options, out_dir)
-    for line in data_mod.summary_line(name, summary):
-        log.info(line)
-    return summary
+def download(*, name: str, spec: dict, options: dict, out_dir: str | Path) -> dict:
+    """Reads the dataset's source; writes the validated, normalized tables to ``out_dir``."""
+    return data_mod.prepare(name, spec, options, out_dir)
 
 
 # --- 2. score ---------------------------------------------------------------------------------------
 
-def score(data_dir: str | Path, settings: dict, config: dict, out_dir: str | Path) -> dict:
-    """Encode corpus and train queries once under the base model; score positives; mine negatives.
+def score(*, data_dir: str | Path, encoder: EncoderSettings, mining: Mining, encode_batch_size: int,
+          title_join: str, out_dir: str | Path) -> dict:
+    """Reads the prepared data; writes the base model's corpus and train-query embeddings, scored
+    positive pairs and mined hard negatives to ``out_dir``.
 
-    Writes corpus_embeddings.npy (rows in corpus.parquet order), train_query_embeddings.npy,
+    Files: corpus_embeddings.npy (rows in corpus.parquet order), train_query_embeddings.npy,
     pairs.parquet (query_id, doc_id, relevance, score), negatives.parquet (query_id, doc_id, rank)
     and score.json.
     """
@@ -52,17 +54,17 @@ def score(data_dir: str | Path, settings: dict, config: dict, out_dir: str | Pat
         raise StageError(f"{data_dir}: the train split has no relevant (query, document) pair")
     query_ids = sorted(pairs["query_id"].unique())
     query_text = dataset.queries.set_index("query_id")["text"]
-    batch = config["scoring"]["encode_batch_size"]
     began = time.perf_counter()
-    model = encoders.load_from_settings(settings)
+    model = encoders.load(encoder)
     doc_ids = dataset.corpus["doc_id"].tolist()
-    corpus_emb = encoders.encode_passages(model, settings, data_mod.passage_texts(dataset.corpus, config["data"]["title_join"]), batch)
+    corpus_emb = encoders.encode_side(model, encoder, "passage", data_mod.passage_texts(dataset.corpus, title_join),
+                                      encode_batch_size, desc="corpus")
     encoded = time.perf_counter()
-    mining = settings["mining"]
     if query_ids:
-        query_emb = encoders.encode_queries(model, settings, [query_text[q] for q in query_ids], batch, desc="train queries")
+        query_emb = encoders.encode_side(model, encoder, "query", [query_text[q] for q in query_ids],
+                                         encode_batch_size, desc="train queries")
         scored = scoring.score_pairs(pairs, query_ids, query_emb, doc_ids, corpus_emb)
-        negatives = scoring.mine_negatives(pairs, query_ids, query_emb, doc_ids, corpus_emb, mining["lo"], mining["hi"])
+        negatives = scoring.mine_negatives(pairs, query_ids, query_emb, doc_ids, corpus_emb, mining.lo, mining.hi)
     else:
         query_emb = np.zeros((0, corpus_emb.shape[1]), dtype=np.float32)
         scored = pairs.assign(score=np.zeros(0, dtype=np.float32))
@@ -74,13 +76,13 @@ def score(data_dir: str | Path, settings: dict, config: dict, out_dir: str | Pat
     io.save_table(out_dir / "pairs.parquet", scored)
     io.save_table(out_dir / "negatives.parquet", negatives)
     report = {
-        "model": settings["path"],
+        "model": encoder.path,
         "dimension": int(corpus_emb.shape[1]),
         "documents": len(doc_ids),
         "train_queries": len(query_ids),
         "pairs": len(scored),
         "negatives": len(negatives),
-        "mining": mining,
+        "mining": {"hi": mining.hi, "lo": mining.lo},
         "corpus_encode_seconds": round(encoded - began, 2),
         "total_seconds": round(time.perf_counter() - began, 2),
         "score_mean": float(scored["score"].mean()) if len(scored) else None,
@@ -91,9 +93,9 @@ def score(data_dir: str | Path, settings: dict, config: dict, out_dir: str | Pat
 
 # --- 3. prune ---------------------------------------------------------------------------------------
 
-def prune(pairs_path: str | Path, method: str, params: dict, out_pairs: str | Path, out_report: str | Path) -> dict:
-    pairs = io.load_table(pairs_path)
-    kept, report = pruning.prune(pairs, method, params, seed=params.get("seed", 0))
+def prune(*, pairs_path: str | Path, method: str, params: dict, out_pairs: str | Path, out_report: str | Path) -> dict:
+    """Reads the scored pairs; writes the pairs ``method`` may train on and a report of what it kept."""
+    kept, report = pruning.prune(io.load_table(pairs_path), method, params)
     io.save_table(out_pairs, kept)
     io.write_json(out_report, report)
     log.info("%s keeps %d of %d pairs, %d of %d queries", method, report["pairs_kept"], report["pairs_total"],
@@ -103,25 +105,28 @@ def prune(pairs_path: str | Path, method: str, params: dict, out_pairs: str | Pa
 
 # --- 4. finetune ------------------------------------------------------------------------------------
 
-def finetune(data_dir: str | Path, score_dir: str | Path, kept_pairs_path: str | Path, settings: dict, method: str,
-             method_params: dict, seed: int, title_join: str, out_dir: str | Path, work_dir: str | Path,
-             stop_after: int | None = None) -> dict:
+def finetune(*, data_dir: str | Path, pairs_path: str | Path, negatives_path: str | Path, kept_pairs_path: str | Path,
+             settings: ModelSettings,
+             method: str, method_params: dict, seed: int, title_join: str, out_dir: str | Path,
+             work_dir: str | Path, stop_after: int | None = None) -> dict:
+    """Reads the prepared data, the scored pairs, the mined negatives and the method's kept pairs; writes
+    the finished run (checkpoints, train_log.jsonl, run.json) to ``out_dir``, resuming from
+    ``work_dir`` if an earlier attempt left checkpoints there."""
     from opera import training
 
     dataset = data_mod.read_prepared(data_dir)
-    score_dir = Path(score_dir)
     corpus_texts = dict(zip(dataset.corpus["doc_id"], data_mod.passage_texts(dataset.corpus, title_join)))
     train_data = training.TrainingData.build(
         kept_pairs=io.load_table(kept_pairs_path),
-        all_pairs=io.load_table(score_dir / "pairs.parquet"),
-        negatives=io.load_table(score_dir / "negatives.parquet"),
+        all_pairs=io.load_table(pairs_path),
+        negatives=io.load_table(negatives_path),
         queries=dataset.queries,
         corpus_texts=corpus_texts,
     )
     return training.finetune(train_data, settings, method, method_params, seed, out_dir, work_dir, stop_after=stop_after)
 
 
-def finetune_job(gpus: int = 0, **job) -> dict | None:
+def finetune_job(*, gpus: int = 0, **job) -> dict | None:
     """Run :func:`finetune` here, or under torchrun when the job holds several GPUs."""
     import torch
 
@@ -132,7 +137,9 @@ def finetune_job(gpus: int = 0, **job) -> dict | None:
 
         job_file = Path(f"{job['work_dir']}.job.json")  # beside the work dir, which the trainer owns
         job_file.parent.mkdir(parents=True, exist_ok=True)
-        job_file.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in job.items()}))
+        serialized = {k: (v.to_dict() if isinstance(v, ModelSettings) else str(v) if isinstance(v, Path) else v)
+                      for k, v in job.items()}
+        job_file.write_text(json.dumps(serialized))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                    "-m", "opera.cli", "finetune", "--job", str(job_file)]
         log.info("launching %s", " ".join(command))
@@ -143,9 +150,11 @@ def finetune_job(gpus: int = 0, **job) -> dict | None:
 
 # --- 5. index ---------------------------------------------------------------------------------------
 
-def index(data_dir: str | Path, settings: dict, config: dict, out_index: str | Path,
-          embeddings_path: str | Path | None = None, checkpoint: str | Path | None = None) -> dict:
-    """FAISS index of the corpus: from cached base-model embeddings (pretrain) or a checkpoint."""
+def index(*, data_dir: str | Path, encoder: EncoderSettings, index_factory: str, encode_batch_size: int,
+          title_join: str, out_index: str | Path, embeddings_path: str | Path | None = None,
+          checkpoint: str | Path | None = None) -> dict:
+    """Reads the prepared corpus and either the base model's cached embeddings (pretrain) or a
+    checkpoint; writes the FAISS index of the corpus to ``out_index``."""
     dataset = data_mod.read_prepared(data_dir)
     began = time.perf_counter()
     if embeddings_path is not None:
@@ -153,20 +162,21 @@ def index(data_dir: str | Path, settings: dict, config: dict, out_index: str | P
         if len(embeddings) != len(dataset.corpus):
             raise StageError(f"{embeddings_path}: {len(embeddings)} rows but the corpus has {len(dataset.corpus)} documents")
     else:
-        model = encoders.load_from_settings(settings, path=str(checkpoint))
-        embeddings = encoders.encode_passages(model, settings, data_mod.passage_texts(dataset.corpus, config["data"]["title_join"]),
-                                              config["evaluation"]["encode_batch_size"])
-    built = faiss_index.build_index(embeddings, config["evaluation"]["index_factory"])
+        model = encoders.load(encoder, path=str(checkpoint))
+        embeddings = encoders.encode_side(model, encoder, "passage", data_mod.passage_texts(dataset.corpus, title_join),
+                                          encode_batch_size, desc="corpus")
+    built = faiss_index.build_index(embeddings, index_factory)
     faiss_index.save_index(built, out_index)
     return {"documents": int(built.ntotal), "seconds": round(time.perf_counter() - began, 2)}
 
 
 # --- 6. evaluate ------------------------------------------------------------------------------------
 
-def evaluate(data_dir: str | Path, settings: dict, config: dict, index_path: str | Path, split: str,
+def evaluate(*, data_dir: str | Path, encoder: EncoderSettings, evaluation: dict, index_path: str | Path, split: str,
              out_run: str | Path, out_per_query: str | Path, out_metrics: str | Path, run_meta: dict,
              checkpoint: str | Path | None = None) -> dict:
-    """Encode the split's queries, search the index, write the TREC run and the metrics."""
+    """Reads the prepared queries and qrels of ``split``, the index and the model (base or
+    checkpoint); writes the TREC run, per-query metrics and mean metrics."""
     dataset = data_mod.read_prepared(data_dir)
     if split not in dataset.qrels:
         raise StageError(f"{data_dir}: no qrels for split {split!r} (available: {sorted(dataset.qrels)})")
@@ -174,16 +184,16 @@ def evaluate(data_dir: str | Path, settings: dict, config: dict, index_path: str
     query_ids = sorted(qrels["query_id"].unique())
     query_text = dataset.queries.set_index("query_id")["text"]
     built = faiss_index.load_index(index_path)
-    model = encoders.load_from_settings(settings, path=str(checkpoint) if checkpoint else None)
+    model = encoders.load(encoder, path=str(checkpoint) if checkpoint else None)
     if model.get_embedding_dimension() != built.d:
         raise StageError(f"{index_path}: index dimension {built.d} differs from the model's embedding size "
-                         f"{model.get_embedding_dimension()} ({checkpoint or settings['path']}); recompute the index")
-    query_emb = encoders.encode_queries(model, settings, [query_text[q] for q in query_ids],
-                                        config["evaluation"]["encode_batch_size"], desc=f"{split} queries")
-    scores, rows = faiss_index.search(built, query_emb, config["evaluation"]["top_k"])
+                         f"{model.get_embedding_dimension()} ({checkpoint or encoder.path}); recompute the index")
+    query_emb = encoders.encode_side(model, encoder, "query", [query_text[q] for q in query_ids],
+                                     evaluation["encode_batch_size"], desc=f"{split} queries")
+    scores, rows = faiss_index.search(built, query_emb, evaluation["top_k"])
     run = metrics.run_from_search(query_ids, dataset.corpus["doc_id"].to_numpy(), scores, rows)
-    per_query, summary = metrics.evaluate(run, metrics.qrels_from_frame(qrels), config["evaluation"]["cutoffs"],
-                                          config["evaluation"]["mrr_cutoff"])
+    per_query, summary = metrics.evaluate(run, metrics.qrels_from_frame(qrels), evaluation["cutoffs"],
+                                          evaluation["mrr_cutoff"])
     metrics.write_trec_run(out_run, run, tag=f"opera-{run_meta.get('method', 'run')}")
     io.save_table(out_per_query, per_query)
     record = {**run_meta, "split": split, **summary}
@@ -195,13 +205,14 @@ def evaluate(data_dir: str | Path, settings: dict, config: dict, index_path: str
 
 # --- 7. aggregate -----------------------------------------------------------------------------------
 
-def aggregate(metrics_paths: list[str | Path], tables_dir: str | Path, plots_dir: str | Path,
+def aggregate(*, metrics_paths: list[str | Path], tables_dir: str | Path, plots_dir: str | Path,
               train_logs: dict[tuple, str | Path], cards: list[dict] | None = None) -> list[Path]:
-    """Tables and plots.
+    """Reads every metrics.json (with its per_query.parquet) and train log; writes the tables to
+    ``tables_dir`` and the plots to ``plots_dir``.
 
     ``train_logs`` maps (dataset, model, method, seed) to a run's train_log.jsonl (the source of
     training wall times); ``cards`` lists pruning data cards as
-    {dataset, model, score_pairs, sp_pairs, train_logs: {method: train_log path}}.
+    {dataset, model, pruner, score_pairs, pruned_pairs, train_logs: {method: train_log path}}.
     """
     from opera import aggregate as agg
     from opera import plots
@@ -210,73 +221,8 @@ def aggregate(metrics_paths: list[str | Path], tables_dir: str | Path, plots_dir
     plots_dir = Path(plots_dir)
     written = plots.metric_vs_time(frames["long"], plots_dir) + plots.training_time(frames["final"], plots_dir)
     for card in cards or []:
-        kept = io.load_table(card["sp_pairs"]) if card.get("sp_pairs") else None
-        logs = {method: agg.read_train_log(path) for method, path in card.get("train_logs", {}).items()}
+        logs = {method: io.read_train_log(path) for method, path in card["train_logs"].items()}
         stem = plots_dir / f"{card['dataset']}__{card['model']}__pruning_card"
-        written += plots.pruning_card(io.load_table(card["score_pairs"]), kept, logs, stem)
+        written += plots.pruning_card(io.load_table(card["score_pairs"]), io.load_table(card["pruned_pairs"]), logs,
+                                      stem, pruner=card["pruner"])
     return written
-
-
-# --- job set-up for workflow scripts ----------------------------------------------------------------
-
-class JobResourceError(RuntimeError):
-    """A job ran out of memory or time; the message names the rule and the resource to raise."""
-
-
-# rule -> the config key under `resources` that sizes its memory / its runtime
-_RESOURCE_KEYS = {"finetune": ("finetune_mem_mb", "finetune_runtime")}
-
-
-def run_job(snakemake, stage) -> None:
-    """Run ``stage()`` for a workflow script: log to the job's log file, use the job's threads,
-    and turn out-of-memory and time-limit deaths into messages that say what to raise."""
-    import signal
-
-    job_setup(snakemake.log, snakemake.threads)
-    rule = snakemake.rule
-    mem_key, time_key = _RESOURCE_KEYS.get(rule, ("mem_mb", "runtime"))
-    resources = snakemake.resources
-
-    def on_term(signum, frame):
-        # SLURM sends SIGTERM at the time limit (before SIGKILL).
-        raise JobResourceError(
-            f"rule {rule} was stopped by signal {signum}, most likely at its time limit "
-            f"(runtime={resources.get('runtime')} min): raise resources.{time_key} in the config. "
-            "A finetune job resumes from its last checkpoint when rerun."
-        )
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        stage()
-    except MemoryError as exc:
-        raise JobResourceError(_oom_message(rule, mem_key, resources, "CPU memory")) from exc
-    except RuntimeError as exc:
-        text = str(exc)
-        if "out of memory" in text.lower() or "can't allocate memory" in text.lower():
-            raise JobResourceError(_oom_message(rule, mem_key, resources,
-                                                "GPU memory" if "CUDA" in text else "CPU memory")) from exc
-        raise
-
-
-def _oom_message(rule: str, mem_key: str, resources, what: str) -> str:
-    advice = (f"raise resources.{mem_key} in the config (now mem_mb={resources.get('mem_mb')})"
-              if what == "CPU memory" else
-              "lower the model's batch_size or enable gradient_checkpointing, or ask for larger GPUs")
-    return f"rule {rule} ran out of {what}: {advice}."
-
-
-def job_setup(log_files, threads: int) -> None:
-    """Send logging and progress bars (stderr) to the job's log file; use the job's threads."""
-    import logging as _logging
-    import sys
-
-    if log_files:
-        handle = open(log_files[0], "a", encoding="utf-8", buffering=1)
-        sys.stderr = handle
-        _logging.basicConfig(level=_logging.INFO, stream=handle, force=True,
-                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    else:
-        _logging.basicConfig(level=_logging.INFO, force=True)
-    import torch
-
-    torch.set_num_threads(max(1, int(threads)))

@@ -9,45 +9,47 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from opera.aggregate import MAIN_METRICS, _final_rows, _method_rank  # noqa: E402
+from opera import methods as method_registry
+from opera.aggregate import MAIN_METRICS, _final_rows
 
 log = logging.getLogger(__name__)
 
-METHOD_COLORS = {
-    "pretrain": "#7f7f7f",   # grey
-    "basic": "#000000",      # black
-    "sp": "#1f77b4",         # blue
-    "random": "#8c564b",     # brown
-    "infobatch": "#9467bd",  # purple
-    "dp": "#d62728",         # red: the highlight
-    "dp_query": "#ff7f0e",   # orange
-    "dp_doc": "#2ca02c",     # green
-}
-_EXTRA_COLORS = ["#17becf", "#bcbd22", "#e377c2", "#393b79", "#637939", "#843c39"]
-METHOD_MARKERS = {"basic": "o", "sp": "s", "random": "v", "infobatch": "D", "dp": "*", "dp_query": "^", "dp_doc": "P"}
-
-plt.rcParams.update({
+# Applied inside each plotting function (plt.rc_context), so importing this module changes nothing.
+# Without a display matplotlib picks the Agg backend itself.
+STYLE = {
     "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
     "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.dpi": 100, "savefig.dpi": 150,
-})
+}
+_EXTRA_COLORS = ["#17becf", "#bcbd22", "#e377c2", "#393b79", "#637939", "#843c39"]
 
 
 def method_color(method: str) -> str:
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
+    if method in method_registry.METHODS:
+        return method_registry.METHODS[method].color
     return _EXTRA_COLORS[sum(map(ord, method)) % len(_EXTRA_COLORS)]
 
 
+def method_marker(method: str) -> str:
+    entry = method_registry.METHODS.get(method)
+    return entry.marker if entry else "o"
+
+
+def _highlighted(method: str) -> bool:
+    entry = method_registry.METHODS.get(method)
+    return bool(entry and entry.highlight)
+
+
+def _trains(method: str) -> bool:
+    entry = method_registry.METHODS.get(method)
+    return entry is None or entry.trains
+
+
 def _ordered(methods) -> list[str]:
-    return sorted(set(methods), key=_method_rank)
+    return sorted(set(methods), key=method_registry.order_key)
 
 
 def _safe(name: str) -> str:
@@ -68,15 +70,16 @@ def _save(fig, stem: Path) -> list[Path]:
 
 # --- metric vs training time -----------------------------------------------------------------------
 
+@plt.rc_context(STYLE)
 def metric_vs_time(long: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] = MAIN_METRICS,
-                   reference: str = "basic") -> list[Path]:
+                   reference: str = method_registry.REFERENCE_METHOD) -> list[Path]:
     """Per dataset x model, one panel per metric vs training wall time: a line per method through
     its checkpoints (mean over seeds, ± std band with several seeds), pretrain as a dashed line and
     the reference's final value as a dotted line. Saves ``{dataset}__{model}__metric_vs_time``."""
     out_dir = Path(out_dir)
     paths: list[Path] = []
     for (dataset, model), group in long.groupby(["dataset", "model"], sort=True):
-        trained = group[group["method"] != "pretrain"]
+        trained = group[group["method"].map(_trains)]
         max_seconds = float(trained["train_seconds"].max()) if not trained.empty else 0.0
         scale, unit = (60.0, "min") if max_seconds > 600 else (1.0, "s")
         fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.8, 4.2), squeeze=False)
@@ -85,16 +88,16 @@ def metric_vs_time(long: pd.DataFrame, out_dir: str | Path, metrics: Sequence[st
             for method in _ordered(group["method"]):
                 runs = group[group["method"] == method]
                 color = method_color(method)
-                if method == "pretrain":
-                    ax.axhline(runs[metric].mean(), color=color, linestyle="--", linewidth=1.5, label="pretrain")
+                if not _trains(method):
+                    ax.axhline(runs[metric].mean(), color=color, linestyle="--", linewidth=1.5, label=method)
                     continue
                 curve = runs.groupby("step").agg(
                     t=("train_seconds", "mean"), y=(metric, "mean"), sd=(metric, "std"), n=(metric, "size")
                 ).sort_index()
                 x = curve["t"].to_numpy() / scale
                 y = curve["y"].to_numpy()
-                emphasis = method == "dp"
-                ax.plot(x, y, color=color, marker=METHOD_MARKERS.get(method, "o"),
+                emphasis = _highlighted(method)
+                ax.plot(x, y, color=color, marker=method_marker(method),
                         markersize=8 if emphasis else 5, linewidth=2.4 if emphasis else 1.5,
                         label=method, zorder=3 if emphasis else 2)
                 if (curve["n"] > 1).any():
@@ -117,13 +120,14 @@ def metric_vs_time(long: pd.DataFrame, out_dir: str | Path, metrics: Sequence[st
 
 # --- training time ---------------------------------------------------------------------------------
 
+@plt.rc_context(STYLE)
 def training_time(final: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Per dataset x model, a horizontal bar per trained method: training wall time of the final
     checkpoint (mean over seeds, ± std), annotated in seconds. Saves ``{dataset}__{model}__training_time``."""
     out_dir = Path(out_dir)
     paths: list[Path] = []
     for (dataset, model), group in final.groupby(["dataset", "model"], sort=True):
-        group = group[group["method"] != "pretrain"]
+        group = group[group["method"].map(_trains)]
         if group.empty:
             continue
         methods = _ordered(group["method"])
@@ -165,52 +169,42 @@ def _coverage(entries: Sequence[Mapping], n_train_queries: int | None = None) ->
     return points
 
 
-def pruning_card(score_pairs: pd.DataFrame, kept_pairs: pd.DataFrame | None,
-                 train_logs: Mapping[str, Sequence[Mapping]], out_path_stem: str | Path) -> list[Path]:
-    """The pruning data card: (left) base-model scores of the train positive pairs, kept vs pruned
-    by sp; (right) query coverage: the fraction of train queries with a pair kept by sp, and for each
-    train log reporting ``queries_seen``/``n_queries`` the fraction seen by the end of training.
-    When some log has several coverage entries, a third panel shows coverage vs training step.
-    Saves ``out_path_stem``.png/.pdf."""
-    n_train_queries = score_pairs["query_id"].nunique()
-    curves = {m: _coverage(entries, n_train_queries) for m, entries in train_logs.items()}
-    curves = {m: c for m, c in curves.items() if c}
-    show_curve = any(len(c) > 1 for c in curves.values())
-    n_panels = 3 if show_curve else 2
-    fig, axes = plt.subplots(1, n_panels, figsize=(5.0 * n_panels, 4.2))
-
-    # (left) score distribution
-    ax = axes[0]
+def _pair_scores(score_pairs: pd.DataFrame, kept_pairs: pd.DataFrame | None) -> pd.DataFrame:
+    """query_id, doc_id, score and whether the score-pruning method kept the pair."""
     scores = score_pairs[["query_id", "doc_id", "score"]].copy()
     scores["query_id"] = scores["query_id"].astype(str)
     scores["doc_id"] = scores["doc_id"].astype(str)
-    if kept_pairs is not None:
-        keys = kept_pairs[["query_id", "doc_id"]].astype(str).drop_duplicates()
-        keys["kept"] = True
-        scores = scores.merge(keys, on=["query_id", "doc_id"], how="left")
-        scores["kept"] = scores["kept"].astype("boolean").fillna(False).astype(bool)
-    else:
+    if kept_pairs is None:
         scores["kept"] = True
+        return scores
+    keys = kept_pairs[["query_id", "doc_id"]].astype(str).drop_duplicates()
+    keys["kept"] = True
+    scores = scores.merge(keys, on=["query_id", "doc_id"], how="left")
+    scores["kept"] = scores["kept"].astype("boolean").fillna(False).astype(bool)
+    return scores
+
+
+def _score_panel(ax, scores: pd.DataFrame, pruner: str) -> None:
     values = scores["score"].astype(float).to_numpy()
     bins = np.histogram_bin_edges(values, bins=min(40, max(5, int(np.sqrt(max(len(values), 1))))))
     kept, pruned = values[scores["kept"].to_numpy()], values[~scores["kept"].to_numpy()]
-    ax.hist([pruned, kept], bins=bins, stacked=True, color=["#bdbdbd", METHOD_COLORS["sp"]],
+    ax.hist([pruned, kept], bins=bins, stacked=True, color=["#bdbdbd", method_color(pruner)],
             edgecolor="white", linewidth=0.4,
-            label=[f"pruned by sp (n={len(pruned):,})", f"kept by sp (n={len(kept):,})"])
+            label=[f"pruned by {pruner} (n={len(pruned):,})", f"kept by {pruner} (n={len(kept):,})"])
     ax.set_xlabel("base-model cosine score of positive pair")
     ax.set_ylabel("pairs (count)")
     ax.set_title("pair scores: kept vs pruned")
     ax.legend(loc="best", frameon=False)
     ax.grid(True, alpha=0.3)
 
-    # (right) query coverage at the end of training
-    ax = axes[1]
+
+def _final_coverage_panel(ax, scores: pd.DataFrame, pruner: str, has_kept: bool, curves: Mapping[str, list]) -> None:
     n_queries = scores["query_id"].nunique()
     labels, fractions, colors = [], [], []
-    if kept_pairs is not None and n_queries:
-        labels.append("sp\n(kept pairs)")
+    if has_kept and n_queries:
+        labels.append(f"{pruner}\n(kept pairs)")
         fractions.append(scores.loc[scores["kept"], "query_id"].nunique() / n_queries)
-        colors.append(METHOD_COLORS["sp"])
+        colors.append(method_color(pruner))
     for method in _ordered(curves):
         labels.append(f"{method}\n(seen)")
         fractions.append(curves[method][-1][1])
@@ -226,19 +220,40 @@ def pruning_card(score_pairs: pd.DataFrame, kept_pairs: pd.DataFrame | None,
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_axisbelow(True)
 
+
+def _coverage_curve_panel(ax, curves: Mapping[str, list]) -> None:
+    for method in _ordered(curves):
+        points = curves[method]
+        if len(points) < 2:
+            continue
+        steps, fracs = zip(*points)
+        ax.plot(steps, fracs, color=method_color(method), marker=method_marker(method),
+                markersize=4, linewidth=2.2 if _highlighted(method) else 1.4, label=method)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("fraction of train queries seen")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("query coverage during training")
+    ax.legend(loc="lower right", frameon=False)
+    ax.grid(True, alpha=0.3)
+
+
+@plt.rc_context(STYLE)
+def pruning_card(score_pairs: pd.DataFrame, kept_pairs: pd.DataFrame | None,
+                 train_logs: Mapping[str, Sequence[Mapping]], out_path_stem: str | Path,
+                 pruner: str = "sp") -> list[Path]:
+    """The pruning data card: (left) base-model scores of the train positive pairs, kept vs pruned
+    by ``pruner`` (a score-pruning method: sp); (right) query coverage: the fraction of train queries
+    with a kept pair, and for each train log reporting ``queries_seen``/``n_queries`` the fraction
+    seen by the end of training. When some log has several coverage entries, a third panel shows
+    coverage vs training step. Saves ``out_path_stem``.png/.pdf."""
+    n_train_queries = score_pairs["query_id"].nunique()
+    curves = {m: _coverage(entries, n_train_queries) for m, entries in train_logs.items()}
+    curves = {m: c for m, c in curves.items() if c}
+    show_curve = any(len(c) > 1 for c in curves.values())
+    fig, axes = plt.subplots(1, 3 if show_curve else 2, figsize=(5.0 * (3 if show_curve else 2), 4.2))
+    scores = _pair_scores(score_pairs, kept_pairs)
+    _score_panel(axes[0], scores, pruner)
+    _final_coverage_panel(axes[1], scores, pruner, kept_pairs is not None, curves)
     if show_curve:
-        ax = axes[2]
-        for method in _ordered(curves):
-            points = curves[method]
-            if len(points) < 2:
-                continue
-            steps, fracs = zip(*points)
-            ax.plot(steps, fracs, color=method_color(method), marker=METHOD_MARKERS.get(method, "o"),
-                    markersize=4, linewidth=2.2 if method == "dp" else 1.4, label=method)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("fraction of train queries seen")
-        ax.set_ylim(0, 1.05)
-        ax.set_title("query coverage during training")
-        ax.legend(loc="lower right", frameon=False)
-        ax.grid(True, alpha=0.3)
+        _coverage_curve_panel(axes[2], curves)
     return _save(fig, Path(out_path_stem))

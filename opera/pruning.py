@@ -1,8 +1,13 @@
 """Static pruning of training pairs, before finetuning.
 
-- sp: keep the top ``kept_pct`` of pairs by base-model score; queries left without a positive drop out.
-- random: keep a uniform ``kept_pct`` of pairs (seeded): the control for sp.
-- every other method trains on all pairs.
+A method's ``pruner`` (opera.methods) names one of :data:`PRUNERS`:
+
+- ``top_score`` (sp): keep the top ``kept_pct`` of pairs by base-model score; queries left without
+  a positive drop out.
+- ``random`` (random): keep a uniform ``kept_pct`` of pairs, chosen with the params' ``seed``: the
+  control for sp.
+
+A method without a pruner trains on all pairs.
 
 Pure functions over the pair table (columns query_id, doc_id, score, ...).
 """
@@ -14,7 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
-STATIC_METHODS = ("sp", "random")
+from opera import methods
 
 
 def n_kept(n_pairs: int, kept_pct: float) -> int:
@@ -36,21 +41,29 @@ def random_prune(pairs: pd.DataFrame, kept_pct: float, seed: int) -> pd.DataFram
     return pairs.iloc[rows].reset_index(drop=True)
 
 
-def prune(pairs: pd.DataFrame, method: str, params: dict, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+def _random_prune(pairs: pd.DataFrame, params: dict) -> pd.DataFrame:
+    return random_prune(pairs, params["kept_pct"], params["seed"])
+
+
+def _top_score_prune(pairs: pd.DataFrame, params: dict) -> pd.DataFrame:
+    return static_prune(pairs, params["kept_pct"])
+
+
+# pruner name -> function(pairs, method params) -> kept pairs
+PRUNERS = {"top_score": _top_score_prune, "random": _random_prune}
+
+
+def prune(pairs: pd.DataFrame, method: str, params: dict) -> tuple[pd.DataFrame, dict]:
     """Pairs the trainer may draw from for ``method`` and a report of what was kept."""
-    if method == "sp":
-        kept = static_prune(pairs, params["kept_pct"])
-    elif method == "random":
-        kept = random_prune(pairs, params["kept_pct"], seed)
-    else:
-        kept = pairs.reset_index(drop=True)
+    pruner = methods.get(method).pruner
+    kept = PRUNERS[pruner](pairs, params) if pruner else pairs.reset_index(drop=True)
     report = {
         "method": method,
         "pairs_total": int(len(pairs)),
         "pairs_kept": int(len(kept)),
         "queries_total": int(pairs["query_id"].nunique()),
         "queries_kept": int(kept["query_id"].nunique()),
-        "score_threshold": float(kept["score"].min()) if method == "sp" else None,
-        **({"kept_pct": params["kept_pct"]} if method in STATIC_METHODS else {}),
+        "score_threshold": float(kept["score"].min()) if pruner == "top_score" else None,
+        **({"kept_pct": params["kept_pct"]} if pruner else {}),
     }
     return kept, report

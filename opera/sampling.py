@@ -4,8 +4,10 @@ One small interface (:class:`Sampler`): ``next_batch`` draws a batch, ``update``
 trained batch (the current model's detached positive cosines and per-query losses), and
 ``state_dict`` / ``load_state_dict`` make it resumable bit for bit. Implementations:
 
+A method's ``sampler`` and ``sampler_options`` (opera.methods) pick one of :data:`SAMPLERS`:
+
 - ``uniform`` (basic, sp, random): epochs are shuffles of all queries; positives drawn uniformly.
-- ``dp`` (OPERA dynamic pruning) with ablations ``dp_query`` and ``dp_doc``:
+- ``dp`` (OPERA dynamic pruning; options ``query_level`` and ``doc_level`` make the ablations):
   query level: fixed epoch length n0 = n (1 - r0) / x0 + r0 n; at each epoch start the strength
   x(t) (cosine schedule) sets r(t) = (x n0 - n) / (n (x - 1)); queries at or above the (1 - r)
   quantile of query scores are all in the epoch, the remaining slots are filled uniformly from
@@ -27,16 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-SAMPLER_OF_METHOD = {
-    "basic": "uniform",
-    "sp": "uniform",
-    "random": "uniform",
-    "infobatch": "infobatch",
-    "dp": "dp",
-    "dp_query": "dp_query",
-    "dp_doc": "dp_doc",
-}
-
+from opera import methods
 
 def cosine_schedule(step: float, total: float, start: float, end: float) -> float:
     """``end + (start - end) (1 + cos(pi t / T)) / 2``: start at t = 0, end at t = T."""
@@ -199,7 +192,7 @@ class DynamicPruningSampler(Sampler):
         self.doc_level = doc_level
         n, r0, x0 = pairs.n_queries, params["r0"], params["x0"]
         self.n0 = max(1, int(round(n * (1 - r0) / x0 + r0 * n))) if query_level else n
-        self.last = {}
+        self.epoch_stats = {}
         self._tau_step = None
         self._tau = None
 
@@ -228,7 +221,7 @@ class DynamicPruningSampler(Sampler):
         fill = self.rng.choice(rest, size=min(n0 - len(top), len(rest)), replace=False)
         epoch = self.rng.permutation(np.concatenate([top, fill]))
         # the threshold is logged as None when no query is forced in (r = 0): JSON has no infinity
-        self.last.update(x=x, r=r, n0=n0, n_top=int(len(top)), query_threshold=threshold if math.isfinite(threshold) else None)
+        self.epoch_stats.update(x=x, r=r, n0=n0, n_top=int(len(top)), query_threshold=threshold if math.isfinite(threshold) else None)
         return [(int(q), 1.0) for q in epoch]
 
     def tau(self) -> float:
@@ -237,7 +230,7 @@ class DynamicPruningSampler(Sampler):
             c = self.cutoff(self.step)
             self._tau = float(np.quantile(self.scores, 1 - c))
             self._tau_step = self.step
-            self.last.update(c=c, tau=self._tau)
+            self.epoch_stats.update(c=c, tau=self._tau)
         return self._tau
 
     def positive_weights(self, query: int) -> np.ndarray | None:
@@ -251,13 +244,13 @@ class DynamicPruningSampler(Sampler):
         self._tau_step = None  # scores changed: tau must be recomputed, even at the same step
 
     def extra_log(self) -> dict:
-        return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in self.last.items()}
+        return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in self.epoch_stats.items()}
 
     def extra_state(self) -> dict:
-        return {"last": dict(self.last)}  # so a resumed run logs the same sampler fields
+        return {"last": dict(self.epoch_stats)}  # so a resumed run logs the same sampler fields
 
     def load_extra_state(self, state: dict) -> None:
-        self.last = dict(state.get("last", {}))
+        self.epoch_stats = dict(state.get("last", {}))
         self._tau_step = None
 
 
@@ -267,7 +260,7 @@ class InfoBatchSampler(Sampler):
     def __init__(self, pairs: PairIndex, max_steps: int, seed: int, params: dict):
         super().__init__(pairs, max_steps, seed, params)
         self.losses = np.full(pairs.n_queries, np.inf)  # unseen queries count as not yet learned
-        self.last = {}
+        self.epoch_stats = {}
 
     def pruning_active(self) -> bool:
         return self.step < self.params["delta"] * self.max_steps
@@ -277,7 +270,7 @@ class InfoBatchSampler(Sampler):
         order = self.rng.permutation(n)
         seen = np.isfinite(self.losses)
         if not self.pruning_active() or not seen.any():
-            self.last.update(pruned=0, well_learned=0, pruning=self.pruning_active())
+            self.epoch_stats.update(pruned=0, well_learned=0, pruning=self.pruning_active())
             return [(int(q), 1.0) for q in order]
         mean = float(self.losses[seen].mean())
         well = np.flatnonzero(seen & (self.losses < mean))
@@ -286,29 +279,30 @@ class InfoBatchSampler(Sampler):
         weight[well] = 1.0 / (1.0 - ratio)
         keep = np.ones(n, dtype=bool)
         keep[skipped] = False
-        self.last.update(pruned=int(len(skipped)), well_learned=int(len(well)), mean_loss=round(mean, 6), pruning=True)
+        self.epoch_stats.update(pruned=int(len(skipped)), well_learned=int(len(well)), mean_loss=round(mean, 6), pruning=True)
         return [(int(q), float(weight[q])) for q in order if keep[q]]
 
     def learn(self, batch: Batch, pos_scores: np.ndarray, losses: np.ndarray) -> None:
         self.losses[batch.queries] = losses
 
     def extra_log(self) -> dict:
-        return dict(self.last)
+        return dict(self.epoch_stats)
 
     def extra_state(self) -> dict:
-        return {"losses": [None if not np.isfinite(v) else float(v) for v in self.losses], "last": dict(self.last)}
+        return {"losses": [None if not np.isfinite(v) else float(v) for v in self.losses], "last": dict(self.epoch_stats)}
 
     def load_extra_state(self, state: dict) -> None:
         self.losses = np.array([np.inf if v is None else v for v in state["losses"]], dtype=np.float64)
-        self.last = dict(state.get("last", {}))
+        self.epoch_stats = dict(state.get("last", {}))
+
+
+# sampler name -> class; a method's sampler_options are passed as keyword arguments
+SAMPLERS = {"uniform": Sampler, "infobatch": InfoBatchSampler, "dp": DynamicPruningSampler}
 
 
 def make_sampler(method: str, pairs: PairIndex, max_steps: int, seed: int, params: dict) -> Sampler:
-    kind = SAMPLER_OF_METHOD.get(method)
-    if kind is None:
-        raise ValueError(f"no sampler for method {method!r}; known: {sorted(SAMPLER_OF_METHOD)}")
-    if kind == "uniform":
-        return Sampler(pairs, max_steps, seed, params)
-    if kind == "infobatch":
-        return InfoBatchSampler(pairs, max_steps, seed, params)
-    return DynamicPruningSampler(pairs, max_steps, seed, params, query_level=kind != "dp_doc", doc_level=kind != "dp_query")
+    """The sampler of ``method`` as its registry entry (opera.methods) names it."""
+    entry = methods.get(method)
+    if entry.sampler is None:
+        raise ValueError(f"method {method!r} does not train, so it has no sampler")
+    return SAMPLERS[entry.sampler](pairs, max_steps, seed, params, **entry.sampler_options)

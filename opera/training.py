@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from opera import encoders, io
-from opera.config import checkpoint_steps, warmup_steps
-from opera.sampling import Batch, PairIndex, make_sampler
+from opera.sampling import Batch, PairIndex, Sampler, make_sampler
+from opera.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _restore_rng(state: dict, neg_rng: np.random.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def make_optimizer(model, settings: dict):
+def make_optimizer(model, settings: ModelSettings):
     """AdamW (no weight decay on biases and norms) with linear warmup and decay; returns
     (optimizer, scheduler, trainable parameters)."""
     from transformers import get_linear_schedule_with_warmup
@@ -198,20 +198,113 @@ def make_optimizer(model, settings: dict):
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [
-            {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": settings["weight_decay"]},
+            {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": settings.weight_decay},
             {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
         ],
-        lr=settings["lr"],
+        lr=settings.lr,
     )
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(settings), settings["max_steps"])
+    scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
     return optimizer, scheduler, [p for _, p in named]
 
 
 # --- the loop ---------------------------------------------------------------------------------------
 
+@dataclass
+class _Trainer:
+    """What one training run holds between steps (model, optimizer, sampler, clocks)."""
+
+    model: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    params: list
+    sampler: Sampler
+    neg_rng: np.random.Generator
+    elapsed: float = 0.0
+    sampler_seconds: float = 0.0
+
+    def state(self, step: int) -> dict:
+        """Everything a resumed run needs to continue bit for bit after ``step``."""
+        return {
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "sampler": self.sampler.state_dict(),
+            "rng": _rng_state(self.neg_rng), "step": step,
+            "elapsed": self.elapsed, "sampler_seconds": self.sampler_seconds,
+        }
+
+    def restore(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        _restore_rng(state["rng"], self.neg_rng)
+        self.elapsed, self.sampler_seconds = state["elapsed"], state["sampler_seconds"]
+
+
+def _barrier(env: Dist) -> None:
+    if env.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _latest_checkpoint(work_dir: Path) -> tuple[int, str | None]:
+    """(step, path) of the newest checkpoint in ``work_dir``; (0, None) for a fresh run."""
+    found = _step_dirs(work_dir)
+    return (found[-1][0], str(found[-1][1])) if found else (0, None)
+
+
+def _build_trainer(settings: ModelSettings, sampler: Sampler, neg_rng: np.random.Generator, env: Dist,
+                   model_path: str, seed: int) -> _Trainer:
+    model = encoders.load(settings.encoder, device=env.device, path=model_path)
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    optimizer, scheduler, params = make_optimizer(model, settings)
+    use_scaler = settings.precision == "fp16" and env.device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    torch.manual_seed(seed + env.rank)  # dropout
+    return _Trainer(model, optimizer, scheduler, scaler, params, sampler, neg_rng)
+
+
+def _open_log(log_path: Path, resumed_at: int, env: Dist):
+    """The train log, truncated to the resumed step (a killed run may have logged further)."""
+    if not env.main:
+        return None
+    if resumed_at:
+        kept = [line for line in _log_lines(log_path) if json.loads(line)["step"] <= resumed_at]
+        io.write_text(log_path, "".join(line + "\n" for line in kept))
+    else:
+        io.write_text(log_path, "")
+    return open(log_path, "a", encoding="utf-8")
+
+
+def _log_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _run_step(trainer: _Trainer, data: TrainingData, settings: ModelSettings, env: Dist, step: int,
+              global_batch: int) -> dict:
+    """One training step; returns its train-log entry. Sampler time counts into ``elapsed`` too."""
+    began = time.perf_counter()
+    batch = trainer.sampler.next_batch(step - 1, global_batch)
+    sampled = time.perf_counter()
+    docs = batch_documents(data, batch, settings.group_size, trainer.neg_rng)
+    loss_value, pos_scores, losses = train_step(trainer.model, data, batch, docs, settings, env, trainer.optimizer,
+                                                trainer.scheduler, trainer.scaler, trainer.params)
+    updating = time.perf_counter()
+    trainer.sampler.update(batch, pos_scores, losses)
+    done = time.perf_counter()
+    trainer.sampler_seconds += (sampled - began) + (done - updating)
+    trainer.elapsed += done - began
+    return {"step": step, "elapsed": round(trainer.elapsed, 4), "loss": round(loss_value, 6),
+            "lr": trainer.scheduler.get_last_lr()[0], "sampler_seconds": round(trainer.sampler_seconds, 4),
+            "sampler": trainer.sampler.log_state()}
+
+
 def finetune(
     data: TrainingData,
-    settings: dict,
+    settings: ModelSettings,
     method: str,
     method_params: dict,
     seed: int,
@@ -219,7 +312,7 @@ def finetune(
     work_dir: str | Path,
     stop_after: int | None = None,
 ) -> dict:
-    """Finetune ``settings['path']`` with ``method``; write checkpoints and the train log to ``out_dir``.
+    """Finetune ``settings.encoder.path`` with ``method``; write checkpoints and the train log to ``out_dir``.
 
     Resumes from the newest checkpoint in ``work_dir`` if there is one. ``stop_after`` stops
     (resumably) after that many steps in this call: for tests and time-sliced schedulers.
@@ -227,95 +320,49 @@ def finetune(
     """
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     env = init_distributed()
-    max_steps, batch_size, group = settings["max_steps"], settings["batch_size"], settings["group_size"]
-    global_batch = batch_size * env.world
-    checkpoints = set(checkpoint_steps(settings))
-
-    sampler = make_sampler(method, data.pairs, max_steps, seed, method_params)
-    neg_rng = np.random.default_rng([seed, 1])
+    global_batch = settings.batch_size * env.world
+    checkpoints = set(settings.checkpoint_steps())
+    sampler = make_sampler(method, data.pairs, settings.max_steps, seed, method_params)
     if env.main:
-        _claim_work_dir(work_dir, {"settings": settings, "method": method, "method_params": method_params, "seed": seed,
-                                   "pairs": data.pairs.n_pairs, "queries": data.pairs.n_queries, "world_size": env.world})
-    if env.world > 1:
-        import torch.distributed as dist
+        _claim_work_dir(work_dir, {"settings": settings.to_dict(), "method": method, "method_params": method_params,
+                                   "seed": seed, "pairs": data.pairs.n_pairs, "queries": data.pairs.n_queries,
+                                   "world_size": env.world})
+    _barrier(env)
+    start_step, checkpoint = _latest_checkpoint(work_dir)
+    if checkpoint:
+        log.info("resuming %s from step %d (%s)", method, start_step, checkpoint)
+    trainer = _build_trainer(settings, sampler, np.random.default_rng([seed, 1]), env,
+                             checkpoint or settings.encoder.path, seed)
+    if checkpoint:
+        trainer.restore(torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True))
+    log_handle = _open_log(work_dir / LOG_FILE, start_step, env)
 
-        dist.barrier()
-    resume = _step_dirs(work_dir)
-    start_step, elapsed, sampler_seconds = 0, 0.0, 0.0
-    model_path = settings["path"]
-    if resume:
-        start_step, model_path = resume[-1][0], str(resume[-1][1])
-        log.info("resuming %s from step %d (%s)", method, start_step, model_path)
-
-    model = encoders.load_from_settings(settings, device=env.device, path=model_path)
-    if settings.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable()
-    model.train()
-    optimizer, scheduler, params = make_optimizer(model, settings)
-    use_scaler = settings["precision"] == "fp16" and env.device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    torch.manual_seed(seed + env.rank)  # dropout
-
-    log_path = work_dir / LOG_FILE
-    if resume:
-        state = torch.load(Path(model_path) / STATE_FILE, map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        sampler.load_state_dict(state["sampler"])
-        _restore_rng(state["rng"], neg_rng)
-        elapsed, sampler_seconds = state["elapsed"], state["sampler_seconds"]
-        lines = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start_step] if log_path.exists() else []
-        if env.main:
-            io.write_text(log_path, "".join(line + "\n" for line in lines))
-    elif env.main:
-        io.write_text(log_path, "")
-
-    log_handle = open(log_path, "a", encoding="utf-8") if env.main else None
     from tqdm.auto import tqdm
 
-    progress = tqdm(range(start_step + 1, max_steps + 1), desc=f"finetune {method}", unit="step", disable=not env.main)
+    progress = tqdm(range(start_step + 1, settings.max_steps + 1), desc=f"finetune {method}", unit="step",
+                    disable=not env.main)
     try:
         for step in progress:
-            began = time.perf_counter()
-            batch = sampler.next_batch(step - 1, global_batch)
-            sampled = time.perf_counter()
-            docs = batch_documents(data, batch, group, neg_rng)
-            loss_value, pos_scores, losses = train_step(model, data, batch, docs, settings, env, optimizer, scheduler, scaler, params)
-            updating = time.perf_counter()
-            sampler.update(batch, pos_scores, losses)
-            done = time.perf_counter()
-            sampler_seconds += (sampled - began) + (done - updating)
-            elapsed += done - began
+            entry = _run_step(trainer, data, settings, env, step, global_batch)
             if env.main:
-                entry = {"step": step, "elapsed": round(elapsed, 4), "loss": round(loss_value, 6),
-                         "lr": scheduler.get_last_lr()[0], "sampler_seconds": round(sampler_seconds, 4),
-                         "sampler": sampler.log_state()}
                 log_handle.write(json.dumps(entry) + "\n")
                 log_handle.flush()
-                progress.set_postfix(loss=f"{loss_value:.4f}")
+                progress.set_postfix(loss=f"{entry['loss']:.4f}")
             if step in checkpoints:
-                _save_checkpoint(model, work_dir / f"step{step}", env, {
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "sampler": sampler.state_dict(), "rng": _rng_state(neg_rng), "step": step,
-                    "elapsed": elapsed, "sampler_seconds": sampler_seconds,
-                })
-            if stop_after is not None and step - start_step >= stop_after and step < max_steps:
+                _save_checkpoint(trainer.model, work_dir / f"step{step}", env, trainer.state(step))
+            if stop_after is not None and step - start_step >= stop_after and step < settings.max_steps:
                 log.info("stopping after step %d as asked (resumable)", step)
                 return {"stopped_at": step}
     finally:
         if log_handle:
             log_handle.close()
 
-    summary = {"method": method, "seed": seed, "max_steps": max_steps, "world_size": env.world,
-               "train_seconds": round(elapsed, 4), "sampler_seconds": round(sampler_seconds, 4),
+    summary = {"method": method, "seed": seed, "max_steps": settings.max_steps, "world_size": env.world,
+               "train_seconds": round(trainer.elapsed, 4), "sampler_seconds": round(trainer.sampler_seconds, 4),
                "checkpoints": sorted(checkpoints), "sampler": sampler.log_state()}
     if env.main:
         _publish(work_dir, out_dir, summary)
-    if env.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+    _barrier(env)
     return summary
 
 
@@ -331,37 +378,36 @@ def batch_documents(data: TrainingData, batch: Batch, group: int, neg_rng: np.ra
     return docs
 
 
-def train_step(model, data: TrainingData, batch: Batch, docs_global: list[str], settings: dict, env: Dist,
+def train_step(model, data: TrainingData, batch: Batch, docs_global: list[str], settings: ModelSettings, env: Dist,
                optimizer, scheduler, scaler, params) -> tuple[float, np.ndarray, np.ndarray]:
     """One optimizer step on this process's slice of the global batch.
 
     Returns the weighted loss of the global batch, and per query (global order) the detached
     positive cosine and the unweighted loss, which the sampler learns from.
     """
-    group = settings["group_size"]
-    local = slice(env.rank * settings["batch_size"], (env.rank + 1) * settings["batch_size"])
+    group = settings.group_size
+    local = slice(env.rank * settings.batch_size, (env.rank + 1) * settings.batch_size)
     local_queries = batch.queries[local]
     local_docs = docs_global[local.start * group : local.stop * group]
 
-    instruction_q, instruction_p = settings.get("query_instruction", ""), settings.get("passage_instruction", "")
-    q_features = encoders.tokenize(model, [instruction_q + data.query_texts[q] for q in local_queries], settings["query_max_length"])
-    p_features = encoders.tokenize(model, [instruction_p + data.doc_texts[d] for d in local_docs], settings["passage_max_length"])
-    with encoders.autocast(env.device, settings["precision"]):
+    q_features = encoders.tokenize_side(model, settings.encoder, "query", [data.query_texts[q] for q in local_queries])
+    p_features = encoders.tokenize_side(model, settings.encoder, "passage", [data.doc_texts[d] for d in local_docs])
+    with encoders.autocast(env.device, settings.precision):
         q = encoders.embed(model, q_features)
         p = encoders.embed(model, p_features)
     p_all = _gather_with_grad(p, env)
     label_cols = (np.arange(len(local_queries)) + local.start) * group
     mask = false_negative_mask(local_queries, docs_global, data.positives, label_cols).to(q.device)
     labels = torch.as_tensor(label_cols, device=q.device)
-    per_query = infonce(q, p_all, labels, mask, settings["temperature"])
+    per_query = infonce(q, p_all, labels, mask, settings.temperature)
     weights = torch.as_tensor(batch.weights[local], dtype=per_query.dtype, device=q.device)
     loss = (weights * per_query).mean()
 
     scaler.scale(loss).backward()
     _average_gradients(params, env)
-    if settings["grad_clip"] > 0:
+    if settings.grad_clip > 0:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, settings["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
@@ -385,14 +431,13 @@ def _average_gradients(params, env: Dist) -> None:
     if env.world == 1:
         return
     import torch.distributed as dist
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
     grads = [p.grad for p in params if p.grad is not None]
-    flat = _flatten_dense_tensors(grads)
+    flat = torch.cat([grad.reshape(-1) for grad in grads])
     dist.all_reduce(flat)
     flat /= env.world
-    for grad, averaged in zip(grads, _unflatten_dense_tensors(flat, grads)):
-        grad.copy_(averaged)
+    for grad, averaged in zip(grads, torch.split(flat, [grad.numel() for grad in grads])):
+        grad.copy_(averaged.view_as(grad))
 
 
 def _save_checkpoint(model, path: Path, env: Dist, state: dict) -> None:
@@ -401,10 +446,7 @@ def _save_checkpoint(model, path: Path, env: Dist, state: dict) -> None:
             model.save(str(tmp))
             torch.save(state, tmp / STATE_FILE)
         model.train()  # saving leaves the model in eval mode, which would silently turn dropout off
-    if env.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+    _barrier(env)
 
 
 def _publish(work_dir: Path, out_dir: Path, summary: dict) -> None:
@@ -417,6 +459,3 @@ def _publish(work_dir: Path, out_dir: Path, summary: dict) -> None:
     shutil.rmtree(work_dir)
 
 
-def read_log(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]

@@ -1,32 +1,34 @@
-def finetune_dir(dataset, model, method, seed):
-    return f"{R}/finetune/{dataset}/{model}/{method}/seed{seed}"
+def finetune_runs():
+    """(dataset, model, method, seed) of every finetune run in the grid."""
+    return [(d, m, method, seed) for d in DATASETS for m in MODELS for method in TRAINED_IN_CONFIG for seed in SEEDS]
 
 
-FINETUNE_RUNS = [
-    (d, m, method, seed, finetune_dir(d, m, method, seed))
-    for d in DATASETS for m in MODELS for method in TRAINED for seed in SEEDS
-]
-
-
-def card_inputs(dataset, model):
-    """A pruning data card: sp's kept pairs among all scored pairs, and coverage from the first seed's logs."""
-    return {
-        "score_pairs": f"{R}/score/{dataset}/{model}/pairs.parquet",
-        "sp_pairs": f"{R}/prune/{dataset}/{model}/sp/pairs.parquet",
-        "train_logs": {m: f"{finetune_dir(dataset, model, m, SEEDS[0])}/train_log.jsonl" for m in TRAINED},
-    }
+def pruning_cards():
+    """A pruning data card per dataset x model: what the score-pruning method (sp) keeps of the
+    scored pairs, and query coverage from the first seed's train logs. None without training."""
+    pruner = method_registry.score_pruned()[0]
+    if not TRAINED_IN_CONFIG:
+        return []
+    return [
+        {
+            "dataset": d,
+            "model": m,
+            "pruner": pruner,
+            "score_pairs": score_file("pairs.parquet", d, m),
+            "pruned_pairs": prune_file("pairs.parquet", d, m, pruner),
+            "train_logs": {
+                method: f"{finetune_dir(d, m, method, SEEDS[0])}/train_log.jsonl"
+                for method in TRAINED_IN_CONFIG
+            },
+        }
+        for d in DATASETS
+        for m in MODELS
+    ]
 
 
 def plot_files(ext):
-    files = []
-    for dataset in DATASETS:
-        for model in MODELS:
-            stem = f"{R}/plots/{dataset}__{model}__"
-            files.append(stem + f"metric_vs_time.{ext}")
-            if TRAINED:
-                files.append(stem + f"pruning_card.{ext}")
-                files.append(stem + f"training_time.{ext}")
-    return files
+    kinds = ["metric_vs_time"] + (["pruning_card", "training_time"] if TRAINED_IN_CONFIG else [])
+    return [plot_file(d, m, kind, ext) for d in DATASETS for m in MODELS for kind in kinds]
 
 
 def _report_plot(path):
@@ -34,36 +36,41 @@ def _report_plot(path):
     return report(path, caption=f"../report/{kind}.rst", category="Plots")
 
 
+def _report_table(name):
+    stem = name.split(".")[0]
+    return report(table_file(name), caption=f"../report/{stem}.rst", category="Tables")
+
+
 rule aggregate:
     """The paper's tables (results, average rank, significance, time to quality) and plots."""
     input:
         metrics=metrics_files(),
-        finetune=[run[-1] for run in FINETUNE_RUNS],
-        cards=[path for d in DATASETS for m in MODELS if TRAINED for path in (card_inputs(d, m)["score_pairs"], card_inputs(d, m)["sp_pairs"])],
+        finetune=[finetune_dir(*run) for run in finetune_runs()],
+        cards=[card[key] for card in pruning_cards() for key in ("score_pairs", "pruned_pairs")],
     output:
-        results=report(f"{R}/tables/results.csv", caption="../report/results.rst", category="Tables"),
-        results_md=f"{R}/tables/results.md",
-        results_tex=f"{R}/tables/results.tex",
-        avg_rank=report(f"{R}/tables/avg_rank.csv", caption="../report/avg_rank.rst", category="Tables"),
-        avg_rank_md=f"{R}/tables/avg_rank.md",
-        avg_rank_tex=f"{R}/tables/avg_rank.tex",
-        significance=report(f"{R}/tables/significance.csv", caption="../report/significance.rst", category="Tables"),
-        time_to_quality=report(f"{R}/tables/time_to_quality.csv", caption="../report/time_to_quality.rst", category="Tables"),
-        runs=f"{R}/tables/runs.csv",
+        results=_report_table("results.csv"),
+        results_md=table_file("results.md"),
+        results_tex=table_file("results.tex"),
+        avg_rank=_report_table("avg_rank.csv"),
+        avg_rank_md=table_file("avg_rank.md"),
+        avg_rank_tex=table_file("avg_rank.tex"),
+        significance=_report_table("significance.csv"),
+        time_to_quality=_report_table("time_to_quality.csv"),
+        runs=table_file("runs.csv"),
         plots=[_report_plot(path) for path in plot_files("png")],
         plots_pdf=plot_files("pdf"),
     params:
-        finetune_runs=FINETUNE_RUNS,
-        cards=[{"dataset": d, "model": m, **card_inputs(d, m)} for d in DATASETS for m in MODELS if TRAINED],
-        tables_dir=f"{R}/tables",
-        plots_dir=f"{R}/plots",
+        train_logs=[(*run, f"{finetune_dir(*run)}/train_log.jsonl") for run in finetune_runs()],
+        cards=pruning_cards(),
+        tables_dir=f"{RESULTS}/tables",
+        plots_dir=f"{RESULTS}/plots",
     log:
         "logs/aggregate.log",
     benchmark:
         "benchmarks/aggregate.tsv"
     threads: 1
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
+        mem_mb=RESOURCES["mem_mb"],
+        runtime=RESOURCES["runtime"],
     script:
         "../workflow_scripts/aggregate.py"

@@ -1,9 +1,10 @@
-# Config validation, the grid, wildcard constraints and path helpers shared by all rules.
+# Config validation, the grid, wildcard constraints and every path of the workflow.
 import re
 
 from snakemake.exceptions import WorkflowError
 
 from opera import config as opera_config
+from opera import methods as method_registry
 
 try:
     # Validates against config/schema.yaml (defaults filled in) and resolves registry entries,
@@ -14,11 +15,10 @@ except opera_config.ConfigError as error:
 
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
-METHODS = list(config["methods"])
-TRAINED = [m for m in METHODS if m != "pretrain"]
+TRAINED_IN_CONFIG = opera_config.trained_methods(config)
 SEEDS = list(config["seeds"])
-RES = config["resources"]
-R = "results"
+RESOURCES = config["resources"]
+RESULTS = "results"
 
 
 def _alternatives(names):
@@ -28,47 +28,81 @@ def _alternatives(names):
 wildcard_constraints:
     dataset=_alternatives(DATASETS),
     model=_alternatives(MODELS),
-    method=_alternatives(opera_config.TRAINED_METHODS),
+    method=_alternatives(method_registry.trained()),
     seed=r"\d+",
-    step=r"\d+",
-    run=r"pretrain|[a-z_]+/seed\d+/step\d+",
+    run=opera_config.EvaluatedRun.ID_PATTERN,
 
 
-def model_settings(wildcards):
-    return config["models"][wildcards.model]
+# --- paths: each written once; rules pass wildcard placeholders, input functions real values ------
 
 
-def encoding_settings(wildcards):
+def data_dir(dataset="{dataset}"):
+    return f"{RESULTS}/data/{dataset}"
+
+
+def score_file(name, dataset="{dataset}", model="{model}"):
+    return f"{RESULTS}/score/{dataset}/{model}/{name}"
+
+
+def prune_file(name, dataset="{dataset}", model="{model}", method="{method}"):
+    return f"{RESULTS}/prune/{dataset}/{model}/{method}/{name}"
+
+
+def finetune_dir(dataset="{dataset}", model="{model}", method="{method}", seed="{seed}"):
+    return f"{RESULTS}/finetune/{dataset}/{model}/{method}/seed{seed}"
+
+
+def finetune_work_dir(dataset, model, method, seed):
+    """Resume state of a running finetune job. Not an output: Snakemake would delete it before a
+    rerun, and with it the resume state."""
+    return f"{RESULTS}/finetune_work/{dataset}/{model}/{method}/seed{seed}"
+
+
+def run_file(stage, name, dataset="{dataset}", model="{model}", run="{run}"):
+    """A file of one evaluated run (stage index or evaluate); run is an EvaluatedRun id."""
+    return f"{RESULTS}/{stage}/{dataset}/{model}/{run}/{name}"
+
+
+def table_file(name):
+    return f"{RESULTS}/tables/{name}"
+
+
+def plot_file(dataset, model, kind, ext):
+    return f"{RESULTS}/plots/{dataset}__{model}__{kind}.{ext}"
+
+
+# --- params: what each job needs from the config, and nothing else (a change reruns the job) ------
+
+
+def encoder_params(wildcards):
     """Only what changes embeddings: a change here reruns scoring, indexing and evaluation."""
-    settings = config["models"][wildcards.model]
-    keys = ("path", "pooling", "padding_side", "query_instruction", "passage_instruction",
-            "query_max_length", "passage_max_length", "encode_precision", "trust_remote_code")
-    return {key: settings.get(key) for key in keys}
+    return opera_config.model_settings(config, wildcards.model).encoder.to_dict()
 
 
-def eval_split(wildcards):
-    return opera_config.eval_split(config["datasets"][wildcards.dataset], config["evaluation"]["split"])
+def evaluated_run(wildcards):
+    return opera_config.EvaluatedRun.from_id(wildcards.dataset, wildcards.model, wildcards.run)
 
 
-def parse_run(run):
-    """'pretrain' -> ('pretrain', None, None); 'dp/seed42/step300' -> ('dp', 42, 300)."""
-    if run == "pretrain":
-        return "pretrain", None, None
-    method, seed, step = run.split("/")
-    return method, int(seed[len("seed"):]), int(step[len("step"):])
+def checkpoint_of(wildcards):
+    """The checkpoint folder an index or evaluate job encodes with; None for the base model."""
+    run = evaluated_run(wildcards)
+    if not method_registry.get(run.method).trains:
+        return None
+    return f"{finetune_dir(run.dataset, run.model, run.method, run.seed)}/step{run.step}"
 
 
 def gpus_for(kind):
     """GPUs a job asks for: none unless the config enables them (resources.gpu)."""
+
     def request(wildcards):
-        if not RES["gpu"]:
+        if not RESOURCES["gpu"]:
             return 0
-        return config["models"][wildcards.model]["gpus"] if kind == "finetune" else 1
+        if kind == "finetune":
+            return opera_config.model_settings(config, wildcards.model).gpus
+        return 1
+
     return request
 
 
 def metrics_files():
-    return [
-        f"{R}/evaluate/{run.dataset}/{run.model}/{run.run_id}/metrics.json"
-        for run in opera_config.grid(config)
-    ]
+    return [run_file("evaluate", "metrics.json", run.dataset, run.model, run.run_id) for run in opera_config.grid(config)]

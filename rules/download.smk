@@ -1,8 +1,9 @@
 rule download:
     """Fetch or copy a dataset, validate it, and write normalized parquet tables."""
     output:
-        directory(f"{R}/data/{{dataset}}"),
+        directory(data_dir()),
     params:
+        name=lambda wc: wc.dataset,
         spec=lambda wc: config["datasets"][wc.dataset],
         options=config["data"],
     log:
@@ -11,7 +12,7 @@ rule download:
         "benchmarks/download/{dataset}.tsv"
     threads: 1
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
+        mem_mb=RESOURCES["mem_mb"],
+        runtime=RESOURCES["runtime"],
     script:
         "../workflow_scripts/download.py"

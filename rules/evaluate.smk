@@ -1,8 +1,13 @@
 def evaluate_inputs(wildcards):
     inputs = index_inputs(wildcards)
     inputs.pop("embeddings", None)
-    inputs["index"] = f"{R}/index/{wildcards.dataset}/{wildcards.model}/{wildcards.run}/index.faiss"
+    inputs["index"] = run_file("index", "index.faiss", wildcards.dataset, wildcards.model, wildcards.run)
     return inputs
+
+
+def run_meta(wildcards):
+    run = evaluated_run(wildcards)
+    return {"dataset": run.dataset, "model": run.model, "method": run.method, "seed": run.seed, "step": run.step or 0}
 
 
 rule evaluate:
@@ -10,22 +15,23 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        run=f"{R}/evaluate/{{dataset}}/{{model}}/{{run}}/run.trec",
-        per_query=f"{R}/evaluate/{{dataset}}/{{model}}/{{run}}/per_query.parquet",
-        metrics=f"{R}/evaluate/{{dataset}}/{{model}}/{{run}}/metrics.json",
+        run=run_file("evaluate", "run.trec"),
+        per_query=run_file("evaluate", "per_query.parquet"),
+        metrics=run_file("evaluate", "metrics.json"),
     params:
-        encoding=encoding_settings,
+        encoder=encoder_params,
         evaluation=config["evaluation"],
-        split=eval_split,
-        run=lambda wc: parse_run(wc.run),
+        split=lambda wc: opera_config.eval_split(config["datasets"][wc.dataset], config["evaluation"]["split"]),
+        run_meta=run_meta,
+        checkpoint=checkpoint_of,
     log:
         "logs/evaluate/{dataset}/{model}/{run}.log",
     benchmark:
         "benchmarks/evaluate/{dataset}/{model}/{run}.tsv"
-    threads: RES["threads"]
+    threads: RESOURCES["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
+        mem_mb=RESOURCES["mem_mb"],
+        runtime=RESOURCES["runtime"],
         gpu=gpus_for("encode"),
     script:
         "../workflow_scripts/evaluate.py"

@@ -1,26 +1,27 @@
 rule finetune:
     """Finetune one (dataset, model, method, seed); resumes from its last checkpoint if killed."""
     input:
-        data=rules.download.output[0],
-        score=rules.score.output.pairs,
-        negatives=rules.score.output.negatives,
-        pairs=rules.prune.output.pairs,
+        data=data_dir(),
+        pairs=score_file("pairs.parquet"),
+        negatives=score_file("negatives.parquet"),
+        kept_pairs=prune_file("pairs.parquet"),
     output:
-        directory(f"{R}/finetune/{{dataset}}/{{model}}/{{method}}/seed{{seed}}"),
+        directory(finetune_dir()),
     params:
-        settings=model_settings,
+        settings=lambda wc: config["models"][wc.model],
+        method=lambda wc: wc.method,
         method_params=lambda wc: opera_config.method_params(config, wc.method),
+        seed=lambda wc: int(wc.seed),
         title_join=config["data"]["title_join"],
-        # Not an output: Snakemake would delete it before a rerun, and with it the resume state.
-        work_dir=lambda wc: f"{R}/finetune_work/{wc.dataset}/{wc.model}/{wc.method}/seed{wc.seed}",
+        work_dir=lambda wc: finetune_work_dir(wc.dataset, wc.model, wc.method, wc.seed),
     log:
         "logs/finetune/{dataset}/{model}/{method}/seed{seed}.log",
     benchmark:
         "benchmarks/finetune/{dataset}/{model}/{method}/seed{seed}.tsv"
-    threads: RES["threads"]
+    threads: RESOURCES["threads"]
     resources:
-        mem_mb=RES["finetune_mem_mb"],
-        runtime=RES["finetune_runtime"],
+        mem_mb=RESOURCES["finetune_mem_mb"],
+        runtime=RESOURCES["finetune_runtime"],
         gpu=gpus_for("finetune"),
     script:
         "../workflow_scripts/finetune.py"

@@ -1,11 +1,11 @@
 def index_inputs(wildcards):
-    """Pretrain reuses the corpus embeddings from `score`; a checkpoint needs its finetune run."""
-    method, seed, step = parse_run(wildcards.run)
-    inputs = {"data": f"{R}/data/{wildcards.dataset}"}
-    if method == "pretrain":
-        inputs["embeddings"] = f"{R}/score/{wildcards.dataset}/{wildcards.model}/corpus_embeddings.npy"
+    """The base model reuses the corpus embeddings of `score`; a checkpoint needs its finetune run."""
+    run = evaluated_run(wildcards)
+    inputs = {"data": data_dir(run.dataset)}
+    if method_registry.get(run.method).trains:
+        inputs["finetune"] = finetune_dir(run.dataset, run.model, run.method, run.seed)
     else:
-        inputs["finetune"] = f"{R}/finetune/{wildcards.dataset}/{wildcards.model}/{method}/seed{seed}"
+        inputs["embeddings"] = score_file("corpus_embeddings.npy", run.dataset, run.model)
     return inputs
 
 
@@ -14,20 +14,21 @@ rule index:
     input:
         unpack(index_inputs),
     output:
-        f"{R}/index/{{dataset}}/{{model}}/{{run}}/index.faiss",
+        run_file("index", "index.faiss"),
     params:
-        encoding=encoding_settings,
-        evaluation=config["evaluation"],
+        encoder=encoder_params,
+        index_factory=config["evaluation"]["index_factory"],
+        encode_batch_size=config["evaluation"]["encode_batch_size"],
         title_join=config["data"]["title_join"],
-        step=lambda wc: parse_run(wc.run)[2],
+        checkpoint=checkpoint_of,
     log:
         "logs/index/{dataset}/{model}/{run}.log",
     benchmark:
         "benchmarks/index/{dataset}/{model}/{run}.tsv"
-    threads: RES["threads"]
+    threads: RESOURCES["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
+        mem_mb=RESOURCES["mem_mb"],
+        runtime=RESOURCES["runtime"],
         gpu=gpus_for("encode"),
     script:
         "../workflow_scripts/index.py"

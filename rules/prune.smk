@@ -1,17 +1,25 @@
 rule prune:
-    """The pairs a method may train on: sp / random prune statically, the others keep all."""
+    """The pairs a method may train on: its registry entry's pruner, or every pair."""
     input:
-        pairs=rules.score.output.pairs,
+        pairs=score_file("pairs.parquet"),
     output:
-        pairs=f"{R}/prune/{{dataset}}/{{model}}/{{method}}/pairs.parquet",
-        report=f"{R}/prune/{{dataset}}/{{model}}/{{method}}/report.json",
+        pairs=prune_file("pairs.parquet"),
+        report=prune_file("report.json"),
     params:
-        method_params=lambda wc: opera_config.method_params(config, wc.method) if wc.method in ("sp", "random") else {},
+        method=lambda wc: wc.method,
+        # Only methods that prune depend on their params (the others keep every pair).
+        method_params=lambda wc: (
+            opera_config.method_params(config, wc.method)
+            if method_registry.get(wc.method).pruner
+            else {}
+        ),
     log:
         "logs/prune/{dataset}/{model}/{method}.log",
+    benchmark:
+        "benchmarks/prune/{dataset}/{model}/{method}.tsv"
     threads: 1
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
+        mem_mb=RESOURCES["mem_mb"],
+        runtime=RESOURCES["runtime"],
     script:
         "../workflow_scripts/prune.py"

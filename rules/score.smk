@@ -1,26 +1,26 @@
 rule score:
     """Base-model embeddings of corpus and train queries, positive-pair scores, hard negatives."""
     input:
-        data=rules.download.output[0],
+        data=data_dir(),
     output:
-        corpus=f"{R}/score/{{dataset}}/{{model}}/corpus_embeddings.npy",
-        queries=f"{R}/score/{{dataset}}/{{model}}/train_query_embeddings.npy",
-        pairs=f"{R}/score/{{dataset}}/{{model}}/pairs.parquet",
-        negatives=f"{R}/score/{{dataset}}/{{model}}/negatives.parquet",
-        report=f"{R}/score/{{dataset}}/{{model}}/score.json",
+        corpus=score_file("corpus_embeddings.npy"),
+        queries=score_file("train_query_embeddings.npy"),
+        pairs=score_file("pairs.parquet"),
+        negatives=score_file("negatives.parquet"),
+        report=score_file("score.json"),
     params:
-        encoding=encoding_settings,
+        encoder=encoder_params,
         mining=lambda wc: config["models"][wc.model]["mining"],
-        scoring=config["scoring"],
+        encode_batch_size=config["scoring"]["encode_batch_size"],
         title_join=config["data"]["title_join"],
     log:
         "logs/score/{dataset}/{model}.log",
     benchmark:
         "benchmarks/score/{dataset}/{model}.tsv"
-    threads: RES["threads"]
+    threads: RESOURCES["threads"]
     resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
+        mem_mb=RESOURCES["mem_mb"],
+        runtime=RESOURCES["runtime"],
         gpu=gpus_for("encode"),
     script:
         "../workflow_scripts/score.py"

@@ -22,8 +22,10 @@ def smoke_config() -> dict:
 
 
 @pytest.fixture(scope="session")
-def smoke_settings(smoke_config) -> dict:
-    return smoke_config["models"]["all-MiniLM-L6-v2"]
+def smoke_settings(smoke_config):
+    from opera.config import model_settings
+
+    return model_settings(smoke_config, "all-MiniLM-L6-v2")
 
 
 @pytest.fixture(scope="session")
@@ -31,11 +33,10 @@ def smoke_scored(tmp_path_factory, smoke_config, smoke_settings) -> Path:
     """results-like folder with data/ and score/ for the smoke slice of SciFact."""
     import torch
 
-    from opera import pipeline
-
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("smoke")
-    name = next(iter(smoke_config["datasets"]))
-    pipeline.download(name, smoke_config["datasets"][name], smoke_config["data"], root / "data")
-    pipeline.score(root / "data", smoke_settings, smoke_config, root / "score")
+    from stage_helpers import run_download, run_score
+
+    run_download(smoke_config, root / "data")
+    run_score(smoke_config, smoke_settings, root / "data", root / "score")
     return root

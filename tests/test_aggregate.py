@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from opera import aggregate as agg
+from opera import io
 from opera.io import save_table, write_json
 
 MODEL = "m"
@@ -217,4 +218,4 @@ def test_aggregate_without_inputs(tmp_path):
 def test_read_train_log(tmp_path):
     path = tmp_path / "train_log.jsonl"
     path.write_text('{"step": 1, "elapsed": 0.5, "loss": 1.0, "lr": 0.1, "sampler": {}}\n\n{"step": 2}\n')
-    assert [e["step"] for e in agg.read_train_log(path)] == [1, 2]
+    assert [e["step"] for e in io.read_train_log(path)] == [1, 2]

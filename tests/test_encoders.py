@@ -8,6 +8,7 @@ import torch
 
 from opera import encoders
 from opera.encoders import ModelLoadError
+from opera.settings import EncoderSettings
 
 MODEL = "all-MiniLM-L6-v2"
 MAX_LENGTH = 64
@@ -91,8 +92,11 @@ def test_instruction_prefix_changes_query_embeddings(model):
     instructed = _encode(model, queries, instruction=instruction)
     assert np.all(_cos(plain, instructed) < 0.999)
     np.testing.assert_allclose(instructed, _encode(model, [instruction + q for q in queries]), atol=1e-6)
-    settings = {"query_max_length": MAX_LENGTH, "query_instruction": instruction}
-    via_settings = encoders.encode_queries(model, settings, queries, batch_size=4, show_progress=False)
+    encoder = EncoderSettings(path=MODEL, pooling="mean", padding_side="right", query_instruction=instruction,
+                              passage_instruction="", query_max_length=MAX_LENGTH, passage_max_length=MAX_LENGTH,
+                              encode_precision="fp32", trust_remote_code=False)
+    via_settings = encoders.encode_side(model, encoder, "query", queries, batch_size=4, desc="queries",
+                                        show_progress=False)
     np.testing.assert_allclose(via_settings, instructed, atol=1e-6)
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
-from opera import io, pipeline
+from opera import io, job, pipeline
 from opera.config import ConfigError, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,8 @@ def test_index_stage_reports_corrupted_embeddings(smoke_scored, smoke_config, sm
     with open(broken, "r+b") as handle:
         handle.truncate(broken.stat().st_size - 100)
     with pytest.raises(io.CorruptArtifactError, match="truncated or corrupted"):
-        pipeline.index(smoke_scored / "data", smoke_settings, smoke_config, tmp_path / "index.faiss", embeddings_path=broken)
+        pipeline.index(data_dir=smoke_scored / "data", encoder=smoke_settings.encoder, index_factory="Flat",
+                       encode_batch_size=32, title_join="space", out_index=tmp_path / "index.faiss", embeddings_path=broken)
     assert not (tmp_path / "index.faiss").exists()
 
 
@@ -99,8 +100,10 @@ def test_index_of_another_model_size_is_refused(smoke_scored, smoke_config, smok
     wrong = faiss_index.build_index(np.eye(8, dtype=np.float32), "Flat")  # 8-dim, the model has 384
     faiss_index.save_index(wrong, tmp_path / "index.faiss")
     with pytest.raises(pipeline.StageError, match="index dimension 8 differs from the model's embedding size 384"):
-        pipeline.evaluate(smoke_scored / "data", smoke_settings, smoke_config, tmp_path / "index.faiss", "test",
-                          tmp_path / "run.trec", tmp_path / "pq.parquet", tmp_path / "m.json", {"method": "pretrain"})
+        pipeline.evaluate(data_dir=smoke_scored / "data", encoder=smoke_settings.encoder,
+                          evaluation=smoke_config["evaluation"], index_path=tmp_path / "index.faiss", split="test",
+                          out_run=tmp_path / "run.trec", out_per_query=tmp_path / "pq.parquet",
+                          out_metrics=tmp_path / "m.json", run_meta={"method": "pretrain"})
 
 
 # --- config violations stop before any job, naming the key and the allowed values ---------------------
@@ -158,24 +161,24 @@ def test_out_of_cpu_memory_names_rule_and_resource(tmp_path, restore_process_sta
     def stage():
         raise MemoryError()
 
-    with pytest.raises(pipeline.JobResourceError, match=r"rule finetune ran out of CPU memory: raise resources.finetune_mem_mb .*mem_mb=4000"):
-        pipeline.run_job(_fake_job(tmp_path, "finetune"), stage)
+    with pytest.raises(job.JobResourceError, match=r"rule finetune ran out of CPU memory: raise resources.finetune_mem_mb .*mem_mb=4000"):
+        job.run(_fake_job(tmp_path, "finetune"), stage)
 
 
 def test_out_of_gpu_memory_names_rule_and_what_to_change(tmp_path, restore_process_state):
     def stage():
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    with pytest.raises(pipeline.JobResourceError, match=r"rule score ran out of GPU memory: lower the model's batch_size"):
-        pipeline.run_job(_fake_job(tmp_path, "score"), stage)
+    with pytest.raises(job.JobResourceError, match=r"rule score ran out of GPU memory: lower the model's batch_size"):
+        job.run(_fake_job(tmp_path, "score"), stage)
 
 
 def test_time_limit_names_rule_and_runtime(tmp_path, restore_process_state):
     def stage():
         os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends at the time limit
 
-    with pytest.raises(pipeline.JobResourceError, match=r"rule evaluate .* time limit \(runtime=30 min\): raise resources.runtime"):
-        pipeline.run_job(_fake_job(tmp_path, "evaluate"), stage)
+    with pytest.raises(job.JobResourceError, match=r"rule evaluate .* time limit \(runtime=30 min\): raise resources.runtime"):
+        job.run(_fake_job(tmp_path, "evaluate"), stage)
 
 
 def test_other_errors_pass_through_unchanged(tmp_path, restore_process_state):
@@ -183,7 +186,7 @@ def test_other_errors_pass_through_unchanged(tmp_path, restore_process_state):
         raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        pipeline.run_job(_fake_job(tmp_path, "index"), stage)
+        job.run(_fake_job(tmp_path, "index"), stage)
 
 
 # --- security: safetensors only, no remote code unless asked, no pickle of untrusted data ----------------

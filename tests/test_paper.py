@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from opera.config import ConfigError, checkpoint_steps, load_config, resolve_dataset, resolve_model
+from opera.config import ConfigError, load_config, model_settings, resolve_dataset, resolve_model
 from workflow_helpers import ROOT, plan, snakemake
 
 PAPER = ROOT / "config" / "paper.yaml"
@@ -46,7 +46,7 @@ def test_a_new_model_is_one_entry_with_a_path():
 def test_paper_dag_job_counts_offline(tmp_path):
     config = load_config(PAPER)
     assert set(config["datasets"]) == PAPER_DATASETS
-    steps = {name: len(checkpoint_steps(model)) for name, model in config["models"].items()}
+    steps = {name: len(model_settings(config, name).checkpoint_steps()) for name in config["models"]}
     assert steps == {"bge-large-en-v1.5": 8, "Qwen3-Embedding-0.6B": 8}
     trained = 4  # basic, sp, infobatch, dp
     evaluated = len(PAPER_DATASETS) * sum(trained * n + 1 for n in steps.values())

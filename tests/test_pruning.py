@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opera.pruning import STATIC_METHODS, n_kept, prune, random_prune, static_prune
+from opera import methods
+from opera.pruning import n_kept, prune, random_prune, static_prune
 
 
 def pair_table(n_queries: int = 40, seed: int = 0, ties: bool = False) -> pd.DataFrame:
@@ -72,16 +73,16 @@ def test_sp_is_deterministic_under_input_order():
 def test_random_keeps_a_seeded_subset(pct):
     pairs = pair_table(seed=3)
     k = math.ceil(round(pct * len(pairs), 9))
-    kept, report = prune(pairs, "random", {"kept_pct": pct}, seed=7)
+    kept, report = prune(pairs, "random", {"kept_pct": pct, "seed": 7})
     assert len(kept) == k and report["pairs_kept"] == k and report["kept_pct"] == pct
     # a subset of the input rows, unchanged, no duplicates
     assert len(keys(kept)) == k and keys(kept) <= keys(pairs)
     merged = kept.merge(pairs, on=["query_id", "doc_id"], suffixes=("", "_in"))
     assert len(merged) == k and (merged["score"] == merged["score_in"]).all()
     assert report["queries_kept"] == kept["query_id"].nunique() and report["score_threshold"] is None
-    again, _ = prune(pairs, "random", {"kept_pct": pct}, seed=7)
+    again, _ = prune(pairs, "random", {"kept_pct": pct, "seed": 7})
     pd.testing.assert_frame_equal(kept, again)
-    other, _ = prune(pairs, "random", {"kept_pct": pct}, seed=8)
+    other, _ = prune(pairs, "random", {"kept_pct": pct, "seed": 8})
     assert keys(other) != keys(kept)
     # not the top by score: random is the control for sp
     assert keys(kept) != keys(static_prune(pairs, pct))
@@ -108,4 +109,4 @@ def test_other_methods_keep_all_pairs(method):
     pd.testing.assert_frame_equal(kept, pairs.reset_index(drop=True))
     assert report["pairs_kept"] == report["pairs_total"] == len(pairs)
     assert report["queries_kept"] == report["queries_total"]
-    assert "kept_pct" not in report and method not in STATIC_METHODS
+    assert "kept_pct" not in report and methods.get(method).pruner is None

@@ -124,7 +124,7 @@ def test_dp_top_queries_always_in_epoch(step):
     for _ in range(20):
         epoch = {q for q, _ in sampler.new_epoch()}
         assert top <= epoch
-    assert sampler.last["x"] == pytest.approx(x) and sampler.last["r"] == pytest.approx(r)
+    assert sampler.epoch_stats["x"] == pytest.approx(x) and sampler.epoch_stats["r"] == pytest.approx(r)
 
 
 def test_dp_every_query_visited_over_many_epochs():

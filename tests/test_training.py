@@ -3,6 +3,8 @@ checkpoints load with sentence-transformers, and the same loop runs as DDP (gloo
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import subprocess
@@ -23,8 +25,10 @@ SMOKE_CONFIG = load_config(Path(__file__).resolve().parents[1] / "config" / "smo
 
 def _finetune(root: Path, settings: dict, name: str, method: str = "dp", seed: int = 42, stop_after=None):
     return pipeline.finetune(
-        root / "data", root / "score", root / "score" / "pairs.parquet", settings, method,
-        method_params(SMOKE_CONFIG, method), seed, "space", root / "ft" / name, root / "work" / name, stop_after=stop_after,
+        data_dir=root / "data", pairs_path=root / "score" / "pairs.parquet",
+        negatives_path=root / "score" / "negatives.parquet", kept_pairs_path=root / "score" / "pairs.parquet",
+        settings=settings, method=method, method_params=method_params(SMOKE_CONFIG, method), seed=seed,
+        title_join="space", out_dir=root / "ft" / name, work_dir=root / "work" / name, stop_after=stop_after,
     )
 
 
@@ -38,7 +42,7 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 @pytest.fixture(scope="module")
 def settings(smoke_settings):
-    return {**smoke_settings, "max_steps": 4, "eval_every": 2}
+    return dataclasses.replace(smoke_settings, max_steps=4, eval_every=2)
 
 
 def test_finetune_writes_checkpoints_and_log(smoke_scored, settings):
@@ -48,7 +52,7 @@ def test_finetune_writes_checkpoints_and_log(smoke_scored, settings):
     assert sorted(p.name for p in run.iterdir()) == ["run.json", "step2", "step4", "train_log.jsonl"]
     assert not (smoke_scored / "work" / "plain").exists()  # resume state cleaned up
     assert not list(run.rglob(training.STATE_FILE))  # optimizer state is not published
-    log = training.read_log(run / "train_log.jsonl")
+    log = io.read_train_log(run / "train_log.jsonl")
     assert [e["step"] for e in log] == [1, 2, 3, 4]
     assert all(e["elapsed"] > 0 for e in log) and log[-1]["elapsed"] >= log[0]["elapsed"]
     assert {"x", "r", "n0", "c", "tau", "queries_seen"} <= set(log[-1]["sampler"])
@@ -61,7 +65,7 @@ def test_finetune_writes_checkpoints_and_log(smoke_scored, settings):
 
 def test_training_lowers_loss_on_a_fixed_batch(smoke_scored, settings):
     """Evaluate the InfoNCE loss on fixed batches (dropout off) before and after 8 steps."""
-    strong = {**settings, "max_steps": 8, "eval_every": 8, "lr": 1e-4, "warmup_ratio": 0.0}
+    strong = dataclasses.replace(settings, max_steps=8, eval_every=8, lr=1e-4, warmup_ratio=0.0)
     _finetune(smoke_scored, strong, "loss", method="basic")
     dataset = pipeline.data_mod.read_prepared(smoke_scored / "data")
     pairs = io.load_table(smoke_scored / "score/pairs.parquet")
@@ -69,7 +73,7 @@ def test_training_lowers_loss_on_a_fixed_batch(smoke_scored, settings):
                                        dict(zip(dataset.corpus["doc_id"], pipeline.data_mod.passage_texts(dataset.corpus))))
 
     def loss_of(path) -> float:
-        model = encoders.load_from_settings(strong, device="cpu", path=path)
+        model = encoders.load(strong.encoder, device="cpu", path=path)
         model.eval()
         rng = np.random.default_rng(0)
         total = 0.0
@@ -87,7 +91,7 @@ def test_training_lowers_loss_on_a_fixed_batch(smoke_scored, settings):
                 total += training.infonce(q_emb, p_emb, torch.as_tensor(cols), mask, 0.02).mean().item()
         return total
 
-    before = loss_of(strong["path"])
+    before = loss_of(strong.encoder.path)
     after = loss_of(str(smoke_scored / "ft" / "loss" / "step8"))
     assert after < before
 
@@ -107,7 +111,7 @@ def test_same_seed_same_weights_and_kill_resume_identical(smoke_scored, settings
     resumed = smoke_scored / "ft" / f"{method}-r"
     assert _same_weights(_weights(a, 4), _weights(resumed, 4))
     strip = lambda entries: [{k: v for k, v in e.items() if k not in ("elapsed", "sampler_seconds")} for e in entries]
-    assert strip(training.read_log(a / "train_log.jsonl")) == strip(training.read_log(resumed / "train_log.jsonl"))
+    assert strip(io.read_train_log(a / "train_log.jsonl")) == strip(io.read_train_log(resumed / "train_log.jsonl"))
 
 
 def test_different_seed_different_weights(smoke_scored, settings):
@@ -127,9 +131,10 @@ def test_false_negative_mask_hides_shared_positives():
 def test_ddp_gloo_two_processes(smoke_scored, settings, tmp_path):
     """The same loop under torchrun: 2 CPU processes, per-process batch 2, gathered negatives."""
     job = {
-        "data_dir": str(smoke_scored / "data"), "score_dir": str(smoke_scored / "score"),
+        "data_dir": str(smoke_scored / "data"), "pairs_path": str(smoke_scored / "score" / "pairs.parquet"),
+        "negatives_path": str(smoke_scored / "score" / "negatives.parquet"),
         "kept_pairs_path": str(smoke_scored / "score" / "pairs.parquet"),
-        "settings": {**settings, "batch_size": 2}, "method": "dp",
+        "settings": {**settings.to_dict(), "batch_size": 2}, "method": "dp",
         "method_params": {"r0": 0.25, "x0": 2.0, "x_start": 2.0, "x_end": 5.0, "c_start": 0.25, "c_end": 0.5, "doc_weight": 5.0},
         "seed": 42, "title_join": "space", "out_dir": str(tmp_path / "ddp"), "work_dir": str(tmp_path / "ddp_work"),
     }
@@ -144,7 +149,7 @@ def test_ddp_gloo_two_processes(smoke_scored, settings, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     run = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert run["world_size"] == 2
-    log = training.read_log(tmp_path / "ddp" / "train_log.jsonl")
+    log = io.read_train_log(tmp_path / "ddp" / "train_log.jsonl")
     # the global batch is 2 processes x 2 queries: 4 new queries a step within dp's first epoch (n0 = 15)
     assert log[-1]["sampler"]["n0"] == 15
     assert [e["sampler"]["queries_seen"] for e in log[:3]] == [4, 8, 12]

@@ -1,6 +1,9 @@
-from opera import pipeline
+from opera import job, pipeline
 
-train_logs = {(d, m, method, int(seed)): f"{path}/train_log.jsonl" for d, m, method, seed, path in snakemake.params.finetune_runs}
-pipeline.run_job(snakemake, lambda: pipeline.aggregate(
-    snakemake.input.metrics, snakemake.params.tables_dir, snakemake.params.plots_dir, train_logs,
-    cards=snakemake.params.cards))
+job.run(snakemake, lambda: pipeline.aggregate(
+    metrics_paths=snakemake.input.metrics,
+    tables_dir=snakemake.params.tables_dir,
+    plots_dir=snakemake.params.plots_dir,
+    train_logs={(dataset, model, method, int(seed)): path for dataset, model, method, seed, path in snakemake.params.train_logs},
+    cards=snakemake.params.cards,
+))

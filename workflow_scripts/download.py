@@ -1,10 +1,8 @@
-from opera import pipeline
-from opera.data import summary_line
+from opera import job, pipeline
 
-
-def stage():
-    summary = pipeline.download(snakemake.wildcards.dataset, snakemake.params.spec, snakemake.params.options, snakemake.output[0])
-    print("\n".join(summary_line(snakemake.wildcards.dataset, summary)), flush=True)
-
-
-pipeline.run_job(snakemake, stage)
+job.run(snakemake, lambda: pipeline.download(
+    name=snakemake.params.name,
+    spec=snakemake.params.spec,
+    options=snakemake.params.options,
+    out_dir=snakemake.output[0],
+))

@@ -1,17 +1,15 @@
-from opera import pipeline
+from opera import job, pipeline
+from opera.settings import EncoderSettings
 
-method, seed, step = snakemake.params.run
-finetune_dir = snakemake.input.get("finetune")
-pipeline.run_job(snakemake, lambda: pipeline.evaluate(
-    snakemake.input.data,
-    snakemake.config["models"][snakemake.wildcards.model],
-    snakemake.config,
-    snakemake.input.index,
-    snakemake.params.split,
-    snakemake.output.run,
-    snakemake.output.per_query,
-    snakemake.output.metrics,
-    run_meta={"dataset": snakemake.wildcards.dataset, "model": snakemake.wildcards.model,
-              "method": method, "seed": seed, "step": step or 0},
-    checkpoint=f"{finetune_dir}/step{step}" if finetune_dir else None,
+job.run(snakemake, lambda: pipeline.evaluate(
+    data_dir=snakemake.input.data,
+    encoder=EncoderSettings.from_dict(snakemake.params.encoder),
+    evaluation=snakemake.params.evaluation,
+    index_path=snakemake.input.index,
+    split=snakemake.params.split,
+    out_run=snakemake.output.run,
+    out_per_query=snakemake.output.per_query,
+    out_metrics=snakemake.output.metrics,
+    run_meta=snakemake.params.run_meta,
+    checkpoint=snakemake.params.checkpoint,
 ))

@@ -1,15 +1,15 @@
-from pathlib import Path
+from opera import job, pipeline
+from opera.settings import ModelSettings
 
-from opera import pipeline
-
-pipeline.run_job(snakemake, lambda: pipeline.finetune_job(
+job.run(snakemake, lambda: pipeline.finetune_job(
     data_dir=snakemake.input.data,
-    score_dir=Path(snakemake.input.score).parent,
-    kept_pairs_path=snakemake.input.pairs,
-    settings=snakemake.params.settings,
-    method=snakemake.wildcards.method,
+    pairs_path=snakemake.input.pairs,
+    negatives_path=snakemake.input.negatives,
+    kept_pairs_path=snakemake.input.kept_pairs,
+    settings=ModelSettings.from_dict(snakemake.params.settings),
+    method=snakemake.params.method,
     method_params=snakemake.params.method_params,
-    seed=int(snakemake.wildcards.seed),
+    seed=snakemake.params.seed,
     title_join=snakemake.params.title_join,
     out_dir=snakemake.output[0],
     work_dir=snakemake.params.work_dir,

@@ -1,11 +1,13 @@
-from opera import pipeline
+from opera import job, pipeline
+from opera.settings import EncoderSettings
 
-step = snakemake.params.step
-pipeline.run_job(snakemake, lambda: pipeline.index(
-    snakemake.input.data,
-    snakemake.config["models"][snakemake.wildcards.model],
-    snakemake.config,
-    snakemake.output[0],
+job.run(snakemake, lambda: pipeline.index(
+    data_dir=snakemake.input.data,
+    encoder=EncoderSettings.from_dict(snakemake.params.encoder),
+    index_factory=snakemake.params.index_factory,
+    encode_batch_size=snakemake.params.encode_batch_size,
+    title_join=snakemake.params.title_join,
+    out_index=snakemake.output[0],
     embeddings_path=snakemake.input.get("embeddings"),
-    checkpoint=None if step is None else f"{snakemake.input.finetune}/step{step}",
+    checkpoint=snakemake.params.checkpoint,
 ))

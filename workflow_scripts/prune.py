@@ -1,5 +1,9 @@
-from opera import pipeline
+from opera import job, pipeline
 
-pipeline.run_job(snakemake, lambda: pipeline.prune(
-    snakemake.input.pairs, snakemake.wildcards.method, snakemake.params.method_params,
-    snakemake.output.pairs, snakemake.output.report))
+job.run(snakemake, lambda: pipeline.prune(
+    pairs_path=snakemake.input.pairs,
+    method=snakemake.params.method,
+    params=snakemake.params.method_params,
+    out_pairs=snakemake.output.pairs,
+    out_report=snakemake.output.report,
+))

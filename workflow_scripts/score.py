@@ -1,7 +1,13 @@
 from pathlib import Path
 
-from opera import pipeline
+from opera import job, pipeline
+from opera.settings import EncoderSettings, Mining
 
-pipeline.run_job(snakemake, lambda: pipeline.score(
-    snakemake.input.data, snakemake.config["models"][snakemake.wildcards.model], snakemake.config,
-    Path(snakemake.output.report).parent))
+job.run(snakemake, lambda: pipeline.score(
+    data_dir=snakemake.input.data,
+    encoder=EncoderSettings.from_dict(snakemake.params.encoder),
+    mining=Mining(**snakemake.params.mining),
+    encode_batch_size=snakemake.params.encode_batch_size,
+    title_join=snakemake.params.title_join,
+    out_dir=Path(snakemake.output.report).parent,
+))

@@ -1,0 +1,108 @@
+"""Typed model settings: one frozen dataclass per resolved model entry of the config.
+
+The config stays plain YAML (Snakemake compares params by their text); :func:`ModelSettings.from_dict`
+turns a resolved entry into this object once, at validation and at the start of every job, and the
+library reads fields, never keys. The per-side rule (a query or a passage gets its own instruction
+and maximum length) lives in :meth:`ModelSettings.side` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+Side = Literal["query", "passage"]
+
+
+@dataclass(frozen=True)
+class Mining:
+    """Hard negatives: the base model's ranks lo..hi of a query's non-positive documents."""
+
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class SideEncoding:
+    instruction: str
+    max_length: int
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Everything that changes embeddings: a change here reruns scoring, indexing and evaluation."""
+
+    path: str
+    pooling: str
+    padding_side: str
+    query_instruction: str
+    passage_instruction: str
+    query_max_length: int
+    passage_max_length: int
+    encode_precision: str
+    trust_remote_code: bool
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> "EncoderSettings":
+        return cls(**{f.name: entry[f.name] for f in dataclasses.fields(cls)})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def side(self, side: Side) -> SideEncoding:
+        """The instruction and maximum length of one side: the only place this rule is written."""
+        if side == "query":
+            return SideEncoding(self.query_instruction, self.query_max_length)
+        if side == "passage":
+            return SideEncoding(self.passage_instruction, self.passage_max_length)
+        raise ValueError(f"side must be 'query' or 'passage', not {side!r}")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """A resolved model entry: the encoder, and how it is finetuned."""
+
+    encoder: EncoderSettings
+    precision: str
+    lr: float
+    max_steps: int
+    batch_size: int
+    group_size: int
+    temperature: float
+    warmup_ratio: float
+    weight_decay: float
+    grad_clip: float
+    eval_every: int
+    mining: Mining
+    gradient_checkpointing: bool
+    gpus: int
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> "ModelSettings":
+        """From a flat resolved model entry (the config's form); every field must be there, no other."""
+        own = {f.name for f in dataclasses.fields(cls)} - {"encoder"}
+        expected = own | {f.name for f in dataclasses.fields(EncoderSettings)}
+        missing, unknown = sorted(expected - set(entry)), sorted(set(entry) - expected)
+        if missing or unknown:
+            raise ValueError(f"model settings: missing keys {missing}, unknown keys {unknown}")
+        values = {name: entry[name] for name in own}
+        values["mining"] = Mining(**entry["mining"])
+        return cls(encoder=EncoderSettings.from_dict(entry), **values)
+
+    def to_dict(self) -> dict:
+        """The flat form of the config."""
+        flat = dataclasses.asdict(self)
+        return {**flat.pop("encoder"), **flat}
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(math.ceil(self.warmup_ratio * self.max_steps))
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps at which a finetuning run writes (and the workflow evaluates) a checkpoint."""
+        steps = list(range(self.eval_every, self.max_steps + 1, self.eval_every))
+        if not steps or steps[-1] != self.max_steps:
+            steps.append(self.max_steps)
+        return steps
