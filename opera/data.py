@@ -3,7 +3,8 @@
 Whatever the source, a dataset becomes three normalized tables:
 
 * ``corpus``: ``doc_id, title, text`` (strings; ``title`` may be empty),
-* ``queries``: ``query_id, text`` (every query judged in at least one split),
+* ``queries``: ``query_id, text`` (every query judged in at least one split; a source whose query
+  ids restart in each split, ``source.query_ids_per_split: true``, gets ids ``<split>:<id>``),
 * ``qrels[split]``: ``query_id, doc_id, relevance`` (int64; after ``positive_threshold``, 0 means
   judged non-relevant and >= 1 relevant).
 
@@ -14,6 +15,7 @@ the file, the 1-based line and the offending id, e.g.
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import json
 import logging
@@ -218,11 +220,22 @@ def _collect_qrels(
 
 # --- sources ---------------------------------------------------------------------------------------
 
+@dataclass
+class _Source:
+    """A source as read and validated, before thresholds and drops; ``where[split]`` names its qrels."""
+
+    corpus: pd.DataFrame
+    queries: pd.DataFrame
+    qrels: dict[str, pd.DataFrame]  # split -> query_id, doc_id, relevance (raw grades), line
+    where: dict[str, str]
+    duplicate_documents: int
+
+
 def _shipped_names() -> list[str]:
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir()) if SHIPPED_DIR.is_dir() else []
 
 
-def _load_beir(folder: Path, splits: list[str], options: dict):
+def _load_beir(folder: Path, splits: list[str], options: dict) -> _Source:
     if not folder.is_dir():
         raise DataError(f"{_display(folder)}: BEIR dataset folder not found")
     missing = [s for s in splits if not (folder / "qrels" / f"{s}.tsv").exists()]
@@ -238,7 +251,81 @@ def _load_beir(folder: Path, splits: list[str], options: dict):
         path = folder / "qrels" / f"{split}.tsv"
         where[split] = _display(path)
         qrels[split] = _collect_qrels(_read_qrels_tsv(path), where[split], doc_ids, query_ids)
-    return corpus, queries, qrels, where, dropped
+    return _Source(corpus, queries, qrels, where, dropped)
+
+
+# --- ir_datasets -----------------------------------------------------------------------------------
+
+def _ir_datasets():
+    import ir_datasets  # heavy (and it creates its home folder on import): only for this source
+
+    return ir_datasets
+
+
+def _lacking(dataset: Any) -> list[str]:
+    """What a split needs that ``dataset`` (an ir_datasets dataset) lacks, of docs, queries and qrels."""
+    return [what for what in ("docs", "queries", "qrels") if not getattr(dataset, f"has_{what}")()]
+
+
+def _closest_ids(registry: Any, dataset_id: str, n: int = 5) -> list[str]:
+    """Registered ids nearest ``dataset_id`` (difflib), those usable as a split (docs, queries, qrels) first."""
+    close = [c for c in difflib.get_close_matches(dataset_id, list(registry), n=4 * n, cutoff=0.6) if c != dataset_id]
+    usable = [c for c in close if not _lacking(registry[c])]
+    return (usable + [c for c in close if c not in usable])[:n]
+
+
+def _docs_namespace(dataset: Any) -> str | None:
+    try:
+        return dataset.docs_namespace()
+    except Exception:  # noqa: BLE001 - not every docs handler names its collection
+        return None
+
+
+def check_ir_datasets_ids(name: str, spec: dict) -> None:
+    """Check, offline, the ir_datasets ids of dataset ``name`` (its resolved entry ``spec``).
+
+    Nothing to check unless ``spec["source"]["type"]`` is ``ir_datasets``. Every split of
+    ``spec["splits"]`` needs an id in ``source.ids`` that ir_datasets registers and that provides
+    documents, queries and qrels (``tripclick/test/head``, for one, has no qrels), and the splits'
+    ids must share one document collection (the corpus is read once, from the first split's id).
+    Otherwise raises :class:`DataError` naming the config key ``datasets.<name>.source.ids.<split>``
+    and the closest registered ids. Reads only ir_datasets' registry and bundled metadata (no
+    network, no download); imports ir_datasets on the first call.
+    """
+    source = spec.get("source") or {}
+    if source.get("type") != "ir_datasets":
+        return
+    ids = source.get("ids") or {}
+    splits = list(spec.get("splits") or SPLIT_ORDER)
+    key = f"datasets.{name}.source.ids"
+    missing = [s for s in splits if not ids.get(s)]
+    if missing:
+        raise DataError(f"config key '{key}': no ir_datasets id for split(s) {missing} (splits: {splits}, ids: {ids})")
+    ir_datasets = _ir_datasets()
+    registry = ir_datasets.registry
+    namespaces = {}
+    for split in splits:
+        dataset_id = ids[split]
+        try:
+            dataset = registry[dataset_id]
+        except KeyError:
+            dataset, problem = None, f"{dataset_id!r} is not an ir_datasets id (ir_datasets {ir_datasets.__version__})"
+        else:
+            lacking = _lacking(dataset)
+            problem = f"ir_datasets {dataset_id!r} has no {' and no '.join(lacking)}" if lacking else ""
+        if problem:
+            near = _closest_ids(registry, dataset_id)
+            hint = ("closest registered ids: " + ", ".join(map(repr, near))) if near else \
+                "no registered id is close (the list: https://ir-datasets.com/)"
+            raise DataError(f"config key '{key}.{split}': {problem}; {hint}")
+        namespaces[split] = _docs_namespace(dataset)
+    first = splits[0]
+    for split in splits[1:]:
+        if None not in (namespaces[first], namespaces[split]) and namespaces[split] != namespaces[first]:
+            raise DataError(
+                f"config key '{key}.{split}': {ids[split]!r} searches the document collection {namespaces[split]!r}, "
+                f"but {key}.{first} ({ids[first]!r}) searches {namespaces[first]!r}; all splits must share one corpus"
+            )
 
 
 def _fetch_error(what: str, exc: Exception, manual: str | None) -> DataError:
@@ -265,29 +352,44 @@ def _guarded(make_iter: Callable[[], Iterable], what: str, manual: str | None) -
         yield item
 
 
+# Fields of ir_datasets document classes that are never a document's text (the title has its own column).
+_NOT_DOC_TEXT = ("title", "url", "marked_up_doc")
+
+
 def _text_of(record: Any, id_field: str) -> str | None:
-    """The ``text`` field of an ir_datasets namedtuple, else its first string field after the id."""
+    """The ``text`` field of an ir_datasets namedtuple, else its first string field after the id.
+
+    For documents (``id_field == "doc_id"``) the title, url and markup fields are skipped, so that
+    e.g. ``NfCorpusDoc(doc_id, url, title, abstract)`` gives its abstract and ``TrecParsedDoc(doc_id,
+    title, body, marked_up_doc)`` its body. Queries without ``text`` (``TrecQuery(query_id, title,
+    description, narrative)``) give their first string field, the short title.
+    """
     if hasattr(record, "text"):
         return record.text
+    skip = _NOT_DOC_TEXT if id_field == "doc_id" else ()
     fields = list(record._fields)
     for name in fields[fields.index(id_field) + 1:]:
         value = getattr(record, name)
-        if isinstance(value, str):
+        if isinstance(value, str) and name not in skip:
             return value
     return None
 
 
-def _load_ir_datasets(ids: dict, splits: list[str], manual: str | None, options: dict):
-    import ir_datasets  # heavy and only needed for this source
+def _query_id(split: str, raw: Any, per_split: bool) -> str:
+    """The query id a split's raw id becomes: ``'dev:0'`` when the source numbers queries per split."""
+    return f"{split}:{raw}" if per_split else str(raw)
 
-    missing = [s for s in splits if s not in ids]
-    if missing:
-        raise DataError(f"source.ids has no ir_datasets id for split(s) {missing} (ids: {ids})")
+
+def _load_ir_datasets(name: str, spec: dict, splits: list[str], options: dict) -> _Source:
+    check_ir_datasets_ids(name, spec)  # offline: a wrong id stops here, before any download
+    ir_datasets = _ir_datasets()
+    source, manual = spec["source"], spec.get("manual_download")
+    ids, per_split = source["ids"], bool(source.get("query_ids_per_split"))
 
     def load(dataset_id: str):
         try:
             return ir_datasets.load(dataset_id)
-        except Exception as exc:  # noqa: BLE001 - e.g. KeyError for an unknown id
+        except Exception as exc:  # noqa: BLE001
             raise _fetch_error(repr(dataset_id), exc, manual) from exc
 
     handles = {split: load(ids[split]) for split in splits}
@@ -301,7 +403,7 @@ def _load_ir_datasets(ids: dict, splits: list[str], manual: str | None, options:
     frames = []
     for split in splits:
         records = (
-            (i, {"_id": q.query_id, "text": _text_of(q, "query_id")})
+            (i, {"_id": _query_id(split, q.query_id, per_split), "text": _text_of(q, "query_id")})
             for i, q in enumerate(_guarded(handles[split].queries_iter, f"{ids[split]!r} queries", manual), start=1)
         )
         frames.append(_collect_queries(records, f"ir_datasets[{ids[split]}].queries"))
@@ -309,18 +411,21 @@ def _load_ir_datasets(ids: dict, splits: list[str], manual: str | None, options:
     queries = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
     clash = queries["query_id"].duplicated()
     if clash.any():
-        raise DataError(f"ir_datasets {list(ids.values())}: query {queries['query_id'][clash].iloc[0]!r} "
-                        "has different texts in different splits")
+        raise DataError(
+            f"ir_datasets {[ids[s] for s in splits]}: query {queries['query_id'][clash].iloc[0]!r} has different texts "
+            f"in different splits; if this source numbers its queries per split, set "
+            f"datasets.{name}.source.query_ids_per_split: true"
+        )
     doc_ids, query_ids = set(corpus["doc_id"]), set(queries["query_id"])
     qrels, where = {}, {}
     for split in splits:
         where[split] = f"ir_datasets[{ids[split]}].qrels"
         rows = (
-            (i, str(r.query_id), str(r.doc_id), r.relevance)
+            (i, _query_id(split, r.query_id, per_split), str(r.doc_id), r.relevance)
             for i, r in enumerate(_guarded(handles[split].qrels_iter, f"{ids[split]!r} qrels", manual), start=1)
         )
         qrels[split] = _collect_qrels(rows, where[split], doc_ids, query_ids)
-    return corpus, queries, qrels, where, dropped
+    return _Source(corpus, queries, qrels, where, dropped)
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -331,11 +436,15 @@ def load_dataset(name: str, spec: dict, options: dict | None = None) -> Dataset:
     ``options`` is ``config["data"]`` (``title_join``, ``queries_without_positives``,
     ``duplicate_documents``). Steps, in order:
 
-    1. read the source (shipped name, local BEIR folder or ir_datasets ids) and validate it;
+    1. read the source (shipped name, local BEIR folder or ir_datasets ids) and validate it
+       (:func:`_read_source`); an ir_datasets source with ``query_ids_per_split: true`` scopes
+       each query id by its split (``train:0``, ``dev:0``), for sources that number queries
+       afresh in each split;
     2. per split, relevance below ``positive_threshold[split]`` (default 1) becomes 0 (judged
        non-relevant);
     3. train queries without a relevant document are dropped (counted) or raise, per
-       ``queries_without_positives``; other splits keep them (the evaluator excludes them);
+       ``queries_without_positives``; other splits keep them (the evaluator excludes them)
+       (steps 2 and 3: :func:`_apply_thresholds_and_drops`);
     4. optional ``subsample`` {docs, queries: {split: n}, seed}, deterministic under its seed:
        for each split in the order train, dev, test with a ``queries[split]`` count, that many
        query ids are drawn without replacement (numpy ``default_rng(seed).choice``, one generator
@@ -348,60 +457,18 @@ def load_dataset(name: str, spec: dict, options: dict | None = None) -> Dataset:
        from the start are counted as ``dropped.unjudged_queries``).
     """
     options = {**DEFAULT_OPTIONS, **(options or {})}
-    source = spec.get("source") or {}
-    splits = list(spec.get("splits") or ["train", "dev", "test"])
-    kind = source.get("type")
-    if kind == "shipped":
-        shipped = source.get("name", name)
-        if shipped not in _shipped_names():
-            raise DataError(f"dataset {name!r}: no shipped dataset {shipped!r}; shipped datasets: {_shipped_names()}")
-        raw = _load_beir(SHIPPED_DIR / shipped, splits, options)
-    elif kind == "beir":
-        if not source.get("path"):
-            raise DataError(f"dataset {name!r}: source type 'beir' needs a 'path' to a BEIR folder")
-        raw = _load_beir(Path(source["path"]).expanduser(), splits, options)
-    elif kind == "ir_datasets":
-        raw = _load_ir_datasets(source.get("ids") or {}, splits, spec.get("manual_download"), options)
-    else:
-        raise DataError(f"dataset {name!r}: unknown source type {kind!r} (shipped, beir or ir_datasets)")
-    corpus, queries, qrels, where, duplicate_docs = raw
-
-    judged = set().union(*(set(t["query_id"]) for t in qrels.values()))
-    dropped = {
-        "duplicate_documents": duplicate_docs,
-        "unjudged_queries": int((~queries["query_id"].isin(judged)).sum()),  # in no split's qrels
-        "train_queries_without_positives": 0,
-    }
-    thresholds = spec.get("positive_threshold") or {}
-    for split, table in qrels.items():
-        threshold = int(thresholds.get(split, 1))
-        table["relevance"] = table["relevance"].where(table["relevance"] >= threshold, 0)
-        if split != "train":
-            continue
-        has_positive = table.groupby("query_id", sort=False)["relevance"].transform("max") >= 1
-        if has_positive.all():
-            continue
-        bad = table.loc[~has_positive].drop_duplicates("query_id")
-        if options["queries_without_positives"] == "error":
-            first = bad.iloc[0]
-            raise DataError(
-                f"{where[split]}:{first['line']}: train query {first['query_id']!r} has no relevant document "
-                f"(relevance >= {threshold}; {len(bad)} train queries have none). "
-                "Set data.queries_without_positives: drop to drop them"
-            )
-        qrels[split] = table.loc[has_positive].reset_index(drop=True)
-        dropped["train_queries_without_positives"] = len(bad)
-        log.warning("%s: dropped %d train queries without a relevant document", where[split], len(bad))
-
-    summary: dict = {"dataset": name, "source": dict(source), "dropped": dropped}
+    raw = _read_source(name, spec, options)
+    qrels, dropped = _apply_thresholds_and_drops(raw, spec.get("positive_threshold") or {},
+                                                 options["queries_without_positives"])
+    corpus = raw.corpus
+    summary: dict = {"dataset": name, "source": dict(spec.get("source") or {}), "dropped": dropped}
     if spec.get("subsample"):
         corpus, qrels = _subsample(corpus, qrels, spec["subsample"])
         summary["subsample"] = dict(spec["subsample"])
 
     qrels = {s: t.drop(columns="line").reset_index(drop=True) for s, t in qrels.items()}
     judged = set().union(*(set(t["query_id"]) for t in qrels.values()))
-    queries = queries.loc[queries["query_id"].isin(judged)].reset_index(drop=True)
-
+    queries = raw.queries.loc[raw.queries["query_id"].isin(judged)].reset_index(drop=True)
     summary["splits"] = {
         split: {
             "documents": len(corpus),
@@ -411,9 +478,61 @@ def load_dataset(name: str, spec: dict, options: dict | None = None) -> Dataset:
         }
         for split, t in qrels.items()
     }
-    for line in summary_line(name, summary):
-        log.info(line)
     return Dataset(corpus=corpus, queries=queries, qrels=qrels, summary=summary)
+
+
+def _read_source(name: str, spec: dict, options: dict) -> _Source:
+    """Step 1 of :func:`load_dataset`: read and validate the source named by ``spec["source"]``."""
+    source = spec.get("source") or {}
+    splits = list(spec.get("splits") or SPLIT_ORDER)
+    kind = source.get("type")
+    if kind == "shipped":
+        shipped = source.get("name", name)
+        if shipped not in _shipped_names():
+            raise DataError(f"dataset {name!r}: no shipped dataset {shipped!r}; shipped datasets: {_shipped_names()}")
+        return _load_beir(SHIPPED_DIR / shipped, splits, options)
+    if kind == "beir":
+        if not source.get("path"):
+            raise DataError(f"dataset {name!r}: source type 'beir' needs a 'path' to a BEIR folder")
+        return _load_beir(Path(source["path"]).expanduser(), splits, options)
+    if kind == "ir_datasets":
+        return _load_ir_datasets(name, spec, splits, options)
+    raise DataError(f"dataset {name!r}: unknown source type {kind!r} (shipped, beir or ir_datasets)")
+
+
+def _apply_thresholds_and_drops(raw: _Source, thresholds: dict, without_positives: str):
+    """Steps 2 and 3 of :func:`load_dataset`; returns (qrels, the ``dropped`` counts of the summary).
+
+    ``raw.qrels`` is left as read; the returned tables keep their ``line`` column for messages.
+    """
+    judged = set().union(*(set(t["query_id"]) for t in raw.qrels.values()))
+    dropped = {
+        "duplicate_documents": raw.duplicate_documents,
+        "unjudged_queries": int((~raw.queries["query_id"].isin(judged)).sum()),  # in no split's qrels
+        "train_queries_without_positives": 0,
+    }
+    qrels = {}
+    for split, table in raw.qrels.items():
+        threshold = int(thresholds.get(split, 1))
+        table = table.assign(relevance=table["relevance"].where(table["relevance"] >= threshold, 0))
+        qrels[split] = table
+        if split != "train":
+            continue
+        has_positive = table.groupby("query_id", sort=False)["relevance"].transform("max") >= 1
+        if has_positive.all():
+            continue
+        bad = table.loc[~has_positive].drop_duplicates("query_id")
+        if without_positives == "error":
+            first = bad.iloc[0]
+            raise DataError(
+                f"{raw.where[split]}:{first['line']}: train query {first['query_id']!r} has no relevant document "
+                f"(relevance >= {threshold}; {len(bad)} train queries have none). "
+                "Set data.queries_without_positives: drop to drop them"
+            )
+        qrels[split] = table.loc[has_positive].reset_index(drop=True)
+        dropped["train_queries_without_positives"] = len(bad)
+        log.warning("%s: dropped %d train queries without a relevant document", raw.where[split], len(bad))
+    return qrels, dropped
 
 
 def _subsample(corpus: pd.DataFrame, qrels: dict[str, pd.DataFrame], sub: dict):
@@ -450,7 +569,8 @@ def prepare(name: str, spec: dict, options: dict | None, out_dir: str | Path) ->
     """Load and validate ``name``, then write ``out_dir`` atomically; return its summary.
 
     ``out_dir`` receives ``corpus.parquet``, ``queries.parquet``, ``qrels_<split>.parquet`` (each
-    with a ``.sha256`` sidecar) and ``summary.json``. A failure leaves ``out_dir`` untouched.
+    with a ``.sha256`` sidecar) and ``summary.json``. A failure leaves ``out_dir`` untouched. The
+    summary is logged here (INFO, one line per split), and only here.
     """
     dataset = load_dataset(name, spec, options)
     with io.atomic_dir(out_dir) as tmp:
@@ -459,6 +579,8 @@ def prepare(name: str, spec: dict, options: dict | None, out_dir: str | Path) ->
         for split, table in dataset.qrels.items():
             io.save_table(tmp / f"qrels_{split}.parquet", table)
         io.write_json(tmp / "summary.json", dataset.summary)
+    for line in summary_lines(name, dataset.summary):  # the one place the summary is logged
+        log.info(line)
     return dataset.summary
 
 
@@ -474,7 +596,7 @@ def read_prepared(data_dir: str | Path) -> Dataset:
     )
 
 
-def summary_line(name: str, summary: dict) -> list[str]:
+def summary_lines(name: str, summary: dict) -> list[str]:
     """One line per split, e.g. ``nfcorpus/train: 3,633 documents, 2,590 queries, 110,575 judged pairs``."""
     return [
         f"{name}/{split}: {s['documents']:,} documents, {s['queries']:,} queries, {s['judged_pairs']:,} judged pairs"

@@ -1,19 +1,19 @@
-"""opera.data: loading, validation, normalization and prepared artifacts (local data only)."""
+"""opera.data: loading, validation, normalization and prepared artifacts (offline: local data, and
+ir_datasets with records fed by the test)."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import sys
-import types
-from collections import namedtuple
+import logging
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from irds_helpers import feed, ir_datasets, offline, record  # noqa: F401  (offline: a fixture)
 from opera.config import resolve_dataset
-from opera.data import DataError, load_dataset, passage_text, passage_texts, prepare, read_prepared, summary_line
+from opera.data import DataError, load_dataset, passage_text, passage_texts, prepare, read_prepared, summary_lines
 
 # --- a tiny BEIR folder -----------------------------------------------------------------------------
 
@@ -94,8 +94,17 @@ def test_shipped_counts_and_round_trip(tmp_path, name):
         assert qrels["doc_id"].isin(data.corpus["doc_id"]).all()
         assert qrels["query_id"].isin(data.queries["query_id"]).all()
     if name == "nfcorpus":
-        assert summary_line(name, summary)[0] == "nfcorpus/train: 3,633 documents, 2,590 queries, 110,575 judged pairs"
+        assert summary_lines(name, summary)[0] == "nfcorpus/train: 3,633 documents, 2,590 queries, 110,575 judged pairs"
         assert set(data.qrels["dev"]["relevance"]) == {1, 2}
+
+
+def test_prepare_logs_the_summary_once(tmp_path, caplog):
+    folder = write_beir(tmp_path / "toy")
+    with caplog.at_level(logging.INFO, logger="opera"):
+        load_dataset("toy", beir_spec(folder), {})  # loading alone logs no summary
+        prepare("toy", beir_spec(folder), {}, tmp_path / "out")
+    assert [r.getMessage() for r in caplog.records if "judged pairs" in r.getMessage()] == [
+        "toy/train: 4 documents, 2 queries, 2 judged pairs", "toy/test: 4 documents, 1 queries, 2 judged pairs"]
 
 
 def test_unknown_shipped_dataset_lists_the_shipped_ones(tmp_path):
@@ -249,55 +258,58 @@ def test_subsample_is_deterministic_and_consistent():
         assert len(kept) == len(first.qrels[split])
 
 
-# --- ir_datasets (a fake module: no network here) ------------------------------------------------------
+# --- ir_datasets: real record classes fed to registered datasets (offline; see irds_helpers) ----------
 
-Doc = namedtuple("Doc", "doc_id title text")
-Query = namedtuple("Query", "query_id title description")  # no `text`: the first str field after the id
-Qrel = namedtuple("Qrel", "query_id doc_id relevance iteration")
-
-
-class FakeDataset:
-    def __init__(self, queries, qrels, fail=False):
-        self._queries, self._qrels, self._fail = queries, qrels, fail
-
-    def docs_iter(self):
-        if self._fail:
-            raise FileNotFoundError("archive not found")
-        return iter([Doc("d1", "A", "alpha"), Doc("d2", "", "beta"), Doc("d3", "C", "gamma")])
-
-    def queries_iter(self):
-        return iter(self._queries)
-
-    def qrels_iter(self):
-        return iter(self._qrels)
-
-
-def _fake_ir_datasets(monkeypatch, fail=False):
-    datasets = {
-        "fake/train": FakeDataset([Query("1", "first", "long first")],
-                                  [Qrel("1", "d1", 1, "0"), Qrel("1", "d2", 0, "0")], fail),
-        "fake/test": FakeDataset([Query("2", "second", "long second")],
-                                 [Qrel("2", "d3", 4, "0"), Qrel("2", "d1", 2, "0")], fail),
-    }
-    module = types.ModuleType("ir_datasets")
-    module.load = lambda dataset_id: datasets[dataset_id]
-    monkeypatch.setitem(sys.modules, "ir_datasets", module)
-
-
-def test_ir_datasets_mapping(monkeypatch):
-    _fake_ir_datasets(monkeypatch)
-    spec = {"source": {"type": "ir_datasets", "ids": {"train": "fake/train", "test": "fake/test"}},
+def _antique_spec() -> dict:
+    return {"source": {"type": "ir_datasets", "ids": {"train": "antique/train", "test": "antique/test"}},
             "splits": ["train", "test"], "positive_threshold": {"test": 3}}
-    data = load_dataset("fake", spec, {})
-    assert data.corpus.to_dict("list") == {"doc_id": ["d1", "d2", "d3"], "title": ["A", "", "C"],
+
+
+def test_ir_datasets_mapping(monkeypatch, offline):
+    train, test = ir_datasets.load("antique/train"), ir_datasets.load("antique/test")
+    Doc, Query, Qrel = train.docs_cls(), train.queries_cls(), train.qrels_cls()  # GenericDoc has no title
+    docs = [Doc("d1", "alpha"), Doc("d2", "beta"), Doc("d3", "gamma")]
+    feed(monkeypatch, "antique/train", docs=docs, queries=[Query("1", "first")],
+         qrels=[Qrel("1", "d1", 1, "0"), Qrel("1", "d2", 3, "0")])
+    feed(monkeypatch, "antique/test", docs=docs, queries=[Query("2", "second")],
+         qrels=[Qrel("2", "d3", 4, "0"), Qrel("2", "d1", 2, "0")])
+    assert test.qrels_cls() is Qrel
+    data = load_dataset("antique", _antique_spec(), {})
+    assert data.corpus.to_dict("list") == {"doc_id": ["d1", "d2", "d3"], "title": ["", "", ""],
                                            "text": ["alpha", "beta", "gamma"]}
     assert data.queries.to_dict("list") == {"query_id": ["1", "2"], "text": ["first", "second"]}
-    assert data.qrels["train"].to_dict("list") == {"query_id": ["1", "1"], "doc_id": ["d1", "d2"], "relevance": [1, 0]}
+    assert data.qrels["train"].to_dict("list") == {"query_id": ["1", "1"], "doc_id": ["d1", "d2"], "relevance": [1, 3]}
     assert data.qrels["test"].to_dict("list") == {"query_id": ["2", "2"], "doc_id": ["d3", "d1"], "relevance": [4, 0]}
 
 
-def test_ir_datasets_failure_shows_manual_download(monkeypatch, tmp_path):
-    _fake_ir_datasets(monkeypatch, fail=True)
-    spec = {"source": {"type": "ir_datasets", "ids": {"train": "fake/train"}}, "splits": ["train"],
+def test_ir_datasets_text_fallback(monkeypatch, offline):
+    """Classes without a ``text`` field: a query gives its first string field after the id (the
+    title); a document skips title, url and markup (NfCorpusDoc gives its abstract)."""
+    ids = {"train": "nfcorpus/train", "test": "nfcorpus/test"}
+    dataset = ir_datasets.load(ids["train"])
+    Doc, Query, Qrel = dataset.docs_cls(), dataset.queries_cls(), dataset.qrels_cls()
+    assert (Doc._fields, Query._fields) == (("doc_id", "url", "title", "abstract"), ("query_id", "title", "all"))
+    docs = [record(Doc, doc_id="MED-1", title="Statins", abstract="Statins lower cholesterol.")]
+    for split, query_id in (("train", "PLAIN-1"), ("test", "PLAIN-2")):
+        feed(monkeypatch, ids[split], docs=docs, queries=[record(Query, query_id=query_id, title=f"title {query_id}")],
+             qrels=[Qrel(query_id, "MED-1", 2, "0")])
+    data = load_dataset("nf", {"source": {"type": "ir_datasets", "ids": ids}, "splits": ["train", "test"]}, {})
+    assert data.corpus.to_dict("list") == {"doc_id": ["MED-1"], "title": ["Statins"],
+                                           "text": ["Statins lower cholesterol."]}
+    assert data.queries.to_dict("list") == {"query_id": ["PLAIN-1", "PLAIN-2"],
+                                            "text": ["title PLAIN-1", "title PLAIN-2"]}
+
+
+def test_ir_datasets_failure_shows_manual_download(tmp_path, offline):
+    """TripClick's archive is not in the (empty) IR_DATASETS_HOME: ir_datasets fails without any
+    download attempt, and the message carries the dataset's manual_download text."""
+    spec = {"source": {"type": "ir_datasets", "ids": {"train": "tripclick/train/head"}}, "splits": ["train"],
             "manual_download": "Request access at https://example.org first."}
-    fails(tmp_path, spec, "fake/train", "archive not found", "Request access at https://example.org first.")
+    fails(tmp_path, spec, "tripclick/train/head", "FileNotFoundError", "benchmark.tar.gz",
+          "Request access at https://example.org first.")
+
+
+def test_ir_datasets_unknown_id_names_the_config_key(tmp_path):
+    spec = {"source": {"type": "ir_datasets", "ids": {"train": "antique/train", "test": "antique/tset"}},
+            "splits": ["train", "test"]}
+    fails(tmp_path, spec, "config key 'datasets.toy.source.ids.test'", "'antique/tset'", "'antique/test'")
