@@ -5,12 +5,12 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: run test report clean-results
+.PHONY: run test lint report clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,lint]'
 	touch $@
 
 run: $(STAMP)
@@ -19,6 +19,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+
+# The linters CI runs before the tests (versions pinned in pyproject.toml's `lint` extra).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/snakefmt --check Snakefile rules/
+	$(VENV)/bin/python .ci/lint_workflow.py
 
 clean-results:
 	rm -rf results/data results/score results/prune results/finetune results/finetune_work \

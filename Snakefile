@@ -27,6 +27,6 @@ include: "rules/aggregate.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.aggregate.output,
-    default_target: True

@@ -10,9 +10,9 @@ difference between the two embeddings (they must agree).
 from __future__ import annotations
 
 import argparse
-import statistics
 import gzip
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -52,28 +52,48 @@ def main() -> None:
     for precision in args.precisions.split(","):
         encoders.encode(model, texts[:64], max_length=args.max_length, show_progress=False)  # warm-up
 
-        def ours():
-            return encoders.encode(model, texts, max_length=args.max_length, batch_size=args.batch_size,
-                                   precision=precision, show_progress=False)
+        def ours(precision=precision):
+            return encoders.encode(
+                model,
+                texts,
+                max_length=args.max_length,
+                batch_size=args.batch_size,
+                precision=precision,
+                show_progress=False,
+            )
 
-        def theirs():
+        def theirs(precision=precision):
             with encoders.autocast(str(model.device), precision):
-                return model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
+                return model.encode(
+                    texts,
+                    batch_size=args.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
 
         times = {"ours": [], "theirs": []}
         outputs = {}
         for round_ in range(args.rounds):  # alternate the order so machine drift hits both alike
-            for name in (("ours", "theirs") if round_ % 2 == 0 else ("theirs", "ours")):
+            for name in ("ours", "theirs") if round_ % 2 == 0 else ("theirs", "ours"):
                 start = time.perf_counter()
                 outputs[name] = (ours if name == "ours" else theirs)()
                 times[name].append(time.perf_counter() - start)
         ours_s, theirs_s = statistics.median(times["ours"]), statistics.median(times["theirs"])
-        rows.append((precision, len(texts) / ours_s, len(texts) / theirs_s, theirs_s / ours_s,
-                     float(np.abs(outputs["ours"] - outputs["theirs"]).max())))
+        rows.append(
+            (
+                precision,
+                len(texts) / ours_s,
+                len(texts) / theirs_s,
+                theirs_s / ours_s,
+                float(np.abs(outputs["ours"] - outputs["theirs"]).max()),
+            )
+        )
 
-    print(f"NFCorpus corpus, {len(texts)} passages, max length {args.max_length}, batch {args.batch_size}, "
-          f"{args.threads} threads, device {model.device}, median of {args.rounds} alternating runs")
+    print(
+        f"NFCorpus corpus, {len(texts)} passages, max length {args.max_length}, batch {args.batch_size}, "
+        f"{args.threads} threads, device {model.device}, median of {args.rounds} alternating runs"
+    )
     print("| precision | opera passages/s | sentence-transformers passages/s | ratio | max abs diff |")
     print("|---|---:|---:|---:|---:|")
     for precision, ours, theirs, ratio, diff in rows:

@@ -24,8 +24,12 @@ def main() -> None:
         sys.exit(f"no benchmark files under {root}")
     frame = pd.DataFrame(rows)
     order = ["download", "score", "prune", "finetune", "index", "evaluate", "aggregate"]
-    table = frame.groupby("rule").agg(jobs=("seconds", "size"), total_s=("seconds", "sum"),
-                                      median_s=("seconds", "median"), max_rss_mb=("max_rss_mb", "max"))
+    table = frame.groupby("rule").agg(
+        jobs=("seconds", "size"),
+        total_s=("seconds", "sum"),
+        median_s=("seconds", "median"),
+        max_rss_mb=("max_rss_mb", "max"),
+    )
     table = table.reindex([r for r in order if r in table.index] + [r for r in table.index if r not in order])
     print("| stage | jobs | total s | median s per job | peak RSS MB |")
     print("|---|---:|---:|---:|---:|")

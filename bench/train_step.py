@@ -26,20 +26,38 @@ import torch
 
 from opera import encoders, io, pipeline, training
 from opera.config import method_params, resolve_model, validate_config
-from opera.settings import ModelSettings
 from opera.sampling import make_sampler
+from opera.settings import ModelSettings
 
 
 def prepare(root: Path, settings: ModelSettings, docs: int, queries: int) -> training.TrainingData:
-    config = validate_config({"datasets": {"nfcorpus": {"subsample": {"docs": docs, "queries": {"train": queries}}}},
-                              "models": {"all-MiniLM-L6-v2": {}}, "methods": ["basic"]})
-    pipeline.download(name="nfcorpus", spec=config["datasets"]["nfcorpus"], options=config["data"], out_dir=root / "data")
-    pipeline.score(data_dir=root / "data", encoder=settings.encoder, mining=settings.mining, encode_batch_size=64,
-                   title_join="space", out_dir=root / "score")
+    config = validate_config(
+        {
+            "datasets": {"nfcorpus": {"subsample": {"docs": docs, "queries": {"train": queries}}}},
+            "models": {"all-MiniLM-L6-v2": {}},
+            "methods": ["basic"],
+        }
+    )
+    pipeline.download(
+        name="nfcorpus", spec=config["datasets"]["nfcorpus"], options=config["data"], out_dir=root / "data"
+    )
+    pipeline.score(
+        data_dir=root / "data",
+        encoder=settings.encoder,
+        mining=settings.mining,
+        encode_batch_size=64,
+        title_join="space",
+        out_dir=root / "score",
+    )
     dataset = pipeline.data_mod.read_prepared(root / "data")
     pairs = io.load_table(root / "score" / "pairs.parquet")
-    return training.TrainingData.build(pairs, pairs, io.load_table(root / "score" / "negatives.parquet"), dataset.queries,
-                                       dict(zip(dataset.corpus["doc_id"], pipeline.data_mod.passage_texts(dataset.corpus))))
+    return training.TrainingData.build(
+        pairs,
+        pairs,
+        io.load_table(root / "score" / "negatives.parquet"),
+        dataset.queries,
+        dict(zip(dataset.corpus["doc_id"], pipeline.data_mod.passage_texts(dataset.corpus), strict=True)),
+    )
 
 
 def opera_steps(data, settings, batches) -> list[float]:
@@ -66,9 +84,15 @@ def sentence_transformers_steps(data, settings, batches) -> list[float]:
     times = []
     for batch, docs in batches:
         start = time.perf_counter()
-        features = [encoders.tokenize_side(model, settings.encoder, "query", [data.query_texts[q] for q in batch.queries])]
+        features = [
+            encoders.tokenize_side(model, settings.encoder, "query", [data.query_texts[q] for q in batch.queries])
+        ]
         for column in range(group):  # positives, then each negative column
-            features.append(encoders.tokenize_side(model, settings.encoder, "passage", [data.doc_texts[d] for d in docs[column::group]]))
+            features.append(
+                encoders.tokenize_side(
+                    model, settings.encoder, "passage", [data.doc_texts[d] for d in docs[column::group]]
+                )
+            )
         with encoders.autocast("cpu", settings.precision):
             loss = loss_fn(features, None)
         loss.backward()
@@ -83,10 +107,19 @@ def sentence_transformers_steps(data, settings, batches) -> list[float]:
 def sampler_share(root: Path, settings: ModelSettings, method: str, steps: int) -> tuple[float, float]:
     config = validate_config({"datasets": {"nfcorpus": {}}, "models": {"all-MiniLM-L6-v2": {}}, "methods": [method]})
     run_settings = dataclasses.replace(settings, max_steps=steps, eval_every=steps)
-    pipeline.finetune(data_dir=root / "data", pairs_path=root / "score" / "pairs.parquet",
-                      negatives_path=root / "score" / "negatives.parquet", kept_pairs_path=root / "score" / "pairs.parquet",
-                      settings=run_settings, method=method, method_params=method_params(config, method), seed=0,
-                      title_join="space", out_dir=root / f"ft-{method}", work_dir=root / f"work-{method}")
+    pipeline.finetune(
+        data_dir=root / "data",
+        pairs_path=root / "score" / "pairs.parquet",
+        negatives_path=root / "score" / "negatives.parquet",
+        kept_pairs_path=root / "score" / "pairs.parquet",
+        settings=run_settings,
+        method=method,
+        method_params=method_params(config, method),
+        seed=0,
+        title_join="space",
+        out_dir=root / f"ft-{method}",
+        work_dir=root / f"work-{method}",
+    )
     last = io.read_train_log(root / f"ft-{method}" / "train_log.jsonl")[-1]
     return last["sampler_seconds"], last["elapsed"]
 
@@ -103,10 +136,18 @@ def main() -> None:
     parser.add_argument("--train-queries", type=int, default=200)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = ModelSettings.from_dict({
-        **resolve_model("all-MiniLM-L6-v2"), "batch_size": args.batch_size, "query_max_length": args.query_length,
-        "passage_max_length": args.passage_length, "precision": args.precision, "encode_precision": args.precision,
-        "max_steps": 1000, "warmup_ratio": 0.0})
+    settings = ModelSettings.from_dict(
+        {
+            **resolve_model("all-MiniLM-L6-v2"),
+            "batch_size": args.batch_size,
+            "query_max_length": args.query_length,
+            "passage_max_length": args.passage_length,
+            "precision": args.precision,
+            "encode_precision": args.precision,
+            "max_steps": 1000,
+            "warmup_ratio": 0.0,
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = prepare(root, settings, args.docs, args.train_queries)
@@ -118,13 +159,15 @@ def main() -> None:
             batches.append((batch, training.batch_documents(data, batch, settings.group_size, rng)))
         # Interleave the two trainers in halves so drift of the machine hits both alike.
         ours, theirs = [], []
-        for part in (batches[: len(batches) // 2 + 1], batches[len(batches) // 2 + 1:]):
+        for part in (batches[: len(batches) // 2 + 1], batches[len(batches) // 2 + 1 :]):
             ours += opera_steps(data, settings, part)[1:]
             theirs += sentence_transformers_steps(data, settings, part)[1:]
         shares = {method: sampler_share(root, settings, method, args.steps) for method in ("dp", "infobatch")}
 
-    print(f"all-MiniLM-L6-v2, batch {args.batch_size} x (1 positive + {settings.group_size - 1} hard negative), "
-          f"lengths {args.query_length}/{args.passage_length}, {args.precision}, {args.threads} threads, CPU")
+    print(
+        f"all-MiniLM-L6-v2, batch {args.batch_size} x (1 positive + {settings.group_size - 1} hard negative), "
+        f"lengths {args.query_length}/{args.passage_length}, {args.precision}, {args.threads} threads, CPU"
+    )
     print("| trainer | median s/step | steps timed |")
     print("|---|---:|---:|")
     print(f"| opera train_step | {statistics.median(ours):.3f} | {len(ours)} |")

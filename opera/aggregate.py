@@ -15,12 +15,11 @@ its ``per_query.parquet``. :func:`aggregate` turns them into the tables of ``res
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,18 +36,37 @@ MAIN_METRICS = ("NDCG@10", "Recall@20")
 DISPLAY_METRICS = ("NDCG@10", "Recall@20", "MRR@10", "Recall@100")
 TEST_NAME = "paired t-test (two-sided); Wilcoxon signed-rank"
 SIGNIFICANCE_COLUMNS = [
-    "dataset", "model", "method", "baseline", "metric", "n_queries", "mean_method", "mean_baseline",
-    "mean_diff", "t_stat", "p_ttest", "p_wilcoxon", "test",
+    "dataset",
+    "model",
+    "method",
+    "baseline",
+    "metric",
+    "n_queries",
+    "mean_method",
+    "mean_baseline",
+    "mean_diff",
+    "t_stat",
+    "p_ttest",
+    "p_wilcoxon",
+    "test",
 ]
 TTQ_COLUMNS = [
-    "dataset", "model", "method", "target", "reached", "time_to_target", "step_at_target",
-    "total_train_seconds", "ratio_to_reference",
+    "dataset",
+    "model",
+    "method",
+    "target",
+    "reached",
+    "time_to_target",
+    "step_at_target",
+    "total_train_seconds",
+    "ratio_to_reference",
 ]
 AVG_RANK_COLUMNS = ["model", "method", "avg_rank", "n_cells"]
 _EPS = 1e-12
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
 
 def _metric_key(name: str) -> tuple:
     family, _, cutoff = name.partition("@")
@@ -87,7 +105,6 @@ def _final_rows(long: pd.DataFrame) -> pd.DataFrame:
     return long.loc[idx.to_numpy()].reset_index(drop=True)
 
 
-
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
     write_text(path, frame.to_csv(index=False))
     log.info("wrote %s (%d rows)", path, len(frame))
@@ -95,6 +112,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
 
 
 # --- collect ---------------------------------------------------------------------------------------
+
 
 def collect(metrics_paths: Iterable[str | Path], train_seconds: Mapping[tuple, float] | None = None) -> pd.DataFrame:
     """One row per ``metrics.json``: the run's identity, timing, query counts, every metric, and
@@ -130,7 +148,9 @@ def collect(metrics_paths: Iterable[str | Path], train_seconds: Mapping[tuple, f
     frame = _sort(frame, ["dataset", "model", "method", "seed", "step"])
     dupes = frame.duplicated(["dataset", "model", "method", "seed", "step"])
     if dupes.any():
-        raise ValueError(f"duplicate runs among the metrics files: {frame.loc[dupes, ID_COLUMNS[:5]].to_dict('records')}")
+        raise ValueError(
+            f"duplicate runs among the metrics files: {frame.loc[dupes, ID_COLUMNS[:5]].to_dict('records')}"
+        )
     log.info("collected %d evaluated runs", len(frame))
     return frame
 
@@ -145,6 +165,7 @@ def train_seconds_from_logs(train_logs: Mapping[tuple, str | Path]) -> dict[tupl
 
 
 # --- final results ---------------------------------------------------------------------------------
+
 
 def final_results(long: pd.DataFrame) -> pd.DataFrame:
     """Per dataset x model x method: the final step of each seed, then mean and std over seeds of
@@ -167,8 +188,12 @@ def final_results(long: pd.DataFrame) -> pd.DataFrame:
     steps = grouped["step"].agg(["min", "max"])
     uneven = steps[steps["min"] != steps["max"]]
     for key in uneven.index:
-        log.warning("%s: seeds end at different steps (%d..%d); using each seed's last step", "/".join(key),
-                    uneven.loc[key, "min"], uneven.loc[key, "max"])
+        log.warning(
+            "%s: seeds end at different steps (%d..%d); using each seed's last step",
+            "/".join(key),
+            uneven.loc[key, "min"],
+            uneven.loc[key, "max"],
+        )
     out = grouped[values].mean().add_suffix("_mean").join(grouped[values].std(ddof=1).add_suffix("_std"))
     out["n_seeds"] = grouped.size()
     out["step"] = steps["max"]
@@ -199,20 +224,37 @@ def _best_mask(final: pd.DataFrame, column: str, higher_is_better: bool = True) 
 
 
 def _tex_escape(text: str) -> str:
-    table = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    table = {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+    }
     return "".join(table.get(ch, ch) for ch in str(text))
 
 
 def _markdown(header: list[str], rows: list[list[str]], align: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    rule = "| " + " | ".join(("-" * (w - 1) + ":") if a == "r" else (":" + "-" * (w - 1)) for a, w in zip(align, widths)) + " |"
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
+    rule = (
+        "| "
+        + " | ".join(
+            ("-" * (w - 1) + ":") if a == "r" else (":" + "-" * (w - 1)) for a, w in zip(align, widths, strict=True)
+        )
+        + " |"
+    )
     return "\n".join([line(header), rule] + [line(r) for r in rows]) + "\n"
 
 
-def _latex(header: list[str], rows: list[list[str]], align: list[str], caption: str, label: str,
-           group_cols: int = 0) -> str:
+def _latex(
+    header: list[str], rows: list[list[str]], align: list[str], caption: str, label: str, group_cols: int = 0
+) -> str:
     """A booktabs table; the first ``group_cols`` columns are blanked when repeated, with a rule
     between groups."""
     out = [
@@ -242,8 +284,9 @@ def _latex(header: list[str], rows: list[list[str]], align: list[str], caption: 
     return "\n".join(out) + "\n"
 
 
-def results_tables(final: pd.DataFrame, out_dir: str | Path,
-                   display_metrics: Sequence[str] = DISPLAY_METRICS) -> list[Path]:
+def results_tables(
+    final: pd.DataFrame, out_dir: str | Path, display_metrics: Sequence[str] = DISPLAY_METRICS
+) -> list[Path]:
     """Write ``results.csv`` (every metric, numeric mean/std), ``results.md`` and ``results.tex``
     (``display_metrics`` as "mean ± std" with 4 decimals, best method per dataset x model in bold,
     plus training time in seconds and the number of seeds). Returns the written paths."""
@@ -260,21 +303,27 @@ def results_tables(final: pd.DataFrame, out_dir: str | Path,
         else:
             time = _fmt(row["train_seconds_mean"], row["train_seconds_std"], n, digits=1)
         ids = [str(row["dataset"]), str(row["model"]), str(row["method"])]
-        md_rows.append(ids + [f"**{c}**" if best[m][i] else c for m, c in zip(shown, cells)] + [time, str(n)])
+        md_rows.append(
+            ids + [f"**{c}**" if best[m][i] else c for m, c in zip(shown, cells, strict=True)] + [time, str(n)]
+        )
         tex_cells = [c.replace("±", "$\\pm$").replace("–", "--") for c in cells]
         tex_rows.append(
             [_tex_escape(x) for x in ids]
-            + [f"\\textbf{{{c}}}" if best[m][i] else c for m, c in zip(shown, tex_cells)]
+            + [f"\\textbf{{{c}}}" if best[m][i] else c for m, c in zip(shown, tex_cells, strict=True)]
             + [time.replace("±", "$\\pm$").replace("–", "--"), str(n)]
         )
     header = ["dataset", "model", "method"] + shown + ["train time (s)", "seeds"]
     align = ["l", "l", "l"] + ["r"] * (len(shown) + 2)
-    note = ("Metrics in [0, 1], 4 decimals, at each run's final checkpoint; mean ± std over seeds where "
-            "there are several. Bold: best method per dataset and model. Training time: wall seconds.")
+    note = (
+        "Metrics in [0, 1], 4 decimals, at each run's final checkpoint; mean ± std over seeds where "
+        "there are several. Bold: best method per dataset and model. Training time: wall seconds."
+    )
     write_text(out_dir / "results.md", f"{note}\n\n" + _markdown(header, md_rows, align))
     caption = _tex_escape(note).replace("±", "$\\pm$")
-    write_text(out_dir / "results.tex", _latex([_tex_escape(h) for h in header], tex_rows, align, caption,
-                                               "tab:results", group_cols=2))
+    write_text(
+        out_dir / "results.tex",
+        _latex([_tex_escape(h) for h in header], tex_rows, align, caption, "tab:results", group_cols=2),
+    )
     paths += [out_dir / "results.md", out_dir / "results.tex"]
     log.info("wrote %s", ", ".join(str(p) for p in paths[1:]))
     return paths
@@ -282,8 +331,10 @@ def results_tables(final: pd.DataFrame, out_dir: str | Path,
 
 # --- average rank ----------------------------------------------------------------------------------
 
-def average_rank(final: pd.DataFrame, metrics: Sequence[str] = MAIN_METRICS,
-                 methods: Sequence[str] | None = None) -> pd.DataFrame:
+
+def average_rank(
+    final: pd.DataFrame, metrics: Sequence[str] = MAIN_METRICS, methods: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Per model: for each dataset and each metric, rank the methods by their mean (1 = best, ties
     share the mean rank); a method's average rank is the mean over the (dataset, metric) cells it
     appears in (``n_cells``). ``methods`` restricts the ranking to those methods (default: all)."""
@@ -327,19 +378,31 @@ def write_avg_rank(ranks: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     md_rows, tex_rows = [], []
     for i, row in ranks.iterrows():
         value = f"{row['avg_rank']:.2f}"
-        md_rows.append([str(row["model"]), str(row["method"]), f"**{value}**" if best[i] else value, str(row["n_cells"])])
-        tex_rows.append([_tex_escape(row["model"]), _tex_escape(row["method"]),
-                         f"\\textbf{{{value}}}" if best[i] else value, str(row["n_cells"])])
-    note = ("Average rank per model over datasets x {NDCG@10, Recall@20} (1 = best; ties share the mean "
-            "rank). Bold: best average rank per model.")
+        md_rows.append(
+            [str(row["model"]), str(row["method"]), f"**{value}**" if best[i] else value, str(row["n_cells"])]
+        )
+        tex_rows.append(
+            [
+                _tex_escape(row["model"]),
+                _tex_escape(row["method"]),
+                f"\\textbf{{{value}}}" if best[i] else value,
+                str(row["n_cells"]),
+            ]
+        )
+    note = (
+        "Average rank per model over datasets x {NDCG@10, Recall@20} (1 = best; ties share the mean "
+        "rank). Bold: best average rank per model."
+    )
     write_text(out_dir / "avg_rank.md", f"{note}\n\n" + _markdown(header, md_rows, align))
-    write_text(out_dir / "avg_rank.tex", _latex(header, tex_rows, align, _tex_escape(note),
-                                                "tab:avg_rank", group_cols=1))
+    write_text(
+        out_dir / "avg_rank.tex", _latex(header, tex_rows, align, _tex_escape(note), "tab:avg_rank", group_cols=1)
+    )
     paths += [out_dir / "avg_rank.md", out_dir / "avg_rank.tex"]
     return paths
 
 
 # --- significance ----------------------------------------------------------------------------------
+
 
 def _per_query_means(rows: pd.DataFrame, metric: str, cache: dict) -> pd.Series | None:
     """Per-query values of ``metric`` over the given runs (one per seed), averaged over seeds."""
@@ -386,8 +449,9 @@ def tested_pairs() -> list[tuple[str, str]]:
     return [(name, reference) for name, entry in method_registry.METHODS.items() if entry.tested]
 
 
-def significance(long: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None,
-                 metrics: Sequence[str] = MAIN_METRICS) -> pd.DataFrame:
+def significance(
+    long: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None, metrics: Sequence[str] = MAIN_METRICS
+) -> pd.DataFrame:
     """Paired tests over queries at each run's final step, per dataset x model x pair x metric.
 
     Per-query values are averaged over seeds, the two methods inner-joined on query_id, then a
@@ -411,20 +475,32 @@ def significance(long: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = N
                     continue
                 joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
                 t_stat, p_t, p_w = paired_tests(joined["a"].to_numpy(), joined["b"].to_numpy())
-                rows.append({
-                    "dataset": dataset, "model": model, "method": method, "baseline": baseline,
-                    "metric": metric, "n_queries": len(joined),
-                    "mean_method": float(joined["a"].mean()), "mean_baseline": float(joined["b"].mean()),
-                    "mean_diff": float((joined["a"] - joined["b"]).mean()),
-                    "t_stat": t_stat, "p_ttest": p_t, "p_wilcoxon": p_w, "test": TEST_NAME,
-                })
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "model": model,
+                        "method": method,
+                        "baseline": baseline,
+                        "metric": metric,
+                        "n_queries": len(joined),
+                        "mean_method": float(joined["a"].mean()),
+                        "mean_baseline": float(joined["b"].mean()),
+                        "mean_diff": float((joined["a"] - joined["b"]).mean()),
+                        "t_stat": t_stat,
+                        "p_ttest": p_t,
+                        "p_wilcoxon": p_w,
+                        "test": TEST_NAME,
+                    }
+                )
     return pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
 
 
 # --- time to quality -------------------------------------------------------------------------------
 
-def time_to_quality(long: pd.DataFrame, reference: str = method_registry.REFERENCE_METHOD,
-                    metric: str = "NDCG@10") -> pd.DataFrame:
+
+def time_to_quality(
+    long: pd.DataFrame, reference: str = method_registry.REFERENCE_METHOD, metric: str = "NDCG@10"
+) -> pd.DataFrame:
     """Per dataset x model: the target is the reference method's final ``metric`` (mean over seeds);
     for each trained method, the seed-averaged (train_seconds, metric) curve over steps gives the
     first training wall time at which the metric reaches the target (NaN if never), and its ratio to
@@ -444,15 +520,23 @@ def time_to_quality(long: pd.DataFrame, reference: str = method_registry.REFEREN
             curve = runs.groupby("step")[["train_seconds", metric]].mean().sort_index()
             hit = curve[curve[metric] >= target - _EPS]
             reached = not hit.empty
-            cell.append({
-                "dataset": dataset, "model": model, "method": method, "target": target, "reached": reached,
-                "time_to_target": float(hit["train_seconds"].iloc[0]) if reached else math.nan,
-                "step_at_target": int(hit.index[0]) if reached else pd.NA,
-                "total_train_seconds": float(curve["train_seconds"].iloc[-1]),
-            })
+            cell.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "method": method,
+                    "target": target,
+                    "reached": reached,
+                    "time_to_target": float(hit["train_seconds"].iloc[0]) if reached else math.nan,
+                    "step_at_target": int(hit.index[0]) if reached else pd.NA,
+                    "total_train_seconds": float(curve["train_seconds"].iloc[-1]),
+                }
+            )
         ref_time = next((r["time_to_target"] for r in cell if r["method"] == reference), math.nan)
         for r in cell:
-            r["ratio_to_reference"] = r["time_to_target"] / ref_time if ref_time and not math.isnan(ref_time) else math.nan
+            r["ratio_to_reference"] = (
+                r["time_to_target"] / ref_time if ref_time and not math.isnan(ref_time) else math.nan
+            )
         rows += cell
     out = pd.DataFrame(rows, columns=TTQ_COLUMNS)
     out["step_at_target"] = out["step_at_target"].astype("Int64")
@@ -462,8 +546,10 @@ def time_to_quality(long: pd.DataFrame, reference: str = method_registry.REFEREN
 
 # --- everything ------------------------------------------------------------------------------------
 
-def aggregate(metrics_paths: Iterable[str | Path], tables_dir: str | Path,
-              train_seconds: Mapping[tuple, float] | None = None) -> dict[str, pd.DataFrame]:
+
+def aggregate(
+    metrics_paths: Iterable[str | Path], tables_dir: str | Path, train_seconds: Mapping[tuple, float] | None = None
+) -> dict[str, pd.DataFrame]:
     """Collect the runs and write every table into ``tables_dir``; return the DataFrames under the
     keys long, final, avg_rank, significance, time_to_quality."""
     tables_dir = Path(tables_dir)

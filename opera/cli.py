@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from opera.config import ConfigError, load_config
 from opera.data import DataError, prepare, summary_lines
@@ -21,10 +21,18 @@ def _add_prepare(subparsers) -> argparse.ArgumentParser:
         "prepare", help="download/copy, validate and normalize datasets (the workflow's download stage)"
     )
     parser.add_argument("--config", default="config/config.yaml", type=Path, help="config file (default: %(default)s)")
-    parser.add_argument("--dataset", action="append", metavar="NAME",
-                        help="a dataset of the config to prepare (repeatable; default: all of them)")
-    parser.add_argument("--out", default="results/data", type=Path,
-                        help="output folder; each dataset goes to OUT/NAME/ (default: %(default)s)")
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        metavar="NAME",
+        help="a dataset of the config to prepare (repeatable; default: all of them)",
+    )
+    parser.add_argument(
+        "--out",
+        default="results/data",
+        type=Path,
+        help="output folder; each dataset goes to OUT/NAME/ (default: %(default)s)",
+    )
     return parser
 
 
@@ -52,7 +60,6 @@ def _run_finetune(args: argparse.Namespace) -> int:
     import json
 
     from opera import pipeline
-
     from opera.settings import ModelSettings
 
     job = json.loads(args.job.read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +25,17 @@ SCHEMA_PATH = PROJECT_DIR / "config" / "schema.yaml"
 REGISTRY_PATH = PACKAGE_DIR / "registry.yaml"
 
 
-
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key path and the allowed values."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_registry() -> dict:
     with open(REGISTRY_PATH, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_schema() -> dict:
     """config/schema.yaml, with the method enum taken from the method registry (opera.methods)."""
     with open(SCHEMA_PATH, encoding="utf-8") as handle:
@@ -194,6 +193,7 @@ def trained_methods(config: dict) -> list[str]:
 
 # --- the grid --------------------------------------------------------------------------------------
 
+
 def eval_split(dataset: dict, choice: str = "auto") -> str:
     splits = dataset["splits"]
     if choice != "auto":
@@ -226,14 +226,14 @@ class EvaluatedRun:
         return f"{self.method}/seed{self.seed}/step{self.step}"
 
     @classmethod
-    def from_id(cls, dataset: str, model: str, run_id: str) -> "EvaluatedRun":
+    def from_id(cls, dataset: str, model: str, run_id: str) -> EvaluatedRun:
         """The inverse of :attr:`run_id`."""
         if not re.fullmatch(cls.ID_PATTERN, run_id):
             raise ValueError(f"not a run id: {run_id!r} (expected 'pretrain' or '<method>/seed<N>/step<N>')")
         if "/" not in run_id:
             return cls(dataset, model, run_id)
         method, seed, step = run_id.split("/")
-        return cls(dataset, model, method, int(seed[len("seed"):]), int(step[len("step"):]))
+        return cls(dataset, model, method, int(seed[len("seed") :]), int(step[len("step") :]))
 
 
 def grid(config: dict) -> list[EvaluatedRun]:

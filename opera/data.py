@@ -19,9 +19,10 @@ import difflib
 import gzip
 import json
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,7 @@ class Dataset:
 
 # --- passages --------------------------------------------------------------------------------------
 
+
 def passage_text(title: str, text: str, title_join: str = "space") -> str:
     """The string a passage encoder sees: 'space' (BEIR/MTEB), 'newline' or 'text_only'.
 
@@ -68,10 +70,11 @@ def passage_text(title: str, text: str, title_join: str = "space") -> str:
 
 
 def passage_texts(corpus: pd.DataFrame, title_join: str = "space") -> list[str]:
-    return [passage_text(t, x, title_join) for t, x in zip(corpus["title"], corpus["text"])]
+    return [passage_text(t, x, title_join) for t, x in zip(corpus["title"], corpus["text"], strict=True)]
 
 
 # --- record readers: each yields (line number, record) from one file or iterator --------------------
+
 
 def _display(path: Path) -> str:
     """A path as messages show it: relative to the working directory when it is below it."""
@@ -128,6 +131,7 @@ def _read_qrels_tsv(path: Path) -> Iterator[tuple[int, str, str, Any]]:
 
 
 # --- validation and normalization --------------------------------------------------------------------
+
 
 def _field(record: dict, key: str, where: str, line_no: int, required: bool = True) -> str:
     value = record.get(key)
@@ -187,9 +191,7 @@ def _collect_queries(records: Iterable[tuple[int, dict]], where: str) -> pd.Data
     return pd.DataFrame({"query_id": list(first_line), "text": texts})
 
 
-def _collect_qrels(
-    rows: Iterable[tuple[int, str, str, Any]], where: str, doc_ids: set, query_ids: set
-) -> pd.DataFrame:
+def _collect_qrels(rows: Iterable[tuple[int, str, str, Any]], where: str, doc_ids: set, query_ids: set) -> pd.DataFrame:
     """Judgment rows -> table with a ``line`` column (kept for later messages); every id must be known."""
     seen: dict[tuple[str, str], int] = {}
     relevance = []
@@ -210,15 +212,18 @@ def _collect_qrels(
                 f"(first on line {seen[query_id, doc_id]})"
             )
         seen[query_id, doc_id] = line_no
-    return pd.DataFrame({
-        "query_id": [q for q, _ in seen],
-        "doc_id": [d for _, d in seen],
-        "relevance": np.asarray(relevance, dtype=np.int64),
-        "line": np.fromiter(seen.values(), dtype=np.int64, count=len(seen)),
-    })
+    return pd.DataFrame(
+        {
+            "query_id": [q for q, _ in seen],
+            "doc_id": [d for _, d in seen],
+            "relevance": np.asarray(relevance, dtype=np.int64),
+            "line": np.fromiter(seen.values(), dtype=np.int64, count=len(seen)),
+        }
+    )
 
 
 # --- sources ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Source:
@@ -255,6 +260,7 @@ def _load_beir(folder: Path, splits: list[str], options: dict) -> _Source:
 
 
 # --- ir_datasets -----------------------------------------------------------------------------------
+
 
 def _ir_datasets():
     import ir_datasets  # heavy (and it creates its home folder on import): only for this source
@@ -315,8 +321,11 @@ def check_ir_datasets_ids(name: str, spec: dict) -> None:
             problem = f"ir_datasets {dataset_id!r} has no {' and no '.join(lacking)}" if lacking else ""
         if problem:
             near = _closest_ids(registry, dataset_id)
-            hint = ("closest registered ids: " + ", ".join(map(repr, near))) if near else \
-                "no registered id is close (the list: https://ir-datasets.com/)"
+            hint = (
+                ("closest registered ids: " + ", ".join(map(repr, near)))
+                if near
+                else "no registered id is close (the list: https://ir-datasets.com/)"
+            )
             raise DataError(f"config key '{key}.{split}': {problem}; {hint}")
         namespaces[split] = _docs_namespace(dataset)
     first = splits[0]
@@ -368,7 +377,7 @@ def _text_of(record: Any, id_field: str) -> str | None:
         return record.text
     skip = _NOT_DOC_TEXT if id_field == "doc_id" else ()
     fields = list(record._fields)
-    for name in fields[fields.index(id_field) + 1:]:
+    for name in fields[fields.index(id_field) + 1 :]:
         value = getattr(record, name)
         if isinstance(value, str) and name not in skip:
             return value
@@ -398,8 +407,9 @@ def _load_ir_datasets(name: str, spec: dict, splits: list[str], options: dict) -
         (i, {"_id": d.doc_id, "title": getattr(d, "title", ""), "text": _text_of(d, "doc_id")})
         for i, d in enumerate(_guarded(handles[splits[0]].docs_iter, f"{first!r} docs", manual), start=1)
     )
-    corpus, dropped = _collect_docs(_progress(docs, f"{first} docs"), f"ir_datasets[{first}].docs",
-                                    options["duplicate_documents"])
+    corpus, dropped = _collect_docs(
+        _progress(docs, f"{first} docs"), f"ir_datasets[{first}].docs", options["duplicate_documents"]
+    )
     frames = []
     for split in splits:
         records = (
@@ -430,6 +440,7 @@ def _load_ir_datasets(name: str, spec: dict, splits: list[str], options: dict) -
 
 # --- loading ---------------------------------------------------------------------------------------
 
+
 def load_dataset(name: str, spec: dict, options: dict | None = None) -> Dataset:
     """Load, validate and normalize dataset ``name`` from its resolved registry entry ``spec``.
 
@@ -458,8 +469,9 @@ def load_dataset(name: str, spec: dict, options: dict | None = None) -> Dataset:
     """
     options = {**DEFAULT_OPTIONS, **(options or {})}
     raw = _read_source(name, spec, options)
-    qrels, dropped = _apply_thresholds_and_drops(raw, spec.get("positive_threshold") or {},
-                                                 options["queries_without_positives"])
+    qrels, dropped = _apply_thresholds_and_drops(
+        raw, spec.get("positive_threshold") or {}, options["queries_without_positives"]
+    )
     corpus = raw.corpus
     summary: dict = {"dataset": name, "source": dict(spec.get("source") or {}), "dropped": dropped}
     if spec.get("subsample"):
@@ -552,8 +564,11 @@ def _subsample(corpus: pd.DataFrame, qrels: dict[str, pd.DataFrame], sub: dict):
         target = int(sub["docs"])
         if len(relevant) >= target:
             if len(relevant) > target:
-                log.info("subsample: the kept queries have %d relevant documents (> docs=%d); keeping them all",
-                         len(relevant), target)
+                log.info(
+                    "subsample: the kept queries have %d relevant documents (> docs=%d); keeping them all",
+                    len(relevant),
+                    target,
+                )
             keep = relevant
         else:
             others = np.array(sorted(set(corpus["doc_id"]) - relevant), dtype=object)
@@ -564,6 +579,7 @@ def _subsample(corpus: pd.DataFrame, qrels: dict[str, pd.DataFrame], sub: dict):
 
 
 # --- prepared artifacts ----------------------------------------------------------------------------
+
 
 def prepare(name: str, spec: dict, options: dict | None, out_dir: str | Path) -> dict:
     """Load and validate ``name``, then write ``out_dir`` atomically; return its summary.

@@ -15,8 +15,8 @@ import inspect
 import logging
 import os
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -47,13 +47,13 @@ def resolve_model_path(path: str) -> tuple[str, bool]:
     candidate = Path(path).expanduser()
     if candidate.exists():
         if not (candidate / "config.json").exists():
-            raise ModelLoadError(f"model path {candidate} exists but holds no config.json: not a transformers checkpoint")
+            raise ModelLoadError(
+                f"model path {candidate} exists but holds no config.json: not a transformers checkpoint"
+            )
         return str(candidate), True
     looks_local = path.startswith((".", "/", "~")) or path.count("/") != 1
     if looks_local:
-        raise ModelLoadError(
-            f"model path {path!r} does not exist (and is not a hub id of the form 'owner/name')"
-        )
+        raise ModelLoadError(f"model path {path!r} does not exist (and is not a hub id of the form 'owner/name')")
     return path, False
 
 
@@ -121,15 +121,15 @@ def autocast(device: str, precision: str):
 
 def tokenize(model, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
     """Tokenize a batch (padded to its longest member) on the model's device."""
-    features = dict(model.tokenizer(
-        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-    ))
+    features = dict(
+        model.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    )
     _add_position_ids(model, features)
     return {name: tensor.to(model.device) for name, tensor in features.items()}
 
 
 # model -> whether it needs explicit position ids under left padding (computed once per model)
-_WANTS_POSITION_IDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_WANTS_POSITION_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _wants_position_ids(model) -> bool:
@@ -207,9 +207,7 @@ def encode(
     with torch.inference_mode(), autocast(device, precision):
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not show_progress):
             index = order[start : start + batch_size]
-            batch = tokenizer.pad(
-                {"input_ids": [input_ids[i] for i in index]}, padding=True, return_tensors="pt"
-            )
+            batch = tokenizer.pad({"input_ids": [input_ids[i] for i in index]}, padding=True, return_tensors="pt")
             batch = dict(batch)
             if "token_type_ids" in tokenizer.model_input_names:
                 batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
@@ -232,9 +230,17 @@ def tokenize_side(model, encoder: EncoderSettings, side: Side, texts: Sequence[s
     return tokenize(model, prefixed, max_length)
 
 
-def encode_side(model, encoder: EncoderSettings, side: Side, texts: Sequence[str], batch_size: int,
-                desc: str, **kw) -> np.ndarray:
+def encode_side(
+    model, encoder: EncoderSettings, side: Side, texts: Sequence[str], batch_size: int, desc: str, **kw
+) -> np.ndarray:
     """Embeddings of one side's texts (queries or passages) under the encoder's precision."""
     prefixed, max_length = side_texts(encoder, side, texts)
-    return encode(model, prefixed, max_length=max_length, batch_size=batch_size,
-                  precision=encoder.encode_precision, desc=desc, **kw)
+    return encode(
+        model,
+        prefixed,
+        max_length=max_length,
+        batch_size=batch_size,
+        precision=encoder.encode_precision,
+        desc=desc,
+        **kw,
+    )

@@ -40,7 +40,9 @@ def build_index(embeddings: np.ndarray, factory: str = "Flat", use_gpu: bool | N
     try:
         index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
-        raise IndexBuildError(f"faiss rejected index_factory string {factory!r}: {str(exc).strip().splitlines()[-1]}") from exc
+        raise IndexBuildError(
+            f"faiss rejected index_factory string {factory!r}: {str(exc).strip().splitlines()[-1]}"
+        ) from exc
     if not index.is_trained:
         try:
             index.train(vectors)
@@ -51,7 +53,9 @@ def build_index(embeddings: np.ndarray, factory: str = "Flat", use_gpu: bool | N
     return index
 
 
-def search(index, queries: np.ndarray, k: int, batch_size: int = 4096, use_gpu: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    index, queries: np.ndarray, k: int, batch_size: int = 4096, use_gpu: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (scores, row ids) per query, batched; on the GPU when faiss supports it."""
     faiss = _faiss()
     if queries.ndim != 2:

@@ -15,14 +15,14 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
-
 
 
 def _umask() -> int:
@@ -115,6 +115,7 @@ def _json_default(obj: Any) -> Any:
 
 
 # --- checksummed artifacts -------------------------------------------------------------------------
+
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()

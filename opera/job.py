@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -61,7 +61,9 @@ def run(snakemake, stage: Callable[[], object]) -> None:
 
 
 def _oom_message(rule: str, mem_key: str, resources, what: str) -> str:
-    advice = (f"raise resources.{mem_key} in the config (now mem_mb={resources.get('mem_mb')})"
-              if what == "CPU memory" else
-              "lower the model's batch_size or enable gradient_checkpointing, or ask for larger GPUs")
+    advice = (
+        f"raise resources.{mem_key} in the config (now mem_mb={resources.get('mem_mb')})"
+        if what == "CPU memory"
+        else "lower the model's batch_size or enable gradient_checkpointing, or ask for larger GPUs"
+    )
     return f"rule {rule} ran out of {what}: {advice}."

@@ -11,9 +11,9 @@ when it brings a new ``params_key``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 # The baseline that significance tests and time to quality compare against.
 REFERENCE_METHOD = "basic"
@@ -42,21 +42,60 @@ class Method:
 _ENTRIES = (
     Method("pretrain", "the base model, not finetuned", trains=False, sampler=None, color="#7f7f7f", marker="x"),
     Method("basic", "standard finetuning on every pair", color="#000000", marker="o"),
-    Method("sp", "static pruning: the top kept_pct pairs by base-model score", pruner="top_score",
-           params_key="sp", tested=True, color="#1f77b4", marker="s"),
-    Method("random", "random static pruning: a seeded uniform kept_pct of pairs (control for sp)",
-           pruner="random", params_key="random", color="#8c564b", marker="v"),
-    Method("infobatch", "InfoBatch: skip part of the well-learned queries each epoch, rescale the rest",
-           sampler="infobatch", params_key="infobatch", color="#9467bd", marker="D"),
-    Method("dp", "OPERA dynamic pruning: query- and document-level", sampler="dp",
-           sampler_options=MappingProxyType({"query_level": True, "doc_level": True}),
-           params_key="dp", tested=True, color="#d62728", marker="*", highlight=True),
-    Method("dp_query", "dynamic pruning ablation: query level only", sampler="dp",
-           sampler_options=MappingProxyType({"query_level": True, "doc_level": False}),
-           params_key="dp", color="#ff7f0e", marker="^"),
-    Method("dp_doc", "dynamic pruning ablation: document level only", sampler="dp",
-           sampler_options=MappingProxyType({"query_level": False, "doc_level": True}),
-           params_key="dp", color="#2ca02c", marker="P"),
+    Method(
+        "sp",
+        "static pruning: the top kept_pct pairs by base-model score",
+        pruner="top_score",
+        params_key="sp",
+        tested=True,
+        color="#1f77b4",
+        marker="s",
+    ),
+    Method(
+        "random",
+        "random static pruning: a seeded uniform kept_pct of pairs (control for sp)",
+        pruner="random",
+        params_key="random",
+        color="#8c564b",
+        marker="v",
+    ),
+    Method(
+        "infobatch",
+        "InfoBatch: skip part of the well-learned queries each epoch, rescale the rest",
+        sampler="infobatch",
+        params_key="infobatch",
+        color="#9467bd",
+        marker="D",
+    ),
+    Method(
+        "dp",
+        "OPERA dynamic pruning: query- and document-level",
+        sampler="dp",
+        sampler_options=MappingProxyType({"query_level": True, "doc_level": True}),
+        params_key="dp",
+        tested=True,
+        color="#d62728",
+        marker="*",
+        highlight=True,
+    ),
+    Method(
+        "dp_query",
+        "dynamic pruning ablation: query level only",
+        sampler="dp",
+        sampler_options=MappingProxyType({"query_level": True, "doc_level": False}),
+        params_key="dp",
+        color="#ff7f0e",
+        marker="^",
+    ),
+    Method(
+        "dp_doc",
+        "dynamic pruning ablation: document level only",
+        sampler="dp",
+        sampler_options=MappingProxyType({"query_level": False, "doc_level": True}),
+        params_key="dp",
+        color="#2ca02c",
+        marker="P",
+    ),
 )
 
 METHODS: Mapping[str, Method] = MappingProxyType({method.name: method for method in _ENTRIES})

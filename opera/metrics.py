@@ -9,8 +9,8 @@ Queries whose judgments hold no relevant document are excluded and counted, as B
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -30,16 +30,20 @@ def qrels_from_frame(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def run_from_search(query_ids: list[str], doc_ids: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> dict[str, dict[str, float]]:
+def run_from_search(
+    query_ids: list[str], doc_ids: np.ndarray, scores: np.ndarray, rows: np.ndarray
+) -> dict[str, dict[str, float]]:
     """A run dict from faiss results: ``rows[i]`` are corpus row numbers for ``query_ids[i]``."""
     run = {}
-    for query_id, row_ids, row_scores in zip(query_ids, rows, scores):
+    for query_id, row_ids, row_scores in zip(query_ids, rows, scores, strict=True):
         valid = row_ids >= 0
-        run[str(query_id)] = {str(doc_ids[r]): float(s) for r, s in zip(row_ids[valid], row_scores[valid])}
+        run[str(query_id)] = {str(doc_ids[r]): float(s) for r, s in zip(row_ids[valid], row_scores[valid], strict=True)}
     return run
 
 
-def evaluate(run: Run, qrels: Qrels, cutoffs: Iterable[int] = (1, 5, 10, 20, 50, 100), mrr_cutoff: int = 10) -> tuple[pd.DataFrame, dict]:
+def evaluate(
+    run: Run, qrels: Qrels, cutoffs: Iterable[int] = (1, 5, 10, 20, 50, 100), mrr_cutoff: int = 10
+) -> tuple[pd.DataFrame, dict]:
     """Per-query metrics (one row per evaluated query) and a summary with means and counts.
 
     Queries in ``qrels`` without any relevant document are excluded (counted as ``n_excluded``);
@@ -103,7 +107,9 @@ def write_trec_run(path: str | Path, run: Run, tag: str = "opera") -> None:
     lines = []
     for query_id in sorted(run):
         ranked = _trec_order(run[query_id])
-        lines.extend(f"{query_id} Q0 {doc_id} {rank} {float(score)!r} {tag}" for rank, (doc_id, score) in enumerate(ranked, 1))
+        lines.extend(
+            f"{query_id} Q0 {doc_id} {rank} {float(score)!r} {tag}" for rank, (doc_id, score) in enumerate(ranked, 1)
+        )
     io.write_text(path, "".join(line + "\n" for line in lines))
 
 

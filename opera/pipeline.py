@@ -30,6 +30,7 @@ class StageError(RuntimeError):
 
 # --- 1. download ------------------------------------------------------------------------------------
 
+
 def download(*, name: str, spec: dict, options: dict, out_dir: str | Path) -> dict:
     """Reads the dataset's source; writes the validated, normalized tables to ``out_dir``."""
     return data_mod.prepare(name, spec, options, out_dir)
@@ -37,8 +38,16 @@ def download(*, name: str, spec: dict, options: dict, out_dir: str | Path) -> di
 
 # --- 2. score ---------------------------------------------------------------------------------------
 
-def score(*, data_dir: str | Path, encoder: EncoderSettings, mining: Mining, encode_batch_size: int,
-          title_join: str, out_dir: str | Path) -> dict:
+
+def score(
+    *,
+    data_dir: str | Path,
+    encoder: EncoderSettings,
+    mining: Mining,
+    encode_batch_size: int,
+    title_join: str,
+    out_dir: str | Path,
+) -> dict:
     """Reads the prepared data; writes the base model's corpus and train-query embeddings, scored
     positive pairs and mined hard negatives to ``out_dir``.
 
@@ -57,12 +66,14 @@ def score(*, data_dir: str | Path, encoder: EncoderSettings, mining: Mining, enc
     began = time.perf_counter()
     model = encoders.load(encoder)
     doc_ids = dataset.corpus["doc_id"].tolist()
-    corpus_emb = encoders.encode_side(model, encoder, "passage", data_mod.passage_texts(dataset.corpus, title_join),
-                                      encode_batch_size, desc="corpus")
+    corpus_emb = encoders.encode_side(
+        model, encoder, "passage", data_mod.passage_texts(dataset.corpus, title_join), encode_batch_size, desc="corpus"
+    )
     encoded = time.perf_counter()
     if query_ids:
-        query_emb = encoders.encode_side(model, encoder, "query", [query_text[q] for q in query_ids],
-                                         encode_batch_size, desc="train queries")
+        query_emb = encoders.encode_side(
+            model, encoder, "query", [query_text[q] for q in query_ids], encode_batch_size, desc="train queries"
+        )
         scored = scoring.score_pairs(pairs, query_ids, query_emb, doc_ids, corpus_emb)
         negatives = scoring.mine_negatives(pairs, query_ids, query_emb, doc_ids, corpus_emb, mining.lo, mining.hi)
     else:
@@ -93,29 +104,48 @@ def score(*, data_dir: str | Path, encoder: EncoderSettings, mining: Mining, enc
 
 # --- 3. prune ---------------------------------------------------------------------------------------
 
+
 def prune(*, pairs_path: str | Path, method: str, params: dict, out_pairs: str | Path, out_report: str | Path) -> dict:
     """Reads the scored pairs; writes the pairs ``method`` may train on and a report of what it kept."""
     kept, report = pruning.prune(io.load_table(pairs_path), method, params)
     io.save_table(out_pairs, kept)
     io.write_json(out_report, report)
-    log.info("%s keeps %d of %d pairs, %d of %d queries", method, report["pairs_kept"], report["pairs_total"],
-             report["queries_kept"], report["queries_total"])
+    log.info(
+        "%s keeps %d of %d pairs, %d of %d queries",
+        method,
+        report["pairs_kept"],
+        report["pairs_total"],
+        report["queries_kept"],
+        report["queries_total"],
+    )
     return report
 
 
 # --- 4. finetune ------------------------------------------------------------------------------------
 
-def finetune(*, data_dir: str | Path, pairs_path: str | Path, negatives_path: str | Path, kept_pairs_path: str | Path,
-             settings: ModelSettings,
-             method: str, method_params: dict, seed: int, title_join: str, out_dir: str | Path,
-             work_dir: str | Path, stop_after: int | None = None) -> dict:
+
+def finetune(
+    *,
+    data_dir: str | Path,
+    pairs_path: str | Path,
+    negatives_path: str | Path,
+    kept_pairs_path: str | Path,
+    settings: ModelSettings,
+    method: str,
+    method_params: dict,
+    seed: int,
+    title_join: str,
+    out_dir: str | Path,
+    work_dir: str | Path,
+    stop_after: int | None = None,
+) -> dict:
     """Reads the prepared data, the scored pairs, the mined negatives and the method's kept pairs; writes
     the finished run (checkpoints, train_log.jsonl, run.json) to ``out_dir``, resuming from
     ``work_dir`` if an earlier attempt left checkpoints there."""
     from opera import training
 
     dataset = data_mod.read_prepared(data_dir)
-    corpus_texts = dict(zip(dataset.corpus["doc_id"], data_mod.passage_texts(dataset.corpus, title_join)))
+    corpus_texts = dict(zip(dataset.corpus["doc_id"], data_mod.passage_texts(dataset.corpus, title_join), strict=True))
     train_data = training.TrainingData.build(
         kept_pairs=io.load_table(kept_pairs_path),
         all_pairs=io.load_table(pairs_path),
@@ -123,7 +153,9 @@ def finetune(*, data_dir: str | Path, pairs_path: str | Path, negatives_path: st
         queries=dataset.queries,
         corpus_texts=corpus_texts,
     )
-    return training.finetune(train_data, settings, method, method_params, seed, out_dir, work_dir, stop_after=stop_after)
+    return training.finetune(
+        train_data, settings, method, method_params, seed, out_dir, work_dir, stop_after=stop_after
+    )
 
 
 def finetune_job(*, gpus: int = 0, **job) -> dict | None:
@@ -137,11 +169,23 @@ def finetune_job(*, gpus: int = 0, **job) -> dict | None:
 
         job_file = Path(f"{job['work_dir']}.job.json")  # beside the work dir, which the trainer owns
         job_file.parent.mkdir(parents=True, exist_ok=True)
-        serialized = {k: (v.to_dict() if isinstance(v, ModelSettings) else str(v) if isinstance(v, Path) else v)
-                      for k, v in job.items()}
+        serialized = {
+            k: (v.to_dict() if isinstance(v, ModelSettings) else str(v) if isinstance(v, Path) else v)
+            for k, v in job.items()
+        }
         job_file.write_text(json.dumps(serialized))
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-                   "-m", "opera.cli", "finetune", "--job", str(job_file)]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={gpus}",
+            "-m",
+            "opera.cli",
+            "finetune",
+            "--job",
+            str(job_file),
+        ]
         log.info("launching %s", " ".join(command))
         subprocess.run(command, check=True, stdout=sys.stderr, stderr=sys.stderr)
         return None
@@ -150,9 +194,18 @@ def finetune_job(*, gpus: int = 0, **job) -> dict | None:
 
 # --- 5. index ---------------------------------------------------------------------------------------
 
-def index(*, data_dir: str | Path, encoder: EncoderSettings, index_factory: str, encode_batch_size: int,
-          title_join: str, out_index: str | Path, embeddings_path: str | Path | None = None,
-          checkpoint: str | Path | None = None) -> dict:
+
+def index(
+    *,
+    data_dir: str | Path,
+    encoder: EncoderSettings,
+    index_factory: str,
+    encode_batch_size: int,
+    title_join: str,
+    out_index: str | Path,
+    embeddings_path: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+) -> dict:
     """Reads the prepared corpus and either the base model's cached embeddings (pretrain) or a
     checkpoint; writes the FAISS index of the corpus to ``out_index``."""
     dataset = data_mod.read_prepared(data_dir)
@@ -160,11 +213,19 @@ def index(*, data_dir: str | Path, encoder: EncoderSettings, index_factory: str,
     if embeddings_path is not None:
         embeddings = io.load_array(embeddings_path)  # the base model's corpus, encoded once in `score`
         if len(embeddings) != len(dataset.corpus):
-            raise StageError(f"{embeddings_path}: {len(embeddings)} rows but the corpus has {len(dataset.corpus)} documents")
+            raise StageError(
+                f"{embeddings_path}: {len(embeddings)} rows but the corpus has {len(dataset.corpus)} documents"
+            )
     else:
         model = encoders.load(encoder, path=str(checkpoint))
-        embeddings = encoders.encode_side(model, encoder, "passage", data_mod.passage_texts(dataset.corpus, title_join),
-                                          encode_batch_size, desc="corpus")
+        embeddings = encoders.encode_side(
+            model,
+            encoder,
+            "passage",
+            data_mod.passage_texts(dataset.corpus, title_join),
+            encode_batch_size,
+            desc="corpus",
+        )
     built = faiss_index.build_index(embeddings, index_factory)
     faiss_index.save_index(built, out_index)
     return {"documents": int(built.ntotal), "seconds": round(time.perf_counter() - began, 2)}
@@ -172,9 +233,20 @@ def index(*, data_dir: str | Path, encoder: EncoderSettings, index_factory: str,
 
 # --- 6. evaluate ------------------------------------------------------------------------------------
 
-def evaluate(*, data_dir: str | Path, encoder: EncoderSettings, evaluation: dict, index_path: str | Path, split: str,
-             out_run: str | Path, out_per_query: str | Path, out_metrics: str | Path, run_meta: dict,
-             checkpoint: str | Path | None = None) -> dict:
+
+def evaluate(
+    *,
+    data_dir: str | Path,
+    encoder: EncoderSettings,
+    evaluation: dict,
+    index_path: str | Path,
+    split: str,
+    out_run: str | Path,
+    out_per_query: str | Path,
+    out_metrics: str | Path,
+    run_meta: dict,
+    checkpoint: str | Path | None = None,
+) -> dict:
     """Reads the prepared queries and qrels of ``split``, the index and the model (base or
     checkpoint); writes the TREC run, per-query metrics and mean metrics."""
     dataset = data_mod.read_prepared(data_dir)
@@ -186,27 +258,48 @@ def evaluate(*, data_dir: str | Path, encoder: EncoderSettings, evaluation: dict
     built = faiss_index.load_index(index_path)
     model = encoders.load(encoder, path=str(checkpoint) if checkpoint else None)
     if model.get_embedding_dimension() != built.d:
-        raise StageError(f"{index_path}: index dimension {built.d} differs from the model's embedding size "
-                         f"{model.get_embedding_dimension()} ({checkpoint or encoder.path}); recompute the index")
-    query_emb = encoders.encode_side(model, encoder, "query", [query_text[q] for q in query_ids],
-                                     evaluation["encode_batch_size"], desc=f"{split} queries")
+        raise StageError(
+            f"{index_path}: index dimension {built.d} differs from the model's embedding size "
+            f"{model.get_embedding_dimension()} ({checkpoint or encoder.path}); recompute the index"
+        )
+    query_emb = encoders.encode_side(
+        model,
+        encoder,
+        "query",
+        [query_text[q] for q in query_ids],
+        evaluation["encode_batch_size"],
+        desc=f"{split} queries",
+    )
     scores, rows = faiss_index.search(built, query_emb, evaluation["top_k"])
     run = metrics.run_from_search(query_ids, dataset.corpus["doc_id"].to_numpy(), scores, rows)
-    per_query, summary = metrics.evaluate(run, metrics.qrels_from_frame(qrels), evaluation["cutoffs"],
-                                          evaluation["mrr_cutoff"])
+    per_query, summary = metrics.evaluate(
+        run, metrics.qrels_from_frame(qrels), evaluation["cutoffs"], evaluation["mrr_cutoff"]
+    )
     metrics.write_trec_run(out_run, run, tag=f"opera-{run_meta.get('method', 'run')}")
     io.save_table(out_per_query, per_query)
     record = {**run_meta, "split": split, **summary}
     io.write_json(out_metrics, record)
-    log.info("%s: NDCG@10 %.4f Recall@20 %.4f on %d queries", run_meta, summary["metrics"].get("NDCG@10", float("nan")),
-             summary["metrics"].get("Recall@20", float("nan")), summary["n_queries"])
+    log.info(
+        "%s: NDCG@10 %.4f Recall@20 %.4f on %d queries",
+        run_meta,
+        summary["metrics"].get("NDCG@10", float("nan")),
+        summary["metrics"].get("Recall@20", float("nan")),
+        summary["n_queries"],
+    )
     return record
 
 
 # --- 7. aggregate -----------------------------------------------------------------------------------
 
-def aggregate(*, metrics_paths: list[str | Path], tables_dir: str | Path, plots_dir: str | Path,
-              train_logs: dict[tuple, str | Path], cards: list[dict] | None = None) -> list[Path]:
+
+def aggregate(
+    *,
+    metrics_paths: list[str | Path],
+    tables_dir: str | Path,
+    plots_dir: str | Path,
+    train_logs: dict[tuple, str | Path],
+    cards: list[dict] | None = None,
+) -> list[Path]:
     """Reads every metrics.json (with its per_query.parquet) and train log; writes the tables to
     ``tables_dir`` and the plots to ``plots_dir``.
 
@@ -223,6 +316,7 @@ def aggregate(*, metrics_paths: list[str | Path], tables_dir: str | Path, plots_
     for card in cards or []:
         logs = {method: io.read_train_log(path) for method, path in card["train_logs"].items()}
         stem = plots_dir / f"{card['dataset']}__{card['model']}__pruning_card"
-        written += plots.pruning_card(io.load_table(card["score_pairs"]), io.load_table(card["pruned_pairs"]), logs,
-                                      stem, pruner=card["pruner"])
+        written += plots.pruning_card(
+            io.load_table(card["score_pairs"]), io.load_table(card["pruned_pairs"]), logs, stem, pruner=card["pruner"]
+        )
     return written

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,8 +21,14 @@ log = logging.getLogger(__name__)
 # Applied inside each plotting function (plt.rc_context), so importing this module changes nothing.
 # Without a display matplotlib picks the Agg backend itself.
 STYLE = {
-    "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
-    "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.dpi": 100, "savefig.dpi": 150,
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "legend.fontsize": 10,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
 }
 _EXTRA_COLORS = ["#17becf", "#bcbd22", "#e377c2", "#393b79", "#637939", "#843c39"]
 
@@ -70,9 +76,14 @@ def _save(fig, stem: Path) -> list[Path]:
 
 # --- metric vs training time -----------------------------------------------------------------------
 
+
 @plt.rc_context(STYLE)
-def metric_vs_time(long: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] = MAIN_METRICS,
-                   reference: str = method_registry.REFERENCE_METHOD) -> list[Path]:
+def metric_vs_time(
+    long: pd.DataFrame,
+    out_dir: str | Path,
+    metrics: Sequence[str] = MAIN_METRICS,
+    reference: str = method_registry.REFERENCE_METHOD,
+) -> list[Path]:
     """Per dataset x model, one panel per metric vs training wall time: a line per method through
     its checkpoints (mean over seeds, ± std band with several seeds), pretrain as a dashed line and
     the reference's final value as a dotted line. Saves ``{dataset}__{model}__metric_vs_time``."""
@@ -84,29 +95,43 @@ def metric_vs_time(long: pd.DataFrame, out_dir: str | Path, metrics: Sequence[st
         scale, unit = (60.0, "min") if max_seconds > 600 else (1.0, "s")
         fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.8, 4.2), squeeze=False)
         axes = axes[0]
-        for ax, metric in zip(axes, metrics):
+        for ax, metric in zip(axes, metrics, strict=True):
             for method in _ordered(group["method"]):
                 runs = group[group["method"] == method]
                 color = method_color(method)
                 if not _trains(method):
                     ax.axhline(runs[metric].mean(), color=color, linestyle="--", linewidth=1.5, label=method)
                     continue
-                curve = runs.groupby("step").agg(
-                    t=("train_seconds", "mean"), y=(metric, "mean"), sd=(metric, "std"), n=(metric, "size")
-                ).sort_index()
+                curve = (
+                    runs.groupby("step")
+                    .agg(t=("train_seconds", "mean"), y=(metric, "mean"), sd=(metric, "std"), n=(metric, "size"))
+                    .sort_index()
+                )
                 x = curve["t"].to_numpy() / scale
                 y = curve["y"].to_numpy()
                 emphasis = _highlighted(method)
-                ax.plot(x, y, color=color, marker=method_marker(method),
-                        markersize=8 if emphasis else 5, linewidth=2.4 if emphasis else 1.5,
-                        label=method, zorder=3 if emphasis else 2)
+                ax.plot(
+                    x,
+                    y,
+                    color=color,
+                    marker=method_marker(method),
+                    markersize=8 if emphasis else 5,
+                    linewidth=2.4 if emphasis else 1.5,
+                    label=method,
+                    zorder=3 if emphasis else 2,
+                )
                 if (curve["n"] > 1).any():
                     sd = curve["sd"].fillna(0.0).to_numpy()
                     ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.15, linewidth=0)
             ref = _final_rows(group[group["method"] == reference])
             if not ref.empty:
-                ax.axhline(ref[metric].mean(), color=method_color(reference), linestyle=":", linewidth=1.3,
-                           label=f"{reference} final")
+                ax.axhline(
+                    ref[metric].mean(),
+                    color=method_color(reference),
+                    linestyle=":",
+                    linewidth=1.3,
+                    label=f"{reference} final",
+                )
             ax.set_xlabel(f"training wall time ({unit})")
             ax.set_ylabel(metric)
             ax.set_title(metric)
@@ -119,6 +144,7 @@ def metric_vs_time(long: pd.DataFrame, out_dir: str | Path, metrics: Sequence[st
 
 
 # --- training time ---------------------------------------------------------------------------------
+
 
 @plt.rc_context(STYLE)
 def training_time(final: pd.DataFrame, out_dir: str | Path) -> list[Path]:
@@ -136,10 +162,16 @@ def training_time(final: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         stds = frame["train_seconds_std"].astype(float).fillna(0.0).to_numpy()
         fig, ax = plt.subplots(figsize=(7.0, 0.5 * len(methods) + 1.6))
         positions = np.arange(len(methods))
-        ax.barh(positions, means, xerr=stds if (stds > 0).any() else None,  # no empty error caps with one seed
-                color=[method_color(m) for m in methods], alpha=0.85, capsize=3)
+        ax.barh(
+            positions,
+            means,
+            xerr=stds if (stds > 0).any() else None,  # no empty error caps with one seed
+            color=[method_color(m) for m in methods],
+            alpha=0.85,
+            capsize=3,
+        )
         top = float(np.nanmax(means + stds)) if len(means) else 1.0
-        for pos, mean, std in zip(positions, means, stds):
+        for pos, mean, std in zip(positions, means, stds, strict=True):
             ax.text(mean + std + 0.01 * top, pos, f"{mean:,.1f} s", va="center", ha="left", fontsize=10)
         ax.set_yticks(positions, methods)
         ax.invert_yaxis()
@@ -153,6 +185,7 @@ def training_time(final: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 
 # --- pruning data card -----------------------------------------------------------------------------
+
 
 def _coverage(entries: Sequence[Mapping], n_train_queries: int | None = None) -> list[tuple[int, float]]:
     """(step, fraction of queries seen) for each log entry whose sampler reports coverage.
@@ -188,9 +221,15 @@ def _score_panel(ax, scores: pd.DataFrame, pruner: str) -> None:
     values = scores["score"].astype(float).to_numpy()
     bins = np.histogram_bin_edges(values, bins=min(40, max(5, int(np.sqrt(max(len(values), 1))))))
     kept, pruned = values[scores["kept"].to_numpy()], values[~scores["kept"].to_numpy()]
-    ax.hist([pruned, kept], bins=bins, stacked=True, color=["#bdbdbd", method_color(pruner)],
-            edgecolor="white", linewidth=0.4,
-            label=[f"pruned by {pruner} (n={len(pruned):,})", f"kept by {pruner} (n={len(kept):,})"])
+    ax.hist(
+        [pruned, kept],
+        bins=bins,
+        stacked=True,
+        color=["#bdbdbd", method_color(pruner)],
+        edgecolor="white",
+        linewidth=0.4,
+        label=[f"pruned by {pruner} (n={len(pruned):,})", f"kept by {pruner} (n={len(kept):,})"],
+    )
     ax.set_xlabel("base-model cosine score of positive pair")
     ax.set_ylabel("pairs (count)")
     ax.set_title("pair scores: kept vs pruned")
@@ -211,7 +250,7 @@ def _final_coverage_panel(ax, scores: pd.DataFrame, pruner: str, has_kept: bool,
         colors.append(method_color(method))
     positions = np.arange(len(labels))
     ax.bar(positions, fractions, color=colors, alpha=0.85)
-    for pos, frac in zip(positions, fractions):
+    for pos, frac in zip(positions, fractions, strict=True):
         ax.text(pos, frac + 0.02, f"{100 * frac:.1f}%", ha="center", va="bottom", fontsize=10)
     ax.set_xticks(positions, labels)
     ax.set_ylim(0, 1.12)
@@ -226,9 +265,16 @@ def _coverage_curve_panel(ax, curves: Mapping[str, list]) -> None:
         points = curves[method]
         if len(points) < 2:
             continue
-        steps, fracs = zip(*points)
-        ax.plot(steps, fracs, color=method_color(method), marker=method_marker(method),
-                markersize=4, linewidth=2.2 if _highlighted(method) else 1.4, label=method)
+        steps, fracs = zip(*points, strict=True)
+        ax.plot(
+            steps,
+            fracs,
+            color=method_color(method),
+            marker=method_marker(method),
+            markersize=4,
+            linewidth=2.2 if _highlighted(method) else 1.4,
+            label=method,
+        )
     ax.set_xlabel("training step")
     ax.set_ylabel("fraction of train queries seen")
     ax.set_ylim(0, 1.05)
@@ -238,9 +284,13 @@ def _coverage_curve_panel(ax, curves: Mapping[str, list]) -> None:
 
 
 @plt.rc_context(STYLE)
-def pruning_card(score_pairs: pd.DataFrame, kept_pairs: pd.DataFrame | None,
-                 train_logs: Mapping[str, Sequence[Mapping]], out_path_stem: str | Path,
-                 pruner: str = "sp") -> list[Path]:
+def pruning_card(
+    score_pairs: pd.DataFrame,
+    kept_pairs: pd.DataFrame | None,
+    train_logs: Mapping[str, Sequence[Mapping]],
+    out_path_stem: str | Path,
+    pruner: str = "sp",
+) -> list[Path]:
     """The pruning data card: (left) base-model scores of the train positive pairs, kept vs pruned
     by ``pruner`` (a score-pruning method: sp); (right) query coverage: the fraction of train queries
     with a kept pair, and for each train log reporting ``queries_seen``/``n_queries`` the fraction

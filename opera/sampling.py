@@ -31,6 +31,7 @@ import pandas as pd
 
 from opera import methods
 
+
 def cosine_schedule(step: float, total: float, start: float, end: float) -> float:
     """``end + (start - end) (1 + cos(pi t / T)) / 2``: start at t = 0, end at t = T."""
     t = min(max(step, 0.0), total)
@@ -81,7 +82,9 @@ class _EpochQueue:
         while len(batch) < size:
             if not self.items:
                 if refills > 100:
-                    raise RuntimeError("sampler cannot fill a batch of distinct queries; batch_size exceeds the queries available")
+                    raise RuntimeError(
+                        "sampler cannot fill a batch of distinct queries; batch_size exceeds the queries available"
+                    )
                 self.items.extend(new_epoch())
                 self.epochs += 1
                 refills += 1
@@ -186,7 +189,15 @@ class Sampler:
 class DynamicPruningSampler(Sampler):
     """OPERA's dynamic pruning; ``query_level`` / ``doc_level`` switch the two halves (ablations)."""
 
-    def __init__(self, pairs: PairIndex, max_steps: int, seed: int, params: dict, query_level: bool = True, doc_level: bool = True):
+    def __init__(
+        self,
+        pairs: PairIndex,
+        max_steps: int,
+        seed: int,
+        params: dict,
+        query_level: bool = True,
+        doc_level: bool = True,
+    ):
         super().__init__(pairs, max_steps, seed, params)
         self.query_level = query_level
         self.doc_level = doc_level
@@ -221,7 +232,9 @@ class DynamicPruningSampler(Sampler):
         fill = self.rng.choice(rest, size=min(n0 - len(top), len(rest)), replace=False)
         epoch = self.rng.permutation(np.concatenate([top, fill]))
         # the threshold is logged as None when no query is forced in (r = 0): JSON has no infinity
-        self.epoch_stats.update(x=x, r=r, n0=n0, n_top=int(len(top)), query_threshold=threshold if math.isfinite(threshold) else None)
+        self.epoch_stats.update(
+            x=x, r=r, n0=n0, n_top=int(len(top)), query_threshold=threshold if math.isfinite(threshold) else None
+        )
         return [(int(q), 1.0) for q in epoch]
 
     def tau(self) -> float:
@@ -244,7 +257,9 @@ class DynamicPruningSampler(Sampler):
         self._tau_step = None  # scores changed: tau must be recomputed, even at the same step
 
     def extra_log(self) -> dict:
-        return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in self.epoch_stats.items()}
+        return {
+            key: (round(value, 6) if isinstance(value, float) else value) for key, value in self.epoch_stats.items()
+        }
 
     def extra_state(self) -> dict:
         return {"last": dict(self.epoch_stats)}  # so a resumed run logs the same sampler fields
@@ -279,7 +294,9 @@ class InfoBatchSampler(Sampler):
         weight[well] = 1.0 / (1.0 - ratio)
         keep = np.ones(n, dtype=bool)
         keep[skipped] = False
-        self.epoch_stats.update(pruned=int(len(skipped)), well_learned=int(len(well)), mean_loss=round(mean, 6), pruning=True)
+        self.epoch_stats.update(
+            pruned=int(len(skipped)), well_learned=int(len(well)), mean_loss=round(mean, 6), pruning=True
+        )
         return [(int(q), float(weight[q])) for q in order if keep[q]]
 
     def learn(self, batch: Batch, pos_scores: np.ndarray, losses: np.ndarray) -> None:
@@ -289,7 +306,10 @@ class InfoBatchSampler(Sampler):
         return dict(self.epoch_stats)
 
     def extra_state(self) -> dict:
-        return {"losses": [None if not np.isfinite(v) else float(v) for v in self.losses], "last": dict(self.epoch_stats)}
+        return {
+            "losses": [None if not np.isfinite(v) else float(v) for v in self.losses],
+            "last": dict(self.epoch_stats),
+        }
 
     def load_extra_state(self, state: dict) -> None:
         self.losses = np.array([np.inf if v is None else v for v in state["losses"]], dtype=np.float64)

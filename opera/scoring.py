@@ -24,7 +24,9 @@ def positive_pairs(qrels: pd.DataFrame) -> pd.DataFrame:
     return pairs.sort_values(["query_id", "doc_id"], kind="stable").reset_index(drop=True)
 
 
-def score_pairs(pairs: pd.DataFrame, query_ids: list[str], query_emb: np.ndarray, doc_ids: list[str], doc_emb: np.ndarray) -> pd.DataFrame:
+def score_pairs(
+    pairs: pd.DataFrame, query_ids: list[str], query_emb: np.ndarray, doc_ids: list[str], doc_emb: np.ndarray
+) -> pd.DataFrame:
     """Add a ``score`` column: cosine of each (query, positive) under the given embeddings."""
     query_row = pd.Series(np.arange(len(query_ids)), index=query_ids)
     doc_row = pd.Series(np.arange(len(doc_ids)), index=doc_ids)
@@ -35,7 +37,15 @@ def score_pairs(pairs: pd.DataFrame, query_ids: list[str], query_emb: np.ndarray
     return scored
 
 
-def mine_negatives(pairs: pd.DataFrame, query_ids: list[str], query_emb: np.ndarray, doc_ids: list[str], doc_emb: np.ndarray, lo: int, hi: int) -> pd.DataFrame:
+def mine_negatives(
+    pairs: pd.DataFrame,
+    query_ids: list[str],
+    query_emb: np.ndarray,
+    doc_ids: list[str],
+    doc_emb: np.ndarray,
+    lo: int,
+    hi: int,
+) -> pd.DataFrame:
     """Hard negatives per query: positions lo..hi of its base-model ranking with positives removed.
 
     Returns columns query_id, doc_id, rank (1-based rank in the full base-model ranking).
@@ -46,7 +56,7 @@ def mine_negatives(pairs: pd.DataFrame, query_ids: list[str], query_emb: np.ndar
     index = faiss_index.build_index(doc_emb, "Flat")
     _, ranked = faiss_index.search(index, query_emb, k)
     rows_q, rows_d, rows_r = [], [], []
-    for query_id, row_ids in zip(query_ids, ranked):
+    for query_id, row_ids in zip(query_ids, ranked, strict=True):
         own = positives.get(query_id, set())
         kept = [(rank, doc_ids[r]) for rank, r in enumerate(row_ids, 1) if r >= 0 and doc_ids[r] not in own][lo:hi]
         rows_q.extend([query_id] * len(kept))

@@ -45,7 +45,7 @@ class EncoderSettings:
     trust_remote_code: bool
 
     @classmethod
-    def from_dict(cls, entry: dict) -> "EncoderSettings":
+    def from_dict(cls, entry: dict) -> EncoderSettings:
         return cls(**{f.name: entry[f.name] for f in dataclasses.fields(cls)})
 
     def to_dict(self) -> dict:
@@ -80,7 +80,7 @@ class ModelSettings:
     gpus: int
 
     @classmethod
-    def from_dict(cls, entry: dict) -> "ModelSettings":
+    def from_dict(cls, entry: dict) -> ModelSettings:
         """From a flat resolved model entry (the config's form); every field must be there, no other."""
         own = {f.name for f in dataclasses.fields(cls)} - {"encoder"}
         expected = own | {f.name for f in dataclasses.fields(EncoderSettings)}

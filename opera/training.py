@@ -51,8 +51,14 @@ class TrainingData:
     corpus_ids: np.ndarray  # fallback negatives for a query with an empty pool
 
     @classmethod
-    def build(cls, kept_pairs: pd.DataFrame, all_pairs: pd.DataFrame, negatives: pd.DataFrame,
-              queries: pd.DataFrame, corpus_texts: dict[str, str]) -> "TrainingData":
+    def build(
+        cls,
+        kept_pairs: pd.DataFrame,
+        all_pairs: pd.DataFrame,
+        negatives: pd.DataFrame,
+        queries: pd.DataFrame,
+        corpus_texts: dict[str, str],
+    ) -> TrainingData:
         pairs = PairIndex(kept_pairs)
         query_text = queries.set_index("query_id")["text"]
         pools = negatives.groupby("query_id")["doc_id"].agg(lambda s: s.to_numpy())
@@ -74,20 +80,30 @@ def draw_negatives(data: TrainingData, query: int, count: int, rng: np.random.Ge
         return []
     pool = data.negatives[query]
     if len(pool) == 0:
-        pool = np.array([d for d in rng.choice(data.corpus_ids, size=min(len(data.corpus_ids), 4 * count + 8), replace=False)
-                         if d not in data.positives[query]], dtype=object)
+        pool = np.array(
+            [
+                d
+                for d in rng.choice(data.corpus_ids, size=min(len(data.corpus_ids), 4 * count + 8), replace=False)
+                if d not in data.positives[query]
+            ],
+            dtype=object,
+        )
     rows = rng.choice(len(pool), size=count, replace=len(pool) < count)
     return [str(pool[r]) for r in rows]
 
 
-def infonce(q: torch.Tensor, p: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+def infonce(
+    q: torch.Tensor, p: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Per-query InfoNCE over cosine / temperature; ``mask`` marks logits to drop (known positives)."""
     logits = (q @ p.T).float() / temperature
     logits = logits.masked_fill(mask, float("-inf"))
     return F.cross_entropy(logits, labels, reduction="none")
 
 
-def false_negative_mask(query_rows: np.ndarray, passage_docs: list[str], positives: list[frozenset], label_cols: np.ndarray) -> torch.Tensor:
+def false_negative_mask(
+    query_rows: np.ndarray, passage_docs: list[str], positives: list[frozenset], label_cols: np.ndarray
+) -> torch.Tensor:
     """True where a batch passage is a known positive of a query other than at the query's label column."""
     mask = np.zeros((len(query_rows), len(passage_docs)), dtype=bool)
     for i, query in enumerate(query_rows):
@@ -99,6 +115,7 @@ def false_negative_mask(query_rows: np.ndarray, passage_docs: list[str], positiv
 
 
 # --- distributed helpers ----------------------------------------------------------------------------
+
 
 @dataclass
 class Dist:
@@ -149,6 +166,7 @@ def _gather_detached(tensor: torch.Tensor, env: Dist) -> torch.Tensor:
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
+
 
 def _step_dirs(folder: Path) -> list[tuple[int, Path]]:
     found = []
@@ -209,6 +227,7 @@ def make_optimizer(model, settings: ModelSettings):
 
 # --- the loop ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Trainer:
     """What one training run holds between steps (model, optimizer, sampler, clocks)."""
@@ -226,10 +245,14 @@ class _Trainer:
     def state(self, step: int) -> dict:
         """Everything a resumed run needs to continue bit for bit after ``step``."""
         return {
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "sampler": self.sampler.state_dict(),
-            "rng": _rng_state(self.neg_rng), "step": step,
-            "elapsed": self.elapsed, "sampler_seconds": self.sampler_seconds,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": _rng_state(self.neg_rng),
+            "step": step,
+            "elapsed": self.elapsed,
+            "sampler_seconds": self.sampler_seconds,
         }
 
     def restore(self, state: dict) -> None:
@@ -254,8 +277,9 @@ def _latest_checkpoint(work_dir: Path) -> tuple[int, str | None]:
     return (found[-1][0], str(found[-1][1])) if found else (0, None)
 
 
-def _build_trainer(settings: ModelSettings, sampler: Sampler, neg_rng: np.random.Generator, env: Dist,
-                   model_path: str, seed: int) -> _Trainer:
+def _build_trainer(
+    settings: ModelSettings, sampler: Sampler, neg_rng: np.random.Generator, env: Dist, model_path: str, seed: int
+) -> _Trainer:
     model = encoders.load(settings.encoder, device=env.device, path=model_path)
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -283,23 +307,39 @@ def _log_lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def _run_step(trainer: _Trainer, data: TrainingData, settings: ModelSettings, env: Dist, step: int,
-              global_batch: int) -> dict:
+def _run_step(
+    trainer: _Trainer, data: TrainingData, settings: ModelSettings, env: Dist, step: int, global_batch: int
+) -> dict:
     """One training step; returns its train-log entry. Sampler time counts into ``elapsed`` too."""
     began = time.perf_counter()
     batch = trainer.sampler.next_batch(step - 1, global_batch)
     sampled = time.perf_counter()
     docs = batch_documents(data, batch, settings.group_size, trainer.neg_rng)
-    loss_value, pos_scores, losses = train_step(trainer.model, data, batch, docs, settings, env, trainer.optimizer,
-                                                trainer.scheduler, trainer.scaler, trainer.params)
+    loss_value, pos_scores, losses = train_step(
+        trainer.model,
+        data,
+        batch,
+        docs,
+        settings,
+        env,
+        trainer.optimizer,
+        trainer.scheduler,
+        trainer.scaler,
+        trainer.params,
+    )
     updating = time.perf_counter()
     trainer.sampler.update(batch, pos_scores, losses)
     done = time.perf_counter()
     trainer.sampler_seconds += (sampled - began) + (done - updating)
     trainer.elapsed += done - began
-    return {"step": step, "elapsed": round(trainer.elapsed, 4), "loss": round(loss_value, 6),
-            "lr": trainer.scheduler.get_last_lr()[0], "sampler_seconds": round(trainer.sampler_seconds, 4),
-            "sampler": trainer.sampler.log_state()}
+    return {
+        "step": step,
+        "elapsed": round(trainer.elapsed, 4),
+        "loss": round(loss_value, 6),
+        "lr": trainer.scheduler.get_last_lr()[0],
+        "sampler_seconds": round(trainer.sampler_seconds, 4),
+        "sampler": trainer.sampler.log_state(),
+    }
 
 
 def finetune(
@@ -324,23 +364,34 @@ def finetune(
     checkpoints = set(settings.checkpoint_steps())
     sampler = make_sampler(method, data.pairs, settings.max_steps, seed, method_params)
     if env.main:
-        _claim_work_dir(work_dir, {"settings": settings.to_dict(), "method": method, "method_params": method_params,
-                                   "seed": seed, "pairs": data.pairs.n_pairs, "queries": data.pairs.n_queries,
-                                   "world_size": env.world})
+        _claim_work_dir(
+            work_dir,
+            {
+                "settings": settings.to_dict(),
+                "method": method,
+                "method_params": method_params,
+                "seed": seed,
+                "pairs": data.pairs.n_pairs,
+                "queries": data.pairs.n_queries,
+                "world_size": env.world,
+            },
+        )
     _barrier(env)
     start_step, checkpoint = _latest_checkpoint(work_dir)
     if checkpoint:
         log.info("resuming %s from step %d (%s)", method, start_step, checkpoint)
-    trainer = _build_trainer(settings, sampler, np.random.default_rng([seed, 1]), env,
-                             checkpoint or settings.encoder.path, seed)
+    trainer = _build_trainer(
+        settings, sampler, np.random.default_rng([seed, 1]), env, checkpoint or settings.encoder.path, seed
+    )
     if checkpoint:
         trainer.restore(torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True))
     log_handle = _open_log(work_dir / LOG_FILE, start_step, env)
 
     from tqdm.auto import tqdm
 
-    progress = tqdm(range(start_step + 1, settings.max_steps + 1), desc=f"finetune {method}", unit="step",
-                    disable=not env.main)
+    progress = tqdm(
+        range(start_step + 1, settings.max_steps + 1), desc=f"finetune {method}", unit="step", disable=not env.main
+    )
     try:
         for step in progress:
             entry = _run_step(trainer, data, settings, env, step, global_batch)
@@ -357,9 +408,16 @@ def finetune(
         if log_handle:
             log_handle.close()
 
-    summary = {"method": method, "seed": seed, "max_steps": settings.max_steps, "world_size": env.world,
-               "train_seconds": round(trainer.elapsed, 4), "sampler_seconds": round(trainer.sampler_seconds, 4),
-               "checkpoints": sorted(checkpoints), "sampler": sampler.log_state()}
+    summary = {
+        "method": method,
+        "seed": seed,
+        "max_steps": settings.max_steps,
+        "world_size": env.world,
+        "train_seconds": round(trainer.elapsed, 4),
+        "sampler_seconds": round(trainer.sampler_seconds, 4),
+        "checkpoints": sorted(checkpoints),
+        "sampler": sampler.log_state(),
+    }
     if env.main:
         _publish(work_dir, out_dir, summary)
     _barrier(env)
@@ -372,14 +430,24 @@ def batch_documents(data: TrainingData, batch: Batch, group: int, neg_rng: np.ra
     Every process draws for the whole global batch, so the RNG streams stay identical across ranks.
     """
     docs: list[str] = []
-    for query, pair in zip(batch.queries, batch.pairs):
+    for query, pair in zip(batch.queries, batch.pairs, strict=True):
         docs.append(str(data.pairs.doc_ids[pair]))
         docs.extend(draw_negatives(data, int(query), group - 1, neg_rng))
     return docs
 
 
-def train_step(model, data: TrainingData, batch: Batch, docs_global: list[str], settings: ModelSettings, env: Dist,
-               optimizer, scheduler, scaler, params) -> tuple[float, np.ndarray, np.ndarray]:
+def train_step(
+    model,
+    data: TrainingData,
+    batch: Batch,
+    docs_global: list[str],
+    settings: ModelSettings,
+    env: Dist,
+    optimizer,
+    scheduler,
+    scaler,
+    params,
+) -> tuple[float, np.ndarray, np.ndarray]:
     """One optimizer step on this process's slice of the global batch.
 
     Returns the weighted loss of the global batch, and per query (global order) the detached
@@ -414,7 +482,7 @@ def train_step(model, data: TrainingData, batch: Batch, docs_global: list[str], 
     optimizer.zero_grad(set_to_none=True)
 
     with torch.no_grad():
-        pos = (q.float() * p.float()[:: group]).sum(-1)
+        pos = (q.float() * p.float()[::group]).sum(-1)
         stats = torch.stack([per_query.detach(), pos], dim=1)
         stats = _gather_detached(stats, env).cpu()  # (global batch, 2), in global order
         loss_all = (torch.as_tensor(batch.weights, dtype=stats.dtype) * stats[:, 0]).mean()
@@ -436,7 +504,7 @@ def _average_gradients(params, env: Dist) -> None:
     flat = torch.cat([grad.reshape(-1) for grad in grads])
     dist.all_reduce(flat)
     flat /= env.world
-    for grad, averaged in zip(grads, torch.split(flat, [grad.numel() for grad in grads])):
+    for grad, averaged in zip(grads, torch.split(flat, [grad.numel() for grad in grads]), strict=True):
         grad.copy_(averaged.view_as(grad))
 
 
@@ -452,10 +520,8 @@ def _save_checkpoint(model, path: Path, env: Dist, state: dict) -> None:
 def _publish(work_dir: Path, out_dir: Path, summary: dict) -> None:
     """Move the finished run into ``out_dir`` in one rename: checkpoints (without optimizer state) and logs."""
     with io.atomic_dir(out_dir) as tmp:
-        for step, path in _step_dirs(work_dir):
+        for _, path in _step_dirs(work_dir):
             shutil.copytree(path, tmp / path.name, copy_function=os.link, ignore=shutil.ignore_patterns(STATE_FILE))
         shutil.copy2(work_dir / LOG_FILE, tmp / LOG_FILE)
         io.write_json(tmp / "run.json", summary)
     shutil.rmtree(work_dir)
-
-

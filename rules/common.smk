@@ -91,6 +91,80 @@ def checkpoint_of(wildcards):
     return f"{finetune_dir(run.dataset, run.model, run.method, run.seed)}/step{run.step}"
 
 
+# --- inputs and params of index ---
+
+
+def index_inputs(wildcards):
+    """The base model reuses the corpus embeddings of `score`; a checkpoint needs its finetune run."""
+    run = evaluated_run(wildcards)
+    inputs = {"data": data_dir(run.dataset)}
+    if method_registry.get(run.method).trains:
+        inputs["finetune"] = finetune_dir(run.dataset, run.model, run.method, run.seed)
+    else:
+        inputs["embeddings"] = score_file("corpus_embeddings.npy", run.dataset, run.model)
+    return inputs
+
+
+# --- inputs and params of evaluate ---
+
+
+def evaluate_inputs(wildcards):
+    inputs = index_inputs(wildcards)
+    inputs.pop("embeddings", None)
+    inputs["index"] = run_file("index", "index.faiss", wildcards.dataset, wildcards.model, wildcards.run)
+    return inputs
+
+
+def run_meta(wildcards):
+    run = evaluated_run(wildcards)
+    return {"dataset": run.dataset, "model": run.model, "method": run.method, "seed": run.seed, "step": run.step or 0}
+
+
+# --- inputs and params of aggregate ---
+
+
+def finetune_runs():
+    """(dataset, model, method, seed) of every finetune run in the grid."""
+    return [(d, m, method, seed) for d in DATASETS for m in MODELS for method in TRAINED_IN_CONFIG for seed in SEEDS]
+
+
+def pruning_cards():
+    """A pruning data card per dataset x model: what the score-pruning method (sp) keeps of the
+    scored pairs, and query coverage from the first seed's train logs. None without training."""
+    pruner = method_registry.score_pruned()[0]
+    if not TRAINED_IN_CONFIG:
+        return []
+    return [
+        {
+            "dataset": d,
+            "model": m,
+            "pruner": pruner,
+            "score_pairs": score_file("pairs.parquet", d, m),
+            "pruned_pairs": prune_file("pairs.parquet", d, m, pruner),
+            "train_logs": {
+                method: f"{finetune_dir(d, m, method, SEEDS[0])}/train_log.jsonl" for method in TRAINED_IN_CONFIG
+            },
+        }
+        for d in DATASETS
+        for m in MODELS
+    ]
+
+
+def plot_files(ext):
+    kinds = ["metric_vs_time"] + (["pruning_card", "training_time"] if TRAINED_IN_CONFIG else [])
+    return [plot_file(d, m, kind, ext) for d in DATASETS for m in MODELS for kind in kinds]
+
+
+def _report_plot(path):
+    kind = path.rsplit("__", 1)[1].split(".")[0]
+    return report(path, caption=f"../report/{kind}.rst", category="Plots")
+
+
+def _report_table(name):
+    stem = name.split(".")[0]
+    return report(table_file(name), caption=f"../report/{stem}.rst", category="Tables")
+
+
 def gpus_for(kind):
     """GPUs a job asks for: none unless the config enables them (resources.gpu)."""
 
@@ -105,4 +179,6 @@ def gpus_for(kind):
 
 
 def metrics_files():
-    return [run_file("evaluate", "metrics.json", run.dataset, run.model, run.run_id) for run in opera_config.grid(config)]
+    return [
+        run_file("evaluate", "metrics.json", run.dataset, run.model, run.run_id) for run in opera_config.grid(config)
+    ]

@@ -2,10 +2,6 @@ rule download:
     """Fetch or copy a dataset, validate it, and write normalized parquet tables."""
     output:
         directory(data_dir()),
-    params:
-        name=lambda wc: wc.dataset,
-        spec=lambda wc: config["datasets"][wc.dataset],
-        options=config["data"],
     log:
         "logs/download/{dataset}.log",
     benchmark:
@@ -14,5 +10,9 @@ rule download:
     resources:
         mem_mb=RESOURCES["mem_mb"],
         runtime=RESOURCES["runtime"],
+    params:
+        name=lambda wc: wc.dataset,
+        spec=lambda wc: config["datasets"][wc.dataset],
+        options=config["data"],
     script:
         "../workflow_scripts/download.py"

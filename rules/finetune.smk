@@ -7,13 +7,6 @@ rule finetune:
         kept_pairs=prune_file("pairs.parquet"),
     output:
         directory(finetune_dir()),
-    params:
-        settings=lambda wc: config["models"][wc.model],
-        method=lambda wc: wc.method,
-        method_params=lambda wc: opera_config.method_params(config, wc.method),
-        seed=lambda wc: int(wc.seed),
-        title_join=config["data"]["title_join"],
-        work_dir=lambda wc: finetune_work_dir(wc.dataset, wc.model, wc.method, wc.seed),
     log:
         "logs/finetune/{dataset}/{model}/{method}/seed{seed}.log",
     benchmark:
@@ -23,5 +16,12 @@ rule finetune:
         mem_mb=RESOURCES["finetune_mem_mb"],
         runtime=RESOURCES["finetune_runtime"],
         gpu=gpus_for("finetune"),
+    params:
+        settings=lambda wc: config["models"][wc.model],
+        method=lambda wc: wc.method,
+        method_params=lambda wc: opera_config.method_params(config, wc.method),
+        seed=lambda wc: int(wc.seed),
+        title_join=config["data"]["title_join"],
+        work_dir=lambda wc: finetune_work_dir(wc.dataset, wc.model, wc.method, wc.seed),
     script:
         "../workflow_scripts/finetune.py"

@@ -5,14 +5,6 @@ rule prune:
     output:
         pairs=prune_file("pairs.parquet"),
         report=prune_file("report.json"),
-    params:
-        method=lambda wc: wc.method,
-        # Only methods that prune depend on their params (the others keep every pair).
-        method_params=lambda wc: (
-            opera_config.method_params(config, wc.method)
-            if method_registry.get(wc.method).pruner
-            else {}
-        ),
     log:
         "logs/prune/{dataset}/{model}/{method}.log",
     benchmark:
@@ -21,5 +13,11 @@ rule prune:
     resources:
         mem_mb=RESOURCES["mem_mb"],
         runtime=RESOURCES["runtime"],
+    params:
+        method=lambda wc: wc.method,
+        # Only methods that prune depend on their params (the others keep every pair).
+        method_params=lambda wc: (
+            opera_config.method_params(config, wc.method) if method_registry.get(wc.method).pruner else {}
+        ),
     script:
         "../workflow_scripts/prune.py"

@@ -8,11 +8,6 @@ rule score:
         pairs=score_file("pairs.parquet"),
         negatives=score_file("negatives.parquet"),
         report=score_file("score.json"),
-    params:
-        encoder=encoder_params,
-        mining=lambda wc: config["models"][wc.model]["mining"],
-        encode_batch_size=config["scoring"]["encode_batch_size"],
-        title_join=config["data"]["title_join"],
     log:
         "logs/score/{dataset}/{model}.log",
     benchmark:
@@ -22,5 +17,10 @@ rule score:
         mem_mb=RESOURCES["mem_mb"],
         runtime=RESOURCES["runtime"],
         gpu=gpus_for("encode"),
+    params:
+        encoder=encoder_params,
+        mining=lambda wc: config["models"][wc.model]["mining"],
+        encode_batch_size=config["scoring"]["encode_batch_size"],
+        title_join=config["data"]["title_join"],
     script:
         "../workflow_scripts/score.py"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,15 @@ def smoke_scored(tmp_path_factory, smoke_config, smoke_settings) -> Path:
     run_download(smoke_config, root / "data")
     run_score(smoke_config, smoke_settings, root / "data", root / "score")
     return root
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any attempt to resolve a host or open a connection fails (ir_datasets would try to download)."""
+
+    def refuse(self, *args, **kwargs):
+        raise OSError("tests run offline: no network connection allowed")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: refuse(None))

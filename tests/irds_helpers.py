@@ -2,7 +2,7 @@
 
 Importing this module points IR_DATASETS_HOME at a new temporary folder *before* ir_datasets is
 imported (ir_datasets fixes its per-dataset folders on import), so no test reads or writes
-~/.ir_datasets. ``offline`` (a fixture: import it into a test module) makes any socket connection
+~/.ir_datasets. ``offline`` (a fixture in conftest.py) makes any socket connection
 fail. :func:`feed` makes a registered dataset yield records built by the test from the dataset's
 own record classes (``docs_cls()``, ``queries_cls()``, ``qrels_cls()``) instead of downloading.
 """
@@ -12,28 +12,14 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import tempfile
 import typing
-
-import pytest
 
 HOME = tempfile.mkdtemp(prefix="opera-irds-home-")
 os.environ["IR_DATASETS_HOME"] = HOME
 atexit.register(shutil.rmtree, HOME, True)
 
 import ir_datasets  # noqa: E402  (after IR_DATASETS_HOME)
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Any attempt to resolve a host or open a connection fails (ir_datasets would try to download)."""
-    def refuse(self, *args, **kwargs):
-        raise OSError("tests run offline: no network connection allowed")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: refuse(None))
 
 
 def record(cls, **values):

@@ -19,19 +19,31 @@ MODEL = "m"
 # (dataset, method) -> {seed: {step: (train_seconds, NDCG@10, Recall@20)}}
 RUNS = {
     ("d1", "pretrain"): {None: {0: (0.0, 0.30, 0.50)}},
-    ("d1", "basic"): {1: {50: (50.0, 0.35, 0.55), 100: (100.0, 0.40, 0.60)},
-                      2: {50: (52.0, 0.37, 0.55), 100: (104.0, 0.42, 0.60)}},
-    ("d1", "sp"): {1: {50: (30.0, 0.30, 0.58), 100: (60.0, 0.38, 0.62)},
-                   2: {50: (30.0, 0.32, 0.58), 100: (62.0, 0.40, 0.62)}},
-    ("d1", "dp"): {1: {50: (40.0, 0.42, 0.57), 100: (80.0, 0.44, 0.60)},
-                   2: {50: (42.0, 0.42, 0.57), 100: (84.0, 0.46, 0.60)}},
+    ("d1", "basic"): {
+        1: {50: (50.0, 0.35, 0.55), 100: (100.0, 0.40, 0.60)},
+        2: {50: (52.0, 0.37, 0.55), 100: (104.0, 0.42, 0.60)},
+    },
+    ("d1", "sp"): {
+        1: {50: (30.0, 0.30, 0.58), 100: (60.0, 0.38, 0.62)},
+        2: {50: (30.0, 0.32, 0.58), 100: (62.0, 0.40, 0.62)},
+    },
+    ("d1", "dp"): {
+        1: {50: (40.0, 0.42, 0.57), 100: (80.0, 0.44, 0.60)},
+        2: {50: (42.0, 0.42, 0.57), 100: (84.0, 0.46, 0.60)},
+    },
     ("d2", "pretrain"): {None: {0: (0.0, 0.20, 0.40)}},
-    ("d2", "basic"): {1: {50: (20.0, 0.25, 0.45), 100: (40.0, 0.30, 0.50)},
-                      2: {50: (20.0, 0.25, 0.47), 100: (40.0, 0.30, 0.52)}},
-    ("d2", "sp"): {1: {50: (10.0, 0.30, 0.40), 100: (20.0, 0.30, 0.45)},
-                   2: {50: (10.0, 0.30, 0.42), 100: (20.0, 0.30, 0.47)}},
-    ("d2", "dp"): {1: {50: (15.0, 0.20, 0.50), 100: (30.0, 0.28, 0.55)},
-                   2: {50: (15.0, 0.20, 0.52), 100: (30.0, 0.30, 0.57)}},
+    ("d2", "basic"): {
+        1: {50: (20.0, 0.25, 0.45), 100: (40.0, 0.30, 0.50)},
+        2: {50: (20.0, 0.25, 0.47), 100: (40.0, 0.30, 0.52)},
+    },
+    ("d2", "sp"): {
+        1: {50: (10.0, 0.30, 0.40), 100: (20.0, 0.30, 0.45)},
+        2: {50: (10.0, 0.30, 0.42), 100: (20.0, 0.30, 0.47)},
+    },
+    ("d2", "dp"): {
+        1: {50: (15.0, 0.20, 0.50), 100: (30.0, 0.28, 0.55)},
+        2: {50: (15.0, 0.20, 0.52), 100: (30.0, 0.30, 0.57)},
+    },
 }
 
 QUERIES = [f"q{i}" for i in range(1, 7)]
@@ -49,13 +61,31 @@ PER_QUERY_D1[("sp", 2)] = PER_QUERY_D1[("basic", 2)]
 def _write_run(root, dataset, method, seed, step, seconds, ndcg, recall, per_query):
     run_dir = root / dataset / MODEL / (method if method == "pretrain" else f"{method}/seed{seed}/step{step}")
     metrics = {"NDCG@10": ndcg, "Recall@20": recall, "MRR@10": ndcg + 0.05, "NDCG@100": ndcg + 0.1}
-    write_json(run_dir / "metrics.json", {
-        "dataset": dataset, "model": MODEL, "method": method, "seed": seed, "step": step, "split": "test",
-        "train_seconds": seconds, "n_queries": len(per_query), "n_excluded": 1, "metrics": metrics,
-    })
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "dataset": dataset,
+            "model": MODEL,
+            "method": method,
+            "seed": seed,
+            "step": step,
+            "split": "test",
+            "train_seconds": seconds,
+            "n_queries": len(per_query),
+            "n_excluded": 1,
+            "metrics": metrics,
+        },
+    )
     values = np.asarray(per_query, dtype=float)
-    table = pd.DataFrame({"query_id": QUERIES[: len(values)], "NDCG@10": values, "Recall@20": values / 2 + 0.1,
-                          "MRR@10": values, "NDCG@100": values})
+    table = pd.DataFrame(
+        {
+            "query_id": QUERIES[: len(values)],
+            "NDCG@10": values,
+            "Recall@20": values / 2 + 0.1,
+            "MRR@10": values,
+            "NDCG@100": values,
+        }
+    )
     save_table(run_dir / "per_query.parquet", table)
     return run_dir / "metrics.json"
 
@@ -109,8 +139,18 @@ def test_collect(long, paths):
 
 def test_final_results(final):
     assert len(final) == 8
-    assert list(final.columns[:10]) == ["dataset", "model", "method", "split", "step", "n_seeds",
-                                        "NDCG@10_mean", "NDCG@10_std", "Recall@20_mean", "Recall@20_std"]
+    assert list(final.columns[:10]) == [
+        "dataset",
+        "model",
+        "method",
+        "split",
+        "step",
+        "n_seeds",
+        "NDCG@10_mean",
+        "NDCG@10_std",
+        "Recall@20_mean",
+        "Recall@20_std",
+    ]
     basic = _row(final, dataset="d1", method="basic")
     assert basic["n_seeds"] == 2 and basic["step"] == 100
     assert basic["NDCG@10_mean"] == pytest.approx(0.41)
@@ -128,14 +168,18 @@ def test_average_rank(final):
     assert list(ranks.columns) == ["model", "method", "avg_rank", "n_cells"]
     # d1 NDCG@10: dp 1, basic 2, sp 3, pretrain 4     d1 Recall@20: sp 1, basic = dp 2.5, pretrain 4
     # d2 NDCG@10: basic = sp 1.5, dp 3, pretrain 4    d2 Recall@20: dp 1, basic 2, sp 3, pretrain 4
-    expected = {"dp": (1 + 2.5 + 3 + 1) / 4, "basic": (2 + 2.5 + 1.5 + 2) / 4,
-                "sp": (3 + 1 + 1.5 + 3) / 4, "pretrain": 4.0}
+    expected = {
+        "dp": (1 + 2.5 + 3 + 1) / 4,
+        "basic": (2 + 2.5 + 1.5 + 2) / 4,
+        "sp": (3 + 1 + 1.5 + 3) / 4,
+        "pretrain": 4.0,
+    }
     assert list(ranks["method"]) == ["dp", "basic", "sp", "pretrain"]  # sorted by avg_rank
     for _, row in ranks.iterrows():
         assert row["avg_rank"] == pytest.approx(expected[row["method"]])
         assert row["n_cells"] == 4
     only_one = agg.average_rank(final, metrics=("Recall@20",), methods=("basic", "dp"))
-    assert dict(zip(only_one["method"], only_one["avg_rank"])) == {"dp": 1.25, "basic": 1.75}
+    assert dict(zip(only_one["method"], only_one["avg_rank"], strict=True)) == {"dp": 1.25, "basic": 1.75}
 
 
 def test_significance(long):
@@ -187,12 +231,29 @@ def test_aggregate_writes_tables(paths, tmp_path):
     out = agg.aggregate(paths, tmp_path / "tables")
     assert set(out) == {"long", "final", "avg_rank", "significance", "time_to_quality"}
     tables = tmp_path / "tables"
-    for name in ["runs.csv", "results.csv", "results.md", "results.tex", "avg_rank.csv", "avg_rank.md",
-                 "avg_rank.tex", "significance.csv", "time_to_quality.csv"]:
+    for name in [
+        "runs.csv",
+        "results.csv",
+        "results.md",
+        "results.tex",
+        "avg_rank.csv",
+        "avg_rank.md",
+        "avg_rank.tex",
+        "significance.csv",
+        "time_to_quality.csv",
+    ]:
         assert (tables / name).stat().st_size > 0, name
     results = pd.read_csv(tables / "results.csv")
-    assert list(results.columns[:8]) == ["dataset", "model", "method", "split", "step", "n_seeds",
-                                         "NDCG@10_mean", "NDCG@10_std"]
+    assert list(results.columns[:8]) == [
+        "dataset",
+        "model",
+        "method",
+        "split",
+        "step",
+        "n_seeds",
+        "NDCG@10_mean",
+        "NDCG@10_std",
+    ]
     assert "train_seconds_mean" in results.columns and len(results) == 8
     assert list(pd.read_csv(tables / "avg_rank.csv").columns) == ["model", "method", "avg_rank", "n_cells"]
     assert list(pd.read_csv(tables / "significance.csv").columns) == agg.SIGNIFICANCE_COLUMNS
@@ -200,10 +261,10 @@ def test_aggregate_writes_tables(paths, tmp_path):
 
     md = (tables / "results.md").read_text()
     assert "| dataset | model | method | NDCG@10 | Recall@20 |" in re.sub(" +", " ", md)
-    assert "**0.4500 ± 0.0141**" in md                  # d1 best NDCG@10: dp
-    assert "**0.6200 ± 0.0000**" in md                  # d1 best Recall@20: sp
-    assert md.count("**0.3000 ± 0.0000**") == 2         # d2 NDCG@10: basic and sp tie, both bold
-    assert "| 0.3000 " in md                            # pretrain: one seed, plain mean, not bold
+    assert "**0.4500 ± 0.0141**" in md  # d1 best NDCG@10: dp
+    assert "**0.6200 ± 0.0000**" in md  # d1 best Recall@20: sp
+    assert md.count("**0.3000 ± 0.0000**") == 2  # d2 NDCG@10: basic and sp tie, both bold
+    assert "| 0.3000 " in md  # pretrain: one seed, plain mean, not bold
     tex = (tables / "results.tex").read_text()
     assert "\\textbf{0.4500 $\\pm$ 0.0141}" in tex and "\\begin{tabular}" in tex and "\\toprule" in tex
     rank_md = (tables / "avg_rank.md").read_text()

@@ -20,14 +20,18 @@ def test_prepare_writes_tables_and_prints_summary(tmp_path, capsys):
     out = tmp_path / "data"
     assert main(["prepare", "--config", str(config), "--dataset", "scifact", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines == ["scifact/train: 100 documents, 10 queries, " + lines[0].split("queries, ")[1],
-                     "scifact/test: 100 documents, 5 queries, " + lines[1].split("queries, ")[1]]
+    assert lines == [
+        "scifact/train: 100 documents, 10 queries, " + lines[0].split("queries, ")[1],
+        "scifact/test: 100 documents, 5 queries, " + lines[1].split("queries, ")[1],
+    ]
     data = read_prepared(out / "scifact")
     assert len(data.corpus) == 100 and set(data.qrels) == {"train", "test"}
 
 
 def test_prepare_errors_exit_2(tmp_path, capsys):
-    config = _config(tmp_path, {"mine": {"source": {"type": "beir", "path": str(tmp_path / "missing")}, "splits": ["test"]}})
+    config = _config(
+        tmp_path, {"mine": {"source": {"type": "beir", "path": str(tmp_path / "missing")}, "splits": ["test"]}}
+    )
     assert main(["prepare", "--config", str(config), "--out", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
     assert "error: " in err and "missing: BEIR dataset folder not found" in err

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from irds_helpers import feed, ir_datasets, record
 
-from irds_helpers import feed, ir_datasets, offline, record  # noqa: F401  (offline: a fixture)
 from opera.config import resolve_dataset
 from opera.data import DataError, load_dataset, passage_text, passage_texts, prepare, read_prepared, summary_lines
 
@@ -23,8 +23,11 @@ DOCS = [
     {"_id": "d3", "title": "Cherries", "text": "Cherries are red."},
     {"_id": "d4", "text": "Dates are sweet."},  # no title field: optional
 ]
-QUERIES = [{"_id": "q1", "text": "what are apples"}, {"_id": "q2", "text": "banana colour"},
-           {"_id": "q3", "text": "red fruit"}]
+QUERIES = [
+    {"_id": "q1", "text": "what are apples"},
+    {"_id": "q2", "text": "banana colour"},
+    {"_id": "q3", "text": "red fruit"},
+]
 QRELS = {"train": [("q1", "d1", 1), ("q2", "d2", 1)], "test": [("q3", "d3", 2), ("q3", "d4", 0)]}
 
 
@@ -88,7 +91,7 @@ def test_shipped_counts_and_round_trip(tmp_path, name):
     assert list(data.corpus.columns) == ["doc_id", "title", "text"]
     assert list(data.queries.columns) == ["query_id", "text"]
     assert len(data.queries) == sum(q for q, _ in splits.values())  # the splits' queries are disjoint
-    for split, qrels in data.qrels.items():
+    for qrels in data.qrels.values():
         assert list(qrels.columns) == ["query_id", "doc_id", "relevance"]
         assert qrels["relevance"].dtype == "int64"
         assert qrels["doc_id"].isin(data.corpus["doc_id"]).all()
@@ -104,14 +107,19 @@ def test_prepare_logs_the_summary_once(tmp_path, caplog):
         load_dataset("toy", beir_spec(folder), {})  # loading alone logs no summary
         prepare("toy", beir_spec(folder), {}, tmp_path / "out")
     assert [r.getMessage() for r in caplog.records if "judged pairs" in r.getMessage()] == [
-        "toy/train: 4 documents, 2 queries, 2 judged pairs", "toy/test: 4 documents, 1 queries, 2 judged pairs"]
+        "toy/train: 4 documents, 2 queries, 2 judged pairs",
+        "toy/test: 4 documents, 1 queries, 2 judged pairs",
+    ]
 
 
 def test_unknown_shipped_dataset_lists_the_shipped_ones(tmp_path):
-    fails(tmp_path, {"source": {"type": "shipped", "name": "nope"}, "splits": ["test"]}, "'nope'", "nfcorpus", "scifact")
+    fails(
+        tmp_path, {"source": {"type": "shipped", "name": "nope"}, "splits": ["test"]}, "'nope'", "nfcorpus", "scifact"
+    )
 
 
 # --- bad inputs -------------------------------------------------------------------------------------
+
 
 def test_malformed_json_line(tmp_path):
     folder = write_beir(tmp_path / "toy", docs=DOCS[:2] + ['{"_id": "d3", "text": "broken'] + DOCS[3:])
@@ -193,11 +201,18 @@ def test_train_query_without_positives(tmp_path):
     assert set(data.qrels["train"]["query_id"]) == {"q1", "q2"}
     assert data.summary["dropped"]["train_queries_without_positives"] == 1
     assert set(data.qrels["test"]["query_id"]) == {"q1", "q3"}  # other splits keep them
-    fails(tmp_path, beir_spec(folder), "train.tsv:4:", "train query 'q3'", "no relevant document",
-          options={"queries_without_positives": "error"})
+    fails(
+        tmp_path,
+        beir_spec(folder),
+        "train.tsv:4:",
+        "train query 'q3'",
+        "no relevant document",
+        options={"queries_without_positives": "error"},
+    )
 
 
 # --- formats and options -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_plain_and_gzipped_jsonl(tmp_path, gz):
@@ -245,7 +260,9 @@ def test_subsample_is_deterministic_and_consistent():
 
     assert len(first.corpus) == 300
     kept_docs = set(first.corpus["doc_id"])
-    assert set(first.queries["query_id"]) == set(first.qrels["train"]["query_id"]) | set(first.qrels["test"]["query_id"])
+    assert set(first.queries["query_id"]) == set(first.qrels["train"]["query_id"]) | set(
+        first.qrels["test"]["query_id"]
+    )
     for split, n in sub["queries"].items():
         qrels = first.qrels[split]
         assert qrels["query_id"].nunique() == n
@@ -260,23 +277,40 @@ def test_subsample_is_deterministic_and_consistent():
 
 # --- ir_datasets: real record classes fed to registered datasets (offline; see irds_helpers) ----------
 
+
 def _antique_spec() -> dict:
-    return {"source": {"type": "ir_datasets", "ids": {"train": "antique/train", "test": "antique/test"}},
-            "splits": ["train", "test"], "positive_threshold": {"test": 3}}
+    return {
+        "source": {"type": "ir_datasets", "ids": {"train": "antique/train", "test": "antique/test"}},
+        "splits": ["train", "test"],
+        "positive_threshold": {"test": 3},
+    }
 
 
 def test_ir_datasets_mapping(monkeypatch, offline):
     train, test = ir_datasets.load("antique/train"), ir_datasets.load("antique/test")
     Doc, Query, Qrel = train.docs_cls(), train.queries_cls(), train.qrels_cls()  # GenericDoc has no title
     docs = [Doc("d1", "alpha"), Doc("d2", "beta"), Doc("d3", "gamma")]
-    feed(monkeypatch, "antique/train", docs=docs, queries=[Query("1", "first")],
-         qrels=[Qrel("1", "d1", 1, "0"), Qrel("1", "d2", 3, "0")])
-    feed(monkeypatch, "antique/test", docs=docs, queries=[Query("2", "second")],
-         qrels=[Qrel("2", "d3", 4, "0"), Qrel("2", "d1", 2, "0")])
+    feed(
+        monkeypatch,
+        "antique/train",
+        docs=docs,
+        queries=[Query("1", "first")],
+        qrels=[Qrel("1", "d1", 1, "0"), Qrel("1", "d2", 3, "0")],
+    )
+    feed(
+        monkeypatch,
+        "antique/test",
+        docs=docs,
+        queries=[Query("2", "second")],
+        qrels=[Qrel("2", "d3", 4, "0"), Qrel("2", "d1", 2, "0")],
+    )
     assert test.qrels_cls() is Qrel
     data = load_dataset("antique", _antique_spec(), {})
-    assert data.corpus.to_dict("list") == {"doc_id": ["d1", "d2", "d3"], "title": ["", "", ""],
-                                           "text": ["alpha", "beta", "gamma"]}
+    assert data.corpus.to_dict("list") == {
+        "doc_id": ["d1", "d2", "d3"],
+        "title": ["", "", ""],
+        "text": ["alpha", "beta", "gamma"],
+    }
     assert data.queries.to_dict("list") == {"query_id": ["1", "2"], "text": ["first", "second"]}
     assert data.qrels["train"].to_dict("list") == {"query_id": ["1", "1"], "doc_id": ["d1", "d2"], "relevance": [1, 3]}
     assert data.qrels["test"].to_dict("list") == {"query_id": ["2", "2"], "doc_id": ["d3", "d1"], "relevance": [4, 0]}
@@ -291,25 +325,46 @@ def test_ir_datasets_text_fallback(monkeypatch, offline):
     assert (Doc._fields, Query._fields) == (("doc_id", "url", "title", "abstract"), ("query_id", "title", "all"))
     docs = [record(Doc, doc_id="MED-1", title="Statins", abstract="Statins lower cholesterol.")]
     for split, query_id in (("train", "PLAIN-1"), ("test", "PLAIN-2")):
-        feed(monkeypatch, ids[split], docs=docs, queries=[record(Query, query_id=query_id, title=f"title {query_id}")],
-             qrels=[Qrel(query_id, "MED-1", 2, "0")])
+        feed(
+            monkeypatch,
+            ids[split],
+            docs=docs,
+            queries=[record(Query, query_id=query_id, title=f"title {query_id}")],
+            qrels=[Qrel(query_id, "MED-1", 2, "0")],
+        )
     data = load_dataset("nf", {"source": {"type": "ir_datasets", "ids": ids}, "splits": ["train", "test"]}, {})
-    assert data.corpus.to_dict("list") == {"doc_id": ["MED-1"], "title": ["Statins"],
-                                           "text": ["Statins lower cholesterol."]}
-    assert data.queries.to_dict("list") == {"query_id": ["PLAIN-1", "PLAIN-2"],
-                                            "text": ["title PLAIN-1", "title PLAIN-2"]}
+    assert data.corpus.to_dict("list") == {
+        "doc_id": ["MED-1"],
+        "title": ["Statins"],
+        "text": ["Statins lower cholesterol."],
+    }
+    assert data.queries.to_dict("list") == {
+        "query_id": ["PLAIN-1", "PLAIN-2"],
+        "text": ["title PLAIN-1", "title PLAIN-2"],
+    }
 
 
 def test_ir_datasets_failure_shows_manual_download(tmp_path, offline):
     """TripClick's archive is not in the (empty) IR_DATASETS_HOME: ir_datasets fails without any
     download attempt, and the message carries the dataset's manual_download text."""
-    spec = {"source": {"type": "ir_datasets", "ids": {"train": "tripclick/train/head"}}, "splits": ["train"],
-            "manual_download": "Request access at https://example.org first."}
-    fails(tmp_path, spec, "tripclick/train/head", "FileNotFoundError", "benchmark.tar.gz",
-          "Request access at https://example.org first.")
+    spec = {
+        "source": {"type": "ir_datasets", "ids": {"train": "tripclick/train/head"}},
+        "splits": ["train"],
+        "manual_download": "Request access at https://example.org first.",
+    }
+    fails(
+        tmp_path,
+        spec,
+        "tripclick/train/head",
+        "FileNotFoundError",
+        "benchmark.tar.gz",
+        "Request access at https://example.org first.",
+    )
 
 
 def test_ir_datasets_unknown_id_names_the_config_key(tmp_path):
-    spec = {"source": {"type": "ir_datasets", "ids": {"train": "antique/train", "test": "antique/tset"}},
-            "splits": ["train", "test"]}
+    spec = {
+        "source": {"type": "ir_datasets", "ids": {"train": "antique/train", "test": "antique/tset"}},
+        "splits": ["train", "test"],
+    }
     fails(tmp_path, spec, "config key 'datasets.toy.source.ids.test'", "'antique/tset'", "'antique/test'")

@@ -71,7 +71,9 @@ def test_encode_normalized_float32_matches_sentence_transformers(model, referenc
     previous = model.max_seq_length
     model.max_seq_length = MAX_LENGTH
     try:
-        reference = model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True, batch_size=32, show_progress_bar=False)
+        reference = model.encode(
+            TEXTS, normalize_embeddings=True, convert_to_numpy=True, batch_size=32, show_progress_bar=False
+        )
     finally:
         model.max_seq_length = previous
     np.testing.assert_allclose(ours, reference, atol=1e-5)
@@ -92,11 +94,20 @@ def test_instruction_prefix_changes_query_embeddings(model):
     instructed = _encode(model, queries, instruction=instruction)
     assert np.all(_cos(plain, instructed) < 0.999)
     np.testing.assert_allclose(instructed, _encode(model, [instruction + q for q in queries]), atol=1e-6)
-    encoder = EncoderSettings(path=MODEL, pooling="mean", padding_side="right", query_instruction=instruction,
-                              passage_instruction="", query_max_length=MAX_LENGTH, passage_max_length=MAX_LENGTH,
-                              encode_precision="fp32", trust_remote_code=False)
-    via_settings = encoders.encode_side(model, encoder, "query", queries, batch_size=4, desc="queries",
-                                        show_progress=False)
+    encoder = EncoderSettings(
+        path=MODEL,
+        pooling="mean",
+        padding_side="right",
+        query_instruction=instruction,
+        passage_instruction="",
+        query_max_length=MAX_LENGTH,
+        passage_max_length=MAX_LENGTH,
+        encode_precision="fp32",
+        trust_remote_code=False,
+    )
+    via_settings = encoders.encode_side(
+        model, encoder, "query", queries, batch_size=4, desc="queries", show_progress=False
+    )
     np.testing.assert_allclose(via_settings, instructed, atol=1e-6)
 
 

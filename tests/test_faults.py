@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # --- killed writers leave nothing a rerun would trust ------------------------------------------------
 
+
 def test_sigkilled_writer_leaves_no_artifact(tmp_path):
     target = tmp_path / "corpus_embeddings.npy"
     script = textwrap.dedent(f"""
@@ -62,6 +63,7 @@ def test_failed_stage_leaves_no_output_directory(tmp_path):
 
 # --- corrupted caches are detected, never used ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "no_sidecar"])
 def test_corrupted_array_and_table_are_refused(tmp_path, damage):
     array_path, table_path = tmp_path / "emb.npy", tmp_path / "pairs.parquet"
@@ -85,12 +87,21 @@ def test_corrupted_array_and_table_are_refused(tmp_path, damage):
 def test_index_stage_reports_corrupted_embeddings(smoke_scored, smoke_config, smoke_settings, tmp_path):
     broken = tmp_path / "corpus_embeddings.npy"
     for suffix in ("", ".sha256"):
-        Path(str(broken) + suffix).write_bytes(Path(str(smoke_scored / "score" / "corpus_embeddings.npy") + suffix).read_bytes())
+        Path(str(broken) + suffix).write_bytes(
+            Path(str(smoke_scored / "score" / "corpus_embeddings.npy") + suffix).read_bytes()
+        )
     with open(broken, "r+b") as handle:
         handle.truncate(broken.stat().st_size - 100)
     with pytest.raises(io.CorruptArtifactError, match="truncated or corrupted"):
-        pipeline.index(data_dir=smoke_scored / "data", encoder=smoke_settings.encoder, index_factory="Flat",
-                       encode_batch_size=32, title_join="space", out_index=tmp_path / "index.faiss", embeddings_path=broken)
+        pipeline.index(
+            data_dir=smoke_scored / "data",
+            encoder=smoke_settings.encoder,
+            index_factory="Flat",
+            encode_batch_size=32,
+            title_join="space",
+            out_index=tmp_path / "index.faiss",
+            embeddings_path=broken,
+        )
     assert not (tmp_path / "index.faiss").exists()
 
 
@@ -100,13 +111,21 @@ def test_index_of_another_model_size_is_refused(smoke_scored, smoke_config, smok
     wrong = faiss_index.build_index(np.eye(8, dtype=np.float32), "Flat")  # 8-dim, the model has 384
     faiss_index.save_index(wrong, tmp_path / "index.faiss")
     with pytest.raises(pipeline.StageError, match="index dimension 8 differs from the model's embedding size 384"):
-        pipeline.evaluate(data_dir=smoke_scored / "data", encoder=smoke_settings.encoder,
-                          evaluation=smoke_config["evaluation"], index_path=tmp_path / "index.faiss", split="test",
-                          out_run=tmp_path / "run.trec", out_per_query=tmp_path / "pq.parquet",
-                          out_metrics=tmp_path / "m.json", run_meta={"method": "pretrain"})
+        pipeline.evaluate(
+            data_dir=smoke_scored / "data",
+            encoder=smoke_settings.encoder,
+            evaluation=smoke_config["evaluation"],
+            index_path=tmp_path / "index.faiss",
+            split="test",
+            out_run=tmp_path / "run.trec",
+            out_per_query=tmp_path / "pq.parquet",
+            out_metrics=tmp_path / "m.json",
+            run_meta={"method": "pretrain"},
+        )
 
 
 # --- config violations stop before any job, naming the key and the allowed values ---------------------
+
 
 def _config(**changes) -> dict:
     config = {"datasets": {"scifact": {}}, "models": {"all-MiniLM-L6-v2": {}}, "methods": ["pretrain", "basic"]}
@@ -114,17 +133,42 @@ def _config(**changes) -> dict:
     return config
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({"methods": ["basic", "magic"]}, r"'methods\[1\]': 'magic' is not allowed; allowed values: \['pretrain', 'basic', 'sp'"),
-    ({"models": {"no-such-model": {}}}, r"models.no-such-model': unknown model .* known models: \['Qwen3-Embedding-0.6B', 'all-MiniLM-L6-v2', 'bge-large-en-v1.5'\]"),
-    ({"datasets": {"msmarco-typo": {}}}, r"datasets.msmarco-typo': unknown dataset .* known datasets: \[.*'nfcorpus'.*'scifact'"),
-    ({"models": {"all-MiniLM-L6-v2": {"max_steps": -5}}}, r"models.all-MiniLM-L6-v2.max_steps': -5 is less than the minimum of 1"),
-    ({"method_params": {"sp": {"kept_pct": 1.5}}}, r"method_params.sp.kept_pct': 1.5 is greater than the maximum of 1"),
-    ({"method_params": {"random": {"kept_pct": 0}}}, r"method_params.random.kept_pct': 0 is less than or equal to the minimum of 0"),
-    ({"learning_rate": 0.1}, r"unknown key\(s\) \['learning_rate'\]; allowed keys: \[.*'methods'"),
-    ({"models": {"all-MiniLM-L6-v2": {"poolin": "cls"}}}, r"models.all-MiniLM-L6-v2': unknown key\(s\) \['poolin'\]"),
-    ({"datasets": {"scifact": {"splits": ["test"]}}}, r"no 'train' split, but methods \['basic'\] finetune on it"),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        (
+            {"methods": ["basic", "magic"]},
+            r"'methods\[1\]': 'magic' is not allowed; allowed values: \['pretrain', 'basic', 'sp'",
+        ),
+        (
+            {"models": {"no-such-model": {}}},
+            r"models.no-such-model': unknown model .* known models: "
+            r"\['Qwen3-Embedding-0.6B', 'all-MiniLM-L6-v2', 'bge-large-en-v1.5'\]",
+        ),
+        (
+            {"datasets": {"msmarco-typo": {}}},
+            r"datasets.msmarco-typo': unknown dataset .* known datasets: \[.*'nfcorpus'.*'scifact'",
+        ),
+        (
+            {"models": {"all-MiniLM-L6-v2": {"max_steps": -5}}},
+            r"models.all-MiniLM-L6-v2.max_steps': -5 is less than the minimum of 1",
+        ),
+        (
+            {"method_params": {"sp": {"kept_pct": 1.5}}},
+            r"method_params.sp.kept_pct': 1.5 is greater than the maximum of 1",
+        ),
+        (
+            {"method_params": {"random": {"kept_pct": 0}}},
+            r"method_params.random.kept_pct': 0 is less than or equal to the minimum of 0",
+        ),
+        ({"learning_rate": 0.1}, r"unknown key\(s\) \['learning_rate'\]; allowed keys: \[.*'methods'"),
+        (
+            {"models": {"all-MiniLM-L6-v2": {"poolin": "cls"}}},
+            r"models.all-MiniLM-L6-v2': unknown key\(s\) \['poolin'\]",
+        ),
+        ({"datasets": {"scifact": {"splits": ["test"]}}}, r"no 'train' split, but methods \['basic'\] finetune on it"),
+    ],
+)
 def test_config_violation_names_key_and_allowed_values(changes, expected):
     with pytest.raises(ConfigError, match=expected):
         validate_config(_config(**changes))
@@ -143,9 +187,11 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
 
 # --- a job that runs out of memory or time says which resource to raise ---------------------------------
 
+
 def _fake_job(tmp_path, rule: str) -> SimpleNamespace:
-    return SimpleNamespace(rule=rule, log=[str(tmp_path / "job.log")], threads=1,
-                           resources={"mem_mb": 4000, "runtime": 30})
+    return SimpleNamespace(
+        rule=rule, log=[str(tmp_path / "job.log")], threads=1, resources={"mem_mb": 4000, "runtime": 30}
+    )
 
 
 @pytest.fixture
@@ -161,7 +207,10 @@ def test_out_of_cpu_memory_names_rule_and_resource(tmp_path, restore_process_sta
     def stage():
         raise MemoryError()
 
-    with pytest.raises(job.JobResourceError, match=r"rule finetune ran out of CPU memory: raise resources.finetune_mem_mb .*mem_mb=4000"):
+    with pytest.raises(
+        job.JobResourceError,
+        match=r"rule finetune ran out of CPU memory: raise resources.finetune_mem_mb .*mem_mb=4000",
+    ):
         job.run(_fake_job(tmp_path, "finetune"), stage)
 
 
@@ -177,7 +226,9 @@ def test_time_limit_names_rule_and_runtime(tmp_path, restore_process_state):
     def stage():
         os.kill(os.getpid(), signal.SIGTERM)  # what SLURM sends at the time limit
 
-    with pytest.raises(job.JobResourceError, match=r"rule evaluate .* time limit \(runtime=30 min\): raise resources.runtime"):
+    with pytest.raises(
+        job.JobResourceError, match=r"rule evaluate .* time limit \(runtime=30 min\): raise resources.runtime"
+    ):
         job.run(_fake_job(tmp_path, "evaluate"), stage)
 
 
@@ -190,6 +241,7 @@ def test_other_errors_pass_through_unchanged(tmp_path, restore_process_state):
 
 
 # --- security: safetensors only, no remote code unless asked, no pickle of untrusted data ----------------
+
 
 def test_pickle_only_checkpoint_is_refused(tmp_path):
     """A model directory whose weights exist only as a pickle (pytorch_model.bin) is not loaded."""

@@ -139,7 +139,8 @@ def test_ivf_save_load_round_trip(tmp_path, data):
     opera_index.save_index(index, path)
     loaded = opera_index.load_index(path)
     np.testing.assert_array_equal(
-        opera_index.search(index, queries, 5, use_gpu=False)[1], opera_index.search(loaded, queries, 5, use_gpu=False)[1]
+        opera_index.search(index, queries, 5, use_gpu=False)[1],
+        opera_index.search(loaded, queries, 5, use_gpu=False)[1],
     )
 
 

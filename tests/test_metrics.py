@@ -166,6 +166,7 @@ def test_qrels_from_frame():
 
 # --- run files ------------------------------------------------------------------------------------
 
+
 def test_trec_run_file_format(tmp_path):
     path = tmp_path / "sub" / "run.trec"
     run = {"q2": {"x": 0.25}, "q1": {"d1": 0.5, "d2": 0.9, "d3": 0.5, "d4": -0.1}}
@@ -227,6 +228,7 @@ def test_read_trec_run_rejects_malformed_lines(tmp_path):
 
 
 # --- faiss results to runs ------------------------------------------------------------------------
+
 
 def test_run_from_search_maps_rows_and_drops_missing():
     doc_ids = np.array(["d0", "d1", "d2", "d3"], dtype=object)

@@ -5,23 +5,46 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from opera.config import ConfigError, load_config, model_settings, resolve_dataset, resolve_model
 from workflow_helpers import ROOT, plan, snakemake
 
+from opera.config import ConfigError, load_config, model_settings, resolve_dataset, resolve_model
+
 PAPER = ROOT / "config" / "paper.yaml"
-PAPER_DATASETS = {"nfcorpus-irds", "fiqa", "hotpotqa", "fever", "antique", "triviaqa", "tripclick-head", "tripclick-torso"}
+PAPER_DATASETS = {
+    "nfcorpus-irds",
+    "fiqa",
+    "hotpotqa",
+    "fever",
+    "antique",
+    "triviaqa",
+    "tripclick-head",
+    "tripclick-torso",
+}
 
 
 def test_registry_holds_the_papers_model_settings():
     bge, qwen = resolve_model("bge-large-en-v1.5"), resolve_model("Qwen3-Embedding-0.6B")
-    assert (bge["pooling"], bge["padding_side"], bge["lr"], bge["max_steps"], bge["precision"]) == ("cls", "right", 1e-6, 2000, "fp16")
+    assert (bge["pooling"], bge["padding_side"], bge["lr"], bge["max_steps"], bge["precision"]) == (
+        "cls",
+        "right",
+        1e-6,
+        2000,
+        "fp16",
+    )
     assert bge["query_instruction"] == "Represent this sentence for searching relevant passages: "
     assert (bge["query_max_length"], bge["passage_max_length"], bge["mining"]) == (128, 512, {"lo": 10, "hi": 100})
     assert (bge["batch_size"], bge["gpus"], bge["group_size"], bge["temperature"]) == (16, 8, 2, 0.02)
-    assert (qwen["pooling"], qwen["padding_side"], qwen["lr"], qwen["max_steps"], qwen["precision"]) == ("last", "left", 1e-5, 4000, "bf16")
+    assert (qwen["pooling"], qwen["padding_side"], qwen["lr"], qwen["max_steps"], qwen["precision"]) == (
+        "last",
+        "left",
+        1e-5,
+        4000,
+        "bf16",
+    )
     assert qwen["gradient_checkpointing"] is True and qwen["mining"] == {"lo": 50, "hi": 500}
-    assert qwen["query_instruction"].startswith("Instruct: Given a web search query") and qwen["query_max_length"] == 512
+    assert (
+        qwen["query_instruction"].startswith("Instruct: Given a web search query") and qwen["query_max_length"] == 512
+    )
 
 
 def test_registry_dataset_rules():
@@ -34,13 +57,20 @@ def test_registry_dataset_rules():
 def test_registry_rejects_unknown_names_with_the_known_ones():
     with pytest.raises(ConfigError, match=r"unknown dataset 'msmarco'.*known datasets: \[.*'fiqa'.*'tripclick-torso'"):
         resolve_dataset("msmarco")
-    with pytest.raises(ConfigError, match=r"unknown model 'e5'.*known models: \['Qwen3-Embedding-0.6B', 'all-MiniLM-L6-v2', 'bge-large-en-v1.5'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown model 'e5'.*known models: \['Qwen3-Embedding-0.6B', 'all-MiniLM-L6-v2', 'bge-large-en-v1.5'\]",
+    ):
         resolve_model("e5")
 
 
 def test_a_new_model_is_one_entry_with_a_path():
     model = resolve_model("my-retriever", {"path": "/models/my-retriever", "pooling": "cls"})
-    assert model["path"] == "/models/my-retriever" and model["pooling"] == "cls" and model["mining"] == {"lo": 10, "hi": 100}
+    assert (
+        model["path"] == "/models/my-retriever"
+        and model["pooling"] == "cls"
+        and model["mining"] == {"lo": 10, "hi": 100}
+    )
 
 
 def test_paper_dag_job_counts_offline(tmp_path):
@@ -51,15 +81,23 @@ def test_paper_dag_job_counts_offline(tmp_path):
     trained = 4  # basic, sp, infobatch, dp
     evaluated = len(PAPER_DATASETS) * sum(trained * n + 1 for n in steps.values())
     assert plan(tmp_path, PAPER) == {
-        "download": 8, "score": 16, "prune": 16 * trained, "finetune": 16 * trained,
-        "index": evaluated, "evaluate": evaluated, "aggregate": 1, "all": 1,
+        "download": 8,
+        "score": 16,
+        "prune": 16 * trained,
+        "finetune": 16 * trained,
+        "index": evaluated,
+        "evaluate": evaluated,
+        "aggregate": 1,
+        "all": 1,
     }
     assert evaluated == 528
     assert not (tmp_path / "results").exists()  # a dry run downloads nothing
 
 
 def test_slurm_profile_dry_run_requests_gpus_memory_and_runtime(tmp_path):
-    result = snakemake(tmp_path, PAPER, "--profile", str(ROOT / "profiles" / "slurm"), "--executor", "slurm", "--jobs", "10", "-n")
+    result = snakemake(
+        tmp_path, PAPER, "--profile", str(ROOT / "profiles" / "slurm"), "--executor", "slurm", "--jobs", "10", "-n"
+    )
     text = result.stdout + result.stderr
     blocks = [block for block in text.split("\nrule ")[1:] if block.startswith("finetune:")]
     assert len(blocks) == 64

@@ -7,7 +7,9 @@ from stage_helpers import run_download, run_score
 from opera import encoders, io, pipeline
 
 
-def test_corpus_encoded_once_for_scoring_mining_and_pretrain_evaluation(smoke_config, smoke_settings, tmp_path, monkeypatch):
+def test_corpus_encoded_once_for_scoring_mining_and_pretrain_evaluation(
+    smoke_config, smoke_settings, tmp_path, monkeypatch
+):
     calls = []
     original = encoders.encode
 
@@ -19,13 +21,26 @@ def test_corpus_encoded_once_for_scoring_mining_and_pretrain_evaluation(smoke_co
     run_download(smoke_config, tmp_path / "data")
     report = run_score(smoke_config, smoke_settings, tmp_path / "data", tmp_path / "score")
     evaluation = smoke_config["evaluation"]
-    pipeline.index(data_dir=tmp_path / "data", encoder=smoke_settings.encoder, index_factory=evaluation["index_factory"],
-                   encode_batch_size=evaluation["encode_batch_size"], title_join=smoke_config["data"]["title_join"],
-                   out_index=tmp_path / "index.faiss", embeddings_path=tmp_path / "score" / "corpus_embeddings.npy")
-    metrics = pipeline.evaluate(data_dir=tmp_path / "data", encoder=smoke_settings.encoder, evaluation=evaluation,
-                                index_path=tmp_path / "index.faiss", split="test", out_run=tmp_path / "run.trec",
-                                out_per_query=tmp_path / "per_query.parquet", out_metrics=tmp_path / "metrics.json",
-                                run_meta={"method": "pretrain"})
+    pipeline.index(
+        data_dir=tmp_path / "data",
+        encoder=smoke_settings.encoder,
+        index_factory=evaluation["index_factory"],
+        encode_batch_size=evaluation["encode_batch_size"],
+        title_join=smoke_config["data"]["title_join"],
+        out_index=tmp_path / "index.faiss",
+        embeddings_path=tmp_path / "score" / "corpus_embeddings.npy",
+    )
+    metrics = pipeline.evaluate(
+        data_dir=tmp_path / "data",
+        encoder=smoke_settings.encoder,
+        evaluation=evaluation,
+        index_path=tmp_path / "index.faiss",
+        split="test",
+        out_run=tmp_path / "run.trec",
+        out_per_query=tmp_path / "per_query.parquet",
+        out_metrics=tmp_path / "metrics.json",
+        run_meta={"method": "pretrain"},
+    )
     corpus_calls = [c for c in calls if c[0] == "corpus"]
     assert corpus_calls == [("corpus", report["documents"])]
     assert [c[0] for c in calls] == ["corpus", "train queries", "test queries"]
@@ -34,6 +49,6 @@ def test_corpus_encoded_once_for_scoring_mining_and_pretrain_evaluation(smoke_co
     negatives = io.load_table(tmp_path / "score" / "negatives.parquet")
     assert len(pairs) == report["pairs"] and pairs["score"].between(-1, 1).all()
     # hard negatives exclude every positive of their query, and come from ranks >= lo
-    positives = set(zip(pairs["query_id"], pairs["doc_id"]))
-    assert not any((q, d) in positives for q, d in zip(negatives["query_id"], negatives["doc_id"]))
+    positives = set(zip(pairs["query_id"], pairs["doc_id"], strict=True))
+    assert not any((q, d) in positives for q, d in zip(negatives["query_id"], negatives["doc_id"], strict=True))
     assert negatives["rank"].min() > smoke_settings.mining.lo

@@ -12,18 +12,34 @@ from opera.aggregate import final_results
 def _long(seconds_scale: float = 1.0) -> pd.DataFrame:
     rows = []
     for dataset in ("d1", "d2"):
-        rows.append({"dataset": dataset, "model": "org/m", "method": "pretrain", "seed": pd.NA, "step": 0,
-                     "train_seconds": 0.0, "NDCG@10": 0.3, "Recall@20": 0.5})
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": "org/m",
+                "method": "pretrain",
+                "seed": pd.NA,
+                "step": 0,
+                "train_seconds": 0.0,
+                "NDCG@10": 0.3,
+                "Recall@20": 0.5,
+            }
+        )
         for i, method in enumerate(["basic", "sp", "random", "infobatch", "dp", "dp_query", "dp_doc"]):
             seeds = (1, 2) if method in ("basic", "dp") else (1,)
             for seed in seeds:
                 for step in (50, 100, 150):
-                    rows.append({
-                        "dataset": dataset, "model": "org/m", "method": method, "seed": seed, "step": step,
-                        "train_seconds": seconds_scale * step * (1.0 - 0.05 * i) + seed,
-                        "NDCG@10": 0.3 + 0.001 * step + 0.01 * i + 0.005 * seed,
-                        "Recall@20": 0.5 + 0.0008 * step + 0.01 * seed,
-                    })
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "model": "org/m",
+                            "method": method,
+                            "seed": seed,
+                            "step": step,
+                            "train_seconds": seconds_scale * step * (1.0 - 0.05 * i) + seed,
+                            "NDCG@10": 0.3 + 0.001 * step + 0.01 * i + 0.005 * seed,
+                            "Recall@20": 0.5 + 0.0008 * step + 0.01 * seed,
+                        }
+                    )
     frame = pd.DataFrame(rows)
     frame["seed"] = frame["seed"].astype("Int64")
     frame["split"] = "test"
@@ -52,15 +68,28 @@ def test_training_time(tmp_path):
 
 def test_pruning_card(tmp_path):
     rng = np.random.default_rng(0)
-    pairs = pd.DataFrame({"query_id": [f"q{i // 3}" for i in range(300)],
-                          "doc_id": [f"d{i}" for i in range(300)],
-                          "score": rng.normal(0.5, 0.15, size=300)})
+    pairs = pd.DataFrame(
+        {
+            "query_id": [f"q{i // 3}" for i in range(300)],
+            "doc_id": [f"d{i}" for i in range(300)],
+            "score": rng.normal(0.5, 0.15, size=300),
+        }
+    )
     kept = pairs.nlargest(75, "score")
     logs = {
-        "dp": [{"step": s, "elapsed": s / 10, "loss": 1.0, "lr": 1e-5,
-                "sampler": {"queries_seen": min(100, s), "n_queries": 100}} for s in range(10, 160, 10)],
-        "basic": [{"step": 150, "elapsed": 15.0, "loss": 1.0, "lr": 1e-5,
-                   "sampler": {"queries_seen": 90, "n_queries": 100}}],
+        "dp": [
+            {
+                "step": s,
+                "elapsed": s / 10,
+                "loss": 1.0,
+                "lr": 1e-5,
+                "sampler": {"queries_seen": min(100, s), "n_queries": 100},
+            }
+            for s in range(10, 160, 10)
+        ],
+        "basic": [
+            {"step": 150, "elapsed": 15.0, "loss": 1.0, "lr": 1e-5, "sampler": {"queries_seen": 90, "n_queries": 100}}
+        ],
         "infobatch": [{"step": 150, "elapsed": 15.0, "loss": 1.0, "lr": 1e-5, "sampler": {}}],
     }
     _check(plots.pruning_card(pairs, kept, logs, tmp_path / "card" / "d1__m__pruning"), 2)

@@ -23,11 +23,22 @@ def pair_table(n_queries: int = 40, seed: int = 0, ties: bool = False) -> pd.Dat
 
 
 def keys(frame: pd.DataFrame) -> set:
-    return set(zip(frame["query_id"], frame["doc_id"]))
+    return set(zip(frame["query_id"], frame["doc_id"], strict=True))
 
 
-@pytest.mark.parametrize("n,pct,expected", [(100, 0.25, 25), (30, 0.1, 3), (10, 0.25, 3), (7, 0.5, 4),
-                                            (3, 0.01, 1), (8, 1.0, 8), (40, 0.33, 14), (200, 0.07, 14)])
+@pytest.mark.parametrize(
+    "n,pct,expected",
+    [
+        (100, 0.25, 25),
+        (30, 0.1, 3),
+        (10, 0.25, 3),
+        (7, 0.5, 4),
+        (3, 0.01, 1),
+        (8, 1.0, 8),
+        (40, 0.33, 14),
+        (200, 0.07, 14),
+    ],
+)
 def test_n_kept_is_ceil_and_at_least_one(n, pct, expected):
     assert n_kept(n, pct) == expected
 
@@ -50,13 +61,19 @@ def test_sp_keeps_top_pairs_by_score(pct, ties):
     merged = kept.merge(pairs, on=["query_id", "doc_id"], suffixes=("", "_in"))
     assert (merged["score"] == merged["score_in"]).all() and (merged["relevance"] == merged["relevance_in"]).all()
     assert list(kept.columns) == list(pairs.columns)
-    assert kept[["query_id", "doc_id"]].equals(kept.sort_values(["query_id", "doc_id"])[["query_id", "doc_id"]].reset_index(drop=True))
+    assert kept[["query_id", "doc_id"]].equals(
+        kept.sort_values(["query_id", "doc_id"])[["query_id", "doc_id"]].reset_index(drop=True)
+    )
     # queries left without a pair drop out, and the report counts them
     assert set(kept["query_id"]) == {r.query_id for r in ranked[:k]}
     assert report == {
-        "method": "sp", "pairs_total": len(pairs), "pairs_kept": k,
-        "queries_total": pairs["query_id"].nunique(), "queries_kept": len({r.query_id for r in ranked[:k]}),
-        "score_threshold": ranked[k - 1].score, "kept_pct": pct,
+        "method": "sp",
+        "pairs_total": len(pairs),
+        "pairs_kept": k,
+        "queries_total": pairs["query_id"].nunique(),
+        "queries_kept": len({r.query_id for r in ranked[:k]}),
+        "score_threshold": ranked[k - 1].score,
+        "kept_pct": pct,
     }
     if pct <= 0.25:
         assert report["queries_kept"] < report["queries_total"]  # some queries really dropped out
@@ -96,7 +113,7 @@ def test_random_is_uniform_over_pairs():
     counts = pd.Series(0, index=pd.MultiIndex.from_frame(pairs[["query_id", "doc_id"]]))
     for seed in range(400):
         kept = random_prune(pairs, 0.25, seed)
-        counts.loc[list(zip(kept["query_id"], kept["doc_id"]))] += 1
+        counts.loc[list(zip(kept["query_id"], kept["doc_id"], strict=True))] += 1
     expected = 400 * k / n
     se = math.sqrt(400 * (k / n) * (1 - k / n))
     assert (counts - expected).abs().max() < 5 * se

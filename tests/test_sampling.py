@@ -44,7 +44,9 @@ def pair_table(n_queries: int, per_query=1, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
-def dp_sampler(pairs: pd.DataFrame, max_steps: int = 100, seed: int = 0, kind: str = "dp", **overrides) -> DynamicPruningSampler:
+def dp_sampler(
+    pairs: pd.DataFrame, max_steps: int = 100, seed: int = 0, kind: str = "dp", **overrides
+) -> DynamicPruningSampler:
     return make_sampler(kind, PairIndex(pairs), max_steps, seed, {**DP, **overrides})
 
 
@@ -93,7 +95,9 @@ def test_dp_strength_and_cutoff_follow_schedules():
 
 
 # --- 2. dp, query level ------------------------------------------------------------------------
-@pytest.mark.parametrize("n,r0,x0", [(7, 0.25, 2.0), (40, 0.25, 2.0), (200, 0.25, 2.0), (1001, 0.25, 2.0), (100, 0.1, 3.0)])
+@pytest.mark.parametrize(
+    "n,r0,x0", [(7, 0.25, 2.0), (40, 0.25, 2.0), (200, 0.25, 2.0), (1001, 0.25, 2.0), (100, 0.1, 3.0)]
+)
 def test_dp_epoch_has_n0_distinct_queries(n, r0, x0):
     sampler = dp_sampler(pair_table(n, 2), max_steps=50, r0=r0, x0=x0)
     n0 = expected_n0(n, r0, x0)
@@ -186,8 +190,9 @@ def test_dp_query_level_follows_refreshed_scores():
 def mixed_pairs():
     """10 filler queries with 4 positives, and query q00010 with 6 positives: 3 high, 3 low."""
     frame = pair_table(10, 4, seed=8)
-    special = pd.DataFrame({"query_id": "q00010", "doc_id": [f"s{j}" for j in range(6)],
-                            "score": [0.999, 0.05, 0.998, 0.06, 0.997, 0.07]})
+    special = pd.DataFrame(
+        {"query_id": "q00010", "doc_id": [f"s{j}" for j in range(6)], "score": [0.999, 0.05, 0.998, 0.06, 0.997, 0.07]}
+    )
     return pd.concat([frame, special], ignore_index=True)
 
 
@@ -230,7 +235,7 @@ def test_dp_doc_draws_proportional_to_weights():
     weighted = np.array([5, 1, 5, 1, 5, 1]) / 18
     assert stats.chisquare(counts, counts.sum() * weighted).pvalue > 1e-3
     assert stats.chisquare(counts, np.full(6, counts.sum() / 6)).pvalue < 1e-50
-    assert sampler.scores[sampler.pairs.offsets[special]:] == pytest.approx([0.999, 0.05, 0.998, 0.06, 0.997, 0.07])
+    assert sampler.scores[sampler.pairs.offsets[special] :] == pytest.approx([0.999, 0.05, 0.998, 0.06, 0.997, 0.07])
 
 
 # --- 4. ablations ------------------------------------------------------------------------------
@@ -282,7 +287,7 @@ def test_update_overwrites_pair_scores_and_query_scores_are_means(kind):
     np.testing.assert_allclose(sampler.query_scores(), means.loc[index.query_ids].to_numpy())
     # the pair table is aligned: row i of the index is (query_ids[pair_query[i]], doc_ids[i])
     original = pairs.set_index(["query_id", "doc_id"])["score"]
-    keys = list(zip(index.query_ids[index.pair_query], index.doc_ids))
+    keys = list(zip(index.query_ids[index.pair_query], index.doc_ids, strict=True))
     np.testing.assert_array_equal(original.loc[keys].to_numpy(), index.base_scores)
 
 
@@ -299,7 +304,9 @@ def test_doc_weights_follow_updated_scores_at_same_step():
     assert sampler.tau() == pytest.approx(np.quantile(sampler.scores, 0.75))
     assert sampler.tau() != tau_before  # the quantile moved
     np.testing.assert_array_equal(sampler.positive_weights(special), [5, 5, 5, 5, 5, 1])
-    sampler.update(Batch(np.array([special]), np.array([lo]), np.ones(1)), np.array([-1.0]), np.ones(1))  # lower a high one
+    sampler.update(
+        Batch(np.array([special]), np.array([lo]), np.ones(1)), np.array([-1.0]), np.ones(1)
+    )  # lower a high one
     np.testing.assert_array_equal(sampler.positive_weights(special), [1, 5, 5, 5, 5, 1])
 
 
@@ -401,7 +408,7 @@ def test_batches_never_repeat_a_query(method, n, batch_size):
         assert len(batch.queries) == len(batch.pairs) == len(batch.weights) == batch_size
         assert len(set(batch.queries.tolist())) == batch_size
         # each drawn pair belongs to its query
-        for q, p in zip(batch.queries, batch.pairs):
+        for q, p in zip(batch.queries, batch.pairs, strict=True):
             assert sampler.pairs.offsets[q] <= p < sampler.pairs.offsets[q + 1]
         counts[batch.queries] += 1
         sampler.update(batch, *feed(step, batch))

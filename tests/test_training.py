@@ -4,7 +4,6 @@ checkpoints load with sentence-transformers, and the same loop runs as DDP (gloo
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import subprocess
@@ -19,16 +18,23 @@ from safetensors.torch import load_file
 from opera import encoders, io, pipeline, training
 from opera.config import load_config, method_params
 
-
 SMOKE_CONFIG = load_config(Path(__file__).resolve().parents[1] / "config" / "smoke.yaml")
 
 
 def _finetune(root: Path, settings: dict, name: str, method: str = "dp", seed: int = 42, stop_after=None):
     return pipeline.finetune(
-        data_dir=root / "data", pairs_path=root / "score" / "pairs.parquet",
-        negatives_path=root / "score" / "negatives.parquet", kept_pairs_path=root / "score" / "pairs.parquet",
-        settings=settings, method=method, method_params=method_params(SMOKE_CONFIG, method), seed=seed,
-        title_join="space", out_dir=root / "ft" / name, work_dir=root / "work" / name, stop_after=stop_after,
+        data_dir=root / "data",
+        pairs_path=root / "score" / "pairs.parquet",
+        negatives_path=root / "score" / "negatives.parquet",
+        kept_pairs_path=root / "score" / "pairs.parquet",
+        settings=settings,
+        method=method,
+        method_params=method_params(SMOKE_CONFIG, method),
+        seed=seed,
+        title_join="space",
+        out_dir=root / "ft" / name,
+        work_dir=root / "work" / name,
+        stop_after=stop_after,
     )
 
 
@@ -69,8 +75,13 @@ def test_training_lowers_loss_on_a_fixed_batch(smoke_scored, settings):
     _finetune(smoke_scored, strong, "loss", method="basic")
     dataset = pipeline.data_mod.read_prepared(smoke_scored / "data")
     pairs = io.load_table(smoke_scored / "score/pairs.parquet")
-    data = training.TrainingData.build(pairs, pairs, io.load_table(smoke_scored / "score/negatives.parquet"), dataset.queries,
-                                       dict(zip(dataset.corpus["doc_id"], pipeline.data_mod.passage_texts(dataset.corpus))))
+    data = training.TrainingData.build(
+        pairs,
+        pairs,
+        io.load_table(smoke_scored / "score/negatives.parquet"),
+        dataset.queries,
+        dict(zip(dataset.corpus["doc_id"], pipeline.data_mod.passage_texts(dataset.corpus), strict=True)),
+    )
 
     def loss_of(path) -> float:
         model = encoders.load(strong.encoder, device="cpu", path=path)
@@ -110,7 +121,10 @@ def test_same_seed_same_weights_and_kill_resume_identical(smoke_scored, settings
     _finetune(smoke_scored, settings, f"{method}-r", method=method)
     resumed = smoke_scored / "ft" / f"{method}-r"
     assert _same_weights(_weights(a, 4), _weights(resumed, 4))
-    strip = lambda entries: [{k: v for k, v in e.items() if k not in ("elapsed", "sampler_seconds")} for e in entries]
+
+    def strip(entries):
+        return [{k: v for k, v in e.items() if k not in ("elapsed", "sampler_seconds")} for e in entries]
+
     assert strip(io.read_train_log(a / "train_log.jsonl")) == strip(io.read_train_log(resumed / "train_log.jsonl"))
 
 
@@ -131,20 +145,46 @@ def test_false_negative_mask_hides_shared_positives():
 def test_ddp_gloo_two_processes(smoke_scored, settings, tmp_path):
     """The same loop under torchrun: 2 CPU processes, per-process batch 2, gathered negatives."""
     job = {
-        "data_dir": str(smoke_scored / "data"), "pairs_path": str(smoke_scored / "score" / "pairs.parquet"),
+        "data_dir": str(smoke_scored / "data"),
+        "pairs_path": str(smoke_scored / "score" / "pairs.parquet"),
         "negatives_path": str(smoke_scored / "score" / "negatives.parquet"),
         "kept_pairs_path": str(smoke_scored / "score" / "pairs.parquet"),
-        "settings": {**settings.to_dict(), "batch_size": 2}, "method": "dp",
-        "method_params": {"r0": 0.25, "x0": 2.0, "x_start": 2.0, "x_end": 5.0, "c_start": 0.25, "c_end": 0.5, "doc_weight": 5.0},
-        "seed": 42, "title_join": "space", "out_dir": str(tmp_path / "ddp"), "work_dir": str(tmp_path / "ddp_work"),
+        "settings": {**settings.to_dict(), "batch_size": 2},
+        "method": "dp",
+        "method_params": {
+            "r0": 0.25,
+            "x0": 2.0,
+            "x_start": 2.0,
+            "x_end": 5.0,
+            "c_start": 0.25,
+            "c_end": 0.5,
+            "doc_weight": 5.0,
+        },
+        "seed": 42,
+        "title_join": "space",
+        "out_dir": str(tmp_path / "ddp"),
+        "work_dir": str(tmp_path / "ddp_work"),
     }
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps(job))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "opera.cli", "finetune", "--job", str(job_file)],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "opera.cli",
+            "finetune",
+            "--job",
+            str(job_file),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run = json.loads((tmp_path / "ddp" / "run.json").read_text())

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from workflow_helpers import ENV, ROOT, plan, snakemake, snakemake_cmd, write_config
 
 pytestmark = pytest.mark.workflow
@@ -38,12 +37,24 @@ def test_smoke_run_writes_tables_plots_and_benchmarks(smoke_run):
         for ext in ("png", "pdf"):
             assert (results / "plots" / f"scifact__all-MiniLM-L6-v2__{kind}.{ext}").stat().st_size > 0
     # every checkpoint evaluated, pretrain once, from the corpus embeddings of `score`
-    evaluated = sorted(p.parent.relative_to(results / "evaluate" / "scifact" / "all-MiniLM-L6-v2").as_posix()
-                       for p in (results / "evaluate").rglob("metrics.json"))
-    assert evaluated == ["basic/seed42/step2", "basic/seed42/step4", "dp/seed42/step2", "dp/seed42/step4",
-                         "pretrain", "sp/seed42/step2", "sp/seed42/step4"]
+    evaluated = sorted(
+        p.parent.relative_to(results / "evaluate" / "scifact" / "all-MiniLM-L6-v2").as_posix()
+        for p in (results / "evaluate").rglob("metrics.json")
+    )
+    assert evaluated == [
+        "basic/seed42/step2",
+        "basic/seed42/step4",
+        "dp/seed42/step2",
+        "dp/seed42/step4",
+        "pretrain",
+        "sp/seed42/step2",
+        "sp/seed42/step4",
+    ]
     for rule in ("download", "score", "finetune", "index", "evaluate", "aggregate"):
-        assert list((smoke_run / "benchmarks" / rule).rglob("*.tsv")) or (smoke_run / "benchmarks" / f"{rule}.tsv").exists()
+        assert (
+            list((smoke_run / "benchmarks" / rule).rglob("*.tsv"))
+            or (smoke_run / "benchmarks" / f"{rule}.tsv").exists()
+        )
     # the pretrain index reuses the embeddings of `score`: its log shows no corpus encoding
     assert "corpus:" not in (smoke_run / "logs/index/scifact/all-MiniLM-L6-v2/pretrain.log").read_text()
 
@@ -84,8 +95,13 @@ def test_killed_finetune_resumes_and_whole_workflow_is_deterministic(smoke_run, 
     """A second run of the smoke workflow, with the dp finetune job SIGKILLed after its first
     checkpoint, resumed by `--rerun-incomplete`: every metrics file byte-identical to the first run."""
     workdir = tmp_path / "killed"
-    process = subprocess.Popen(snakemake_cmd(workdir, SMOKE, "--cores", "1"), env=ENV, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        snakemake_cmd(workdir, SMOKE, "--cores", "1"),
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = workdir / "results/finetune_work/scifact/all-MiniLM-L6-v2/dp/seed42/step2"
     _kill_when(process, checkpoint)
     assert not (workdir / "results/finetune/scifact/all-MiniLM-L6-v2/dp/seed42").exists()
@@ -106,6 +122,10 @@ def test_tables_have_the_reference_format(smoke_run):
     ours, reference = smoke_run / "results" / "tables", ROOT / "results" / "reference" / "tables"
     for name in ("results.csv", "avg_rank.csv", "significance.csv", "time_to_quality.csv", "runs.csv"):
         assert list(pd.read_csv(ours / name).columns) == list(pd.read_csv(reference / name).columns), name
+
+    def header(path):
+        first = next(line for line in path.read_text().splitlines() if line.startswith("|"))
+        return [cell.strip() for cell in first.split("|")]
+
     for name in ("results.md", "avg_rank.md"):
-        header = lambda path: [cell.strip() for cell in next(line for line in path.read_text().splitlines() if line.startswith("|")).split("|")]
         assert header(ours / name) == header(reference / name), name

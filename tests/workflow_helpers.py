@@ -17,12 +17,26 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def snakemake_cmd(workdir: Path, configfile: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
-            "--configfile", str(configfile), *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        *args,
+    ]
 
 
-def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(snakemake_cmd(workdir, configfile, *args), capture_output=True, text=True, env=ENV, timeout=timeout)
+def snakemake(
+    workdir: Path, configfile: Path, *args: str, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        snakemake_cmd(workdir, configfile, *args), capture_output=True, text=True, env=ENV, timeout=timeout
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result

@@ -1,9 +1,15 @@
 from opera import job, pipeline
 
-job.run(snakemake, lambda: pipeline.aggregate(
-    metrics_paths=snakemake.input.metrics,
-    tables_dir=snakemake.params.tables_dir,
-    plots_dir=snakemake.params.plots_dir,
-    train_logs={(dataset, model, method, int(seed)): path for dataset, model, method, seed, path in snakemake.params.train_logs},
-    cards=snakemake.params.cards,
-))
+job.run(
+    snakemake,
+    lambda: pipeline.aggregate(
+        metrics_paths=snakemake.input.metrics,
+        tables_dir=snakemake.params.tables_dir,
+        plots_dir=snakemake.params.plots_dir,
+        train_logs={
+            (dataset, model, method, int(seed)): path
+            for dataset, model, method, seed, path in snakemake.params.train_logs
+        },
+        cards=snakemake.params.cards,
+    ),
+)

@@ -1,17 +1,20 @@
 from opera import job, pipeline
 from opera.settings import ModelSettings
 
-job.run(snakemake, lambda: pipeline.finetune_job(
-    data_dir=snakemake.input.data,
-    pairs_path=snakemake.input.pairs,
-    negatives_path=snakemake.input.negatives,
-    kept_pairs_path=snakemake.input.kept_pairs,
-    settings=ModelSettings.from_dict(snakemake.params.settings),
-    method=snakemake.params.method,
-    method_params=snakemake.params.method_params,
-    seed=snakemake.params.seed,
-    title_join=snakemake.params.title_join,
-    out_dir=snakemake.output[0],
-    work_dir=snakemake.params.work_dir,
-    gpus=snakemake.resources.gpu,
-))
+job.run(
+    snakemake,
+    lambda: pipeline.finetune_job(
+        data_dir=snakemake.input.data,
+        pairs_path=snakemake.input.pairs,
+        negatives_path=snakemake.input.negatives,
+        kept_pairs_path=snakemake.input.kept_pairs,
+        settings=ModelSettings.from_dict(snakemake.params.settings),
+        method=snakemake.params.method,
+        method_params=snakemake.params.method_params,
+        seed=snakemake.params.seed,
+        title_join=snakemake.params.title_join,
+        out_dir=snakemake.output[0],
+        work_dir=snakemake.params.work_dir,
+        gpus=snakemake.resources.gpu,
+    ),
+)

@@ -1,9 +1,12 @@
 from opera import job, pipeline
 
-job.run(snakemake, lambda: pipeline.prune(
-    pairs_path=snakemake.input.pairs,
-    method=snakemake.params.method,
-    params=snakemake.params.method_params,
-    out_pairs=snakemake.output.pairs,
-    out_report=snakemake.output.report,
-))
+job.run(
+    snakemake,
+    lambda: pipeline.prune(
+        pairs_path=snakemake.input.pairs,
+        method=snakemake.params.method,
+        params=snakemake.params.method_params,
+        out_pairs=snakemake.output.pairs,
+        out_report=snakemake.output.report,
+    ),
+)

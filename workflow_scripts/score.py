@@ -3,11 +3,14 @@ from pathlib import Path
 from opera import job, pipeline
 from opera.settings import EncoderSettings, Mining
 
-job.run(snakemake, lambda: pipeline.score(
-    data_dir=snakemake.input.data,
-    encoder=EncoderSettings.from_dict(snakemake.params.encoder),
-    mining=Mining(**snakemake.params.mining),
-    encode_batch_size=snakemake.params.encode_batch_size,
-    title_join=snakemake.params.title_join,
-    out_dir=Path(snakemake.output.report).parent,
-))
+job.run(
+    snakemake,
+    lambda: pipeline.score(
+        data_dir=snakemake.input.data,
+        encoder=EncoderSettings.from_dict(snakemake.params.encoder),
+        mining=Mining(**snakemake.params.mining),
+        encode_batch_size=snakemake.params.encode_batch_size,
+        title_join=snakemake.params.title_join,
+        out_dir=Path(snakemake.output.report).parent,
+    ),
+)
