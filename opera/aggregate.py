@@ -298,7 +298,7 @@ def results_tables(
     for i, row in final.iterrows():
         n = int(row["n_seeds"])
         cells = [_fmt(row[f"{m}_mean"], row[f"{m}_std"], n) for m in shown]
-        if row["method"] == "pretrain":
+        if not method_registry.get(row["method"]).trains:
             time = "–"
         else:
             time = _fmt(row["train_seconds_mean"], row["train_seconds_std"], n, digits=1)

@@ -289,7 +289,7 @@ def pruning_card(
     kept_pairs: pd.DataFrame | None,
     train_logs: Mapping[str, Sequence[Mapping]],
     out_path_stem: str | Path,
-    pruner: str = "sp",
+    pruner: str,
 ) -> list[Path]:
     """The pruning data card: (left) base-model scores of the train positive pairs, kept vs pruned
     by ``pruner`` (a score-pruning method: sp); (right) query coverage: the fraction of train queries

@@ -92,7 +92,7 @@ def test_pruning_card(tmp_path):
         ],
         "infobatch": [{"step": 150, "elapsed": 15.0, "loss": 1.0, "lr": 1e-5, "sampler": {}}],
     }
-    _check(plots.pruning_card(pairs, kept, logs, tmp_path / "card" / "d1__m__pruning"), 2)
+    _check(plots.pruning_card(pairs, kept, logs, tmp_path / "card" / "d1__m__pruning", pruner="sp"), 2)
     assert (tmp_path / "card" / "d1__m__pruning.png").exists()
     # no coverage curve, only the static bar
-    _check(plots.pruning_card(pairs, kept, {}, tmp_path / "card2"), 2)
+    _check(plots.pruning_card(pairs, kept, {}, tmp_path / "card2", pruner="sp"), 2)

@@ -32,19 +32,19 @@ def snakemake_cmd(workdir: Path, configfile: Path, *args: str) -> list[str]:
 
 
 def snakemake(
-    workdir: Path, configfile: Path, *args: str, check: bool = True, timeout: int = 900
+    workdir: Path, configfile: Path, *args: str, check: bool = True, timeout: int = 900, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        snakemake_cmd(workdir, configfile, *args), capture_output=True, text=True, env=ENV, timeout=timeout
+        snakemake_cmd(workdir, configfile, *args), capture_output=True, text=True, env=env or ENV, timeout=timeout
     )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
 
 
-def plan(workdir: Path, configfile: Path, *args: str) -> Counter:
+def plan(workdir: Path, configfile: Path, *args: str, env: dict | None = None) -> Counter:
     """Jobs per rule that a dry run would execute (empty when there is nothing to do)."""
-    result = snakemake(workdir, configfile, "-n", "--cores", "1", *args)
+    result = snakemake(workdir, configfile, "-n", "--cores", "1", *args, env=env)
     text = result.stdout + result.stderr
     counts: Counter = Counter()
     if "Job stats:" not in text:
