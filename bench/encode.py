@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def load_corpus(limit: int | None) -> list[str]:
     texts = []
-    with gzip.open(ROOT / "resources/datasets/nfcorpus/corpus.jsonl.gz", "rt", encoding="utf-8") as handle:
+    with gzip.open(ROOT / "opera/datasets/nfcorpus/corpus.jsonl.gz", "rt", encoding="utf-8") as handle:
         for line in handle:
             doc = json.loads(line)
             texts.append(passage_text(doc.get("title", ""), doc["text"], "space"))

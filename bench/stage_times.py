@@ -1,6 +1,6 @@
 """Wall time and peak memory per workflow stage, from Snakemake's benchmark files.
 
-    .venv/bin/python bench/stage_times.py [benchmarks/]
+    .venv/bin/python bench/stage_times.py [results/config/benchmarks/]
 
 Prints one row per rule: jobs, total and median wall seconds, largest max_rss (MB).
 """
@@ -14,7 +14,7 @@ import pandas as pd
 
 
 def main() -> None:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks")
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "results/config/benchmarks")
     rows = []
     for path in sorted(root.rglob("*.tsv")):
         rule = path.relative_to(root).parts[0].removesuffix(".tsv")

@@ -1,26 +1,164 @@
-"""The ``opera`` command line: ``opera <subcommand> ...``.
+"""The opera command line: the pipeline's stages for one dataset and model, without Snakemake.
 
-Each subcommand is one entry of ``COMMANDS``: a function that adds its parser to the subparsers,
-and a ``run(args) -> int``. Errors the user can fix (bad config, bad data) print ``error: ...`` and exit 2.
+Each subcommand is one entry of COMMANDS: a function that adds its parser to the subparsers, and a
+run(args) -> int. Errors the user can fix (bad config, bad data, a missing checkpoint) print
+"error: ..." and exit 2. Outputs go where the workflow puts them, under the config's results_dir
+(results/<config file stem> by default), so the CLI and the workflow share prepared data and scores.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from opera import __version__
 from opera.config import ConfigError, load_config
 from opera.data import DataError, prepare, summary_lines
+
+log = logging.getLogger("opera.cli")
+
+DESCRIPTION = """\
+OPERA: data-pruned finetuning of dense retrievers. The workflow (snakemake) runs the whole grid of
+a config; these subcommands run its stages for one dataset and one model of a config.
+"""
+
+EPILOG = """\
+examples:
+  opera check    --config config/smoke.yaml
+  opera prepare  --config config/smoke.yaml
+  opera evaluate --config config/smoke.yaml --dataset scifact
+  opera evaluate --config config/smoke.yaml \
+      --checkpoint results/smoke/finetune/scifact/all-MiniLM-L6-v2/dp/seed42/budget4/step4
+  opera score    --config config/smoke.yaml
+  opera finetune --config config/smoke.yaml --method dp --seed 42
+
+Outputs go under the config's results_dir (default results/<config file stem>), in the
+workflow's layout: data/, score/, prune/, finetune/. Run "opera COMMAND --help" for a command's options.
+"""
+
+
+class UsageError(ValueError):
+    """A command-line choice that does not fit the config (an unknown dataset, model or method)."""
+
+
+# --- shared options and look-ups -----------------------------------------------------------------------
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="config/config.yaml", type=Path, help="config file (default: %(default)s)")
+
+
+def _add_dataset_model(parser: argparse.ArgumentParser) -> None:
+    _add_config(parser)
+    parser.add_argument("--dataset", metavar="NAME", help="a dataset of the config (default: its only one)")
+    parser.add_argument("--model", metavar="NAME", help="a model of the config (default: its only one)")
+
+
+def _one_of(config: dict, key: str, chosen: str | None, option: str) -> str:
+    names = list(config[key])
+    if chosen is None:
+        if len(names) != 1:
+            raise UsageError(f"the config has {len(names)} {key} {names}: choose one with {option}")
+        return names[0]
+    if chosen not in names:
+        raise UsageError(f"{option} {chosen!r} is not in the config's {key}: {names}")
+    return chosen
+
+
+def _results(config: dict) -> Path:
+    return Path(config["results_dir"])
+
+
+def _data(config: dict, dataset: str) -> Path:
+    """The dataset's prepared tables: those already under results_dir/data, else prepared now."""
+    out = _results(config) / "data" / dataset
+    if (out / "summary.json").is_file():
+        log.info("using the prepared data in %s (opera prepare rewrites it)", out)
+    else:
+        prepare(dataset, config["datasets"][dataset], config["data"], out)
+    return out
+
+
+def _score_dir(config: dict, dataset: str, model: str) -> Path:
+    return _results(config) / "score" / dataset / model
+
+
+def _score(config: dict, dataset: str, model: str) -> dict:
+    from opera import pipeline
+    from opera.config import model_settings
+
+    settings = model_settings(config, model)
+    scoring = config["scoring"]
+    return pipeline.score(
+        data_dir=_data(config, dataset),
+        encoder=settings.encoder,
+        mining=settings.mining,
+        encode_batch_size=scoring["encode_batch_size"],
+        judged_negatives_first=scoring.get("judged_negatives_first", False),
+        negative_pool_cap=scoring.get("negative_pool_cap"),
+        title_join=config["data"]["title_join"],
+        out_dir=_score_dir(config, dataset, model),
+    )
+
+
+def _print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}", flush=True)
+
+
+# --- check ---------------------------------------------------------------------------------------------
+
+
+def _add_check(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "check",
+        help="validate a config (sources, model paths, every key) and print what the workflow would run",
+        description="Validate a config as the workflow does before any job, and print its grid.",
+    )
+    _add_config(parser)
+    return parser
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from opera.config import grid, trained_methods
+
+    config = load_config(args.config)
+    runs = grid(config)
+    trained = trained_methods(config)
+    _print_table(
+        [
+            ("config", str(args.config)),
+            ("results_dir", config["results_dir"]),
+            ("datasets", ", ".join(config["datasets"])),
+            ("models", ", ".join(config["models"])),
+            ("methods", ", ".join(config["methods"])),
+            ("seeds", ", ".join(map(str, config["seeds"]))),
+            (
+                "finetune runs",
+                str(len(config["datasets"]) * len(config["models"]) * len(trained) * len(config["seeds"])),
+            ),
+            ("evaluated runs", str(len(runs))),
+        ]
+    )
+    return 0
+
+
+# --- prepare -------------------------------------------------------------------------------------------
 
 
 def _add_prepare(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "prepare", help="download/copy, validate and normalize datasets (the workflow's download stage)"
+        "prepare",
+        help="download/copy, validate and normalize datasets (the workflow's download stage)",
+        description="Read each dataset's source, validate it and write normalized parquet tables.",
     )
-    parser.add_argument("--config", default="config/config.yaml", type=Path, help="config file (default: %(default)s)")
+    _add_config(parser)
     parser.add_argument(
         "--dataset",
         action="append",
@@ -29,9 +167,8 @@ def _add_prepare(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out",
-        default="results/data",
         type=Path,
-        help="output folder; each dataset goes to OUT/NAME/ (default: %(default)s)",
+        help="output folder; each dataset goes to OUT/NAME/ (default: RESULTS_DIR/data, as the workflow)",
     )
     return parser
 
@@ -42,41 +179,221 @@ def _run_prepare(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in config["datasets"]]
     if unknown:
         raise ConfigError(f"dataset(s) {unknown} are not in {args.config}; configured: {list(config['datasets'])}")
+    out = args.out or _results(config) / "data"
     for name in names:
-        summary = prepare(name, config["datasets"][name], config["data"], args.out / name)
+        summary = prepare(name, config["datasets"][name], config["data"], out / name)
         print("\n".join(summary_lines(name, summary)), flush=True)
     return 0
 
 
+# --- score ---------------------------------------------------------------------------------------------
+
+
+def _add_score(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "score",
+        help="score every train pair with the base model and mine hard negatives (the workflow's score stage)",
+        description="Encode the corpus and the train queries with the base model; write pair scores and hard "
+        "negatives to RESULTS_DIR/score/DATASET/MODEL/.",
+    )
+    _add_dataset_model(parser)
+    return parser
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    dataset = _one_of(config, "datasets", args.dataset, "--dataset")
+    model = _one_of(config, "models", args.model, "--model")
+    report = _score(config, dataset, model)
+    rows = [("written to", str(_score_dir(config, dataset, model)))]
+    rows += [(key, str(value)) for key, value in report.items()]
+    _print_table(rows)
+    return 0
+
+
+# --- finetune ------------------------------------------------------------------------------------------
+
+
 def _add_finetune(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "finetune", help="run one finetuning job described by a job file (used under torchrun by the workflow)"
+        "finetune",
+        help="finetune a model of the config with one method and seed (prune + finetune stages)",
+        description="Prepare and score the data if needed, prune the pairs for METHOD, and finetune; "
+        "checkpoints go to RESULTS_DIR/finetune/DATASET/MODEL/METHOD/seedSEED/budgetSTEPS/stepK/.",
     )
-    parser.add_argument("--job", required=True, type=Path, help="JSON with the arguments of opera.pipeline.finetune")
+    _add_dataset_model(parser)
+    parser.add_argument("--method", help="a finetuning method (basic, sp, random, infobatch, dp, dp_query, dp_doc)")
+    parser.add_argument("--seed", type=int, help="random seed (default: the config's first seed)")
+    parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # the workflow's torchrun workers
     return parser
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    import json
+    if args.job:
+        return _run_finetune_job(args.job)
+    from opera import methods, pipeline
+    from opera.config import method_params, model_settings
 
+    config = load_config(args.config)
+    dataset = _one_of(config, "datasets", args.dataset, "--dataset")
+    model = _one_of(config, "models", args.model, "--model")
+    trained = methods.trained()
+    if args.method not in trained:
+        raise UsageError(f"--method {args.method!r}: choose one of the finetuning methods {trained}")
+    if "train" not in config["datasets"][dataset]["splits"]:
+        raise UsageError(f"dataset {dataset!r} has no train split to finetune on")
+    seed = config["seeds"][0] if args.seed is None else args.seed
+    results, method = _results(config), args.method
+    settings = model_settings(config, model)
+    run = Path(dataset, model, method, f"seed{seed}", f"budget{settings.max_steps}")  # the workflow's layout
+    out = results / "finetune" / run
+    if out.exists():
+        raise UsageError(f"{out} exists: this run is finished (delete the folder to train it again)")
+    data = _data(config, dataset)
+    score = _score_dir(config, dataset, model)
+    if not (score / "score.json").is_file():
+        _score(config, dataset, model)
+    params = method_params(config, method, model)
+    prune_dir = results / "prune" / dataset / model / method
+    pipeline.prune(
+        pairs_path=score / "pairs.parquet",
+        method=method,
+        params=params if methods.get(method).pruner else {},
+        out_pairs=prune_dir / "pairs.parquet",
+        out_report=prune_dir / "report.json",
+    )
+    pairs, negatives = score / "pairs.parquet", score / "negatives.parquet"
+    if params.get("mine_after_prune"):  # as the workflow's mine rule: negatives mined after pruning
+        pipeline.mine(
+            data_dir=data,
+            scored_pairs_path=pairs,
+            kept_pairs_path=prune_dir / "pairs.parquet",
+            corpus_embeddings_path=score / "corpus_embeddings.npy",
+            query_embeddings_path=score / "train_query_embeddings.npy",
+            mining=settings.mining,
+            judged_negatives_first=config["scoring"].get("judged_negatives_first", False),
+            negative_pool_cap=config["scoring"].get("negative_pool_cap"),
+            out_negatives=prune_dir / "negatives.parquet",
+        )
+        pairs, negatives = prune_dir / "pairs.parquet", prune_dir / "negatives.parquet"
+    import torch
+
+    pipeline.finetune_job(
+        gpus=min(settings.gpus, torch.cuda.device_count()),
+        data_dir=data,
+        pairs_path=pairs,
+        negatives_path=negatives,
+        kept_pairs_path=prune_dir / "pairs.parquet",
+        settings=settings,
+        method=method,
+        method_params=params,
+        seed=seed,
+        title_join=config["data"]["title_join"],
+        out_dir=out,
+        work_dir=results / "finetune_work" / run,
+    )
+    steps = sorted(out.glob("step*"), key=lambda p: int(p.name[4:]))
+    _print_table([("finetuned", str(out))] + [("checkpoint", str(step)) for step in steps])
+    return 0
+
+
+def _run_finetune_job(job_file: Path) -> int:
+    """One finetuning job described by a JSON file (the workflow runs this under torchrun)."""
     from opera import pipeline
     from opera.settings import ModelSettings
 
-    job = json.loads(args.job.read_text(encoding="utf-8"))
+    job = json.loads(job_file.read_text(encoding="utf-8"))
     job["settings"] = ModelSettings.from_dict(job["settings"])
     pipeline.finetune(**job)
     return 0
 
 
+# --- evaluate ------------------------------------------------------------------------------------------
+
+
+def _add_evaluate(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="retrieve with a model or checkpoint on a dataset of the config and print its metrics",
+        description="Index the corpus with the model (or --checkpoint), retrieve for the evaluation split's "
+        "queries and print NDCG, Recall and MRR. The model's settings (pooling, instructions, lengths) "
+        "come from its entry in the config.",
+    )
+    _add_dataset_model(parser)
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="weights to evaluate: a finetune step folder, a local model folder or a hub id "
+        "(default: the model's own path)",
+    )
+    parser.add_argument("--split", help="test or dev (default: the config's evaluation.split: test, else dev)")
+    parser.add_argument("--out", type=Path, help="also keep run.trec, per_query.parquet and metrics.json here")
+    return parser
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from opera import pipeline
+    from opera.config import eval_split, model_settings
+    from opera.preflight import model_path_problem
+
+    config = load_config(args.config)
+    dataset = _one_of(config, "datasets", args.dataset, "--dataset")
+    model = _one_of(config, "models", args.model, "--model")
+    if args.checkpoint and (problem := model_path_problem(args.checkpoint)):
+        raise UsageError(f"--checkpoint: {problem}")
+    evaluation = config["evaluation"]
+    split = eval_split(config["datasets"][dataset], args.split or evaluation["split"])
+    encoder = model_settings(config, model).encoder
+    data = _data(config, dataset)
+    with tempfile.TemporaryDirectory(prefix="opera-evaluate-") as scratch:
+        out = args.out or Path(scratch)
+        out.mkdir(parents=True, exist_ok=True)
+        pipeline.index(
+            data_dir=data,
+            encoder=encoder,
+            index_factory=evaluation["index_factory"],
+            encode_batch_size=evaluation["encode_batch_size"],
+            title_join=config["data"]["title_join"],
+            out_index=Path(scratch) / "index.faiss",
+            checkpoint=args.checkpoint or encoder.path,
+        )
+        record = pipeline.evaluate(
+            data_dir=data,
+            encoder=encoder,
+            evaluation=evaluation,
+            index_path=Path(scratch) / "index.faiss",
+            split=split,
+            out_run=out / "run.trec",
+            out_per_query=out / "per_query.parquet",
+            out_metrics=out / "metrics.json",
+            run_meta={"dataset": dataset, "model": model, "method": "cli", "checkpoint": args.checkpoint},
+            checkpoint=args.checkpoint,
+        )
+    print(f"{dataset} {split}, {model} ({args.checkpoint or encoder.path}), {record['n_queries']} queries")
+    _print_table([("metric", "value")] + [(name, f"{value:.4f}") for name, value in record["metrics"].items()])
+    if args.out:
+        print(f"run, per-query metrics and metrics.json in {args.out}")
+    return 0
+
+
 # subcommand -> (add its parser, run it)
 COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
+    "check": (_add_check, _run_check),
     "prepare": (_add_prepare, _run_prepare),
+    "score": (_add_score, _run_score),
     "finetune": (_add_finetune, _run_finetune),
+    "evaluate": (_add_evaluate, _run_evaluate),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opera", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="opera",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"opera {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add, _ in COMMANDS.values():
         add(subparsers)
@@ -87,9 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``opera`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command][1](args)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

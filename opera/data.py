@@ -1,4 +1,4 @@
-"""Datasets: loading from a shipped/BEIR/ir_datasets source, validation, and normalized tables.
+"""Datasets: loading from a shipped/BEIR/ir_datasets/Hugging Face source, validation, and normalized tables.
 
 Whatever the source, a dataset becomes three normalized tables:
 
@@ -10,7 +10,8 @@ Whatever the source, a dataset becomes three normalized tables:
 
 Everything is validated before anything is written; a violation raises :class:`DataError` naming
 the file, the 1-based line and the offending id, e.g.
-``resources/datasets/x/corpus.jsonl.gz:17: duplicate document id 'MED-10' (first seen on line 3)``.
+``opera/datasets/x/corpus.jsonl.gz:17: duplicate document id 'MED-10' (first seen on line 3)``; rows
+of a Hugging Face dataset are numbered the same way (``hf:mteb/nfcorpus[corpus]:17``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from opera import io
-from opera.config import PROJECT_DIR
 
 log = logging.getLogger(__name__)
 
-SHIPPED_DIR = PROJECT_DIR / "resources" / "datasets"
+SHIPPED_DIR = Path(__file__).resolve().parent / "datasets"  # package data: NFCorpus and SciFact, BEIR layout
 SPLIT_ORDER = ("train", "dev", "test")
 DEFAULT_OPTIONS = {"title_join": "space", "queries_without_positives": "drop", "duplicate_documents": "error"}
 
@@ -240,14 +240,20 @@ def _shipped_names() -> list[str]:
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if p.is_dir()) if SHIPPED_DIR.is_dir() else []
 
 
-def _load_beir(folder: Path, splits: list[str], options: dict) -> _Source:
+def _beir_files(folder: Path, splits: list[str]) -> tuple[Path, Path, dict[str, Path]]:
+    """The corpus, queries and per-split qrels files of a BEIR folder; DataError naming the first one missing."""
     if not folder.is_dir():
         raise DataError(f"{_display(folder)}: BEIR dataset folder not found")
-    missing = [s for s in splits if not (folder / "qrels" / f"{s}.tsv").exists()]
+    qrels = {s: folder / "qrels" / f"{s}.tsv" for s in splits}
+    missing = [s for s, path in qrels.items() if not path.is_file()]
     if missing:  # checked first: a missing split should not wait for the corpus to be read
         s = missing[0]
-        raise DataError(f"{_display(folder / 'qrels' / f'{s}.tsv')}: missing qrels file for required split {s!r}")
-    corpus_path, queries_path = _find_jsonl(folder, "corpus"), _find_jsonl(folder, "queries")
+        raise DataError(f"{_display(qrels[s])}: missing qrels file for required split {s!r}")
+    return _find_jsonl(folder, "corpus"), _find_jsonl(folder, "queries"), qrels
+
+
+def _load_beir(folder: Path, splits: list[str], options: dict) -> _Source:
+    corpus_path, queries_path, _ = _beir_files(folder, splits)
     corpus, dropped = _collect_docs(_read_jsonl(corpus_path), _display(corpus_path), options["duplicate_documents"])
     queries = _collect_queries(_read_jsonl(queries_path), _display(queries_path))
     doc_ids, query_ids = set(corpus["doc_id"]), set(queries["query_id"])
@@ -438,6 +444,207 @@ def _load_ir_datasets(name: str, spec: dict, splits: list[str], options: dict) -
     return _Source(corpus, queries, qrels, where, dropped)
 
 
+# --- Hugging Face datasets ---------------------------------------------------------------------------
+# A BEIR-style dataset on the hub (or a local copy): config "corpus" (_id, title, text), config
+# "queries" (_id, text) and the qrels (query-id, corpus-id, score) with one split per BEIR split.
+# mteb/<name> keeps the qrels in its "default" config (splits train, dev, test); BeIR/<name> keeps
+# them in the repo BeIR/<name>-qrels (files train.tsv, dev.tsv, test.tsv: splits train, validation,
+# test). A local folder is either such a repo's copy or corpus/, queries/ and qrels/ folders written
+# by ``save_to_disk`` (qrels/ a DatasetDict with one split per BEIR split).
+
+_HF_COLUMNS = {
+    "corpus": {"_id": ("_id", "id", "doc_id", "corpus-id"), "title": ("title",), "text": ("text",)},
+    "queries": {"_id": ("_id", "id", "query_id", "query-id"), "text": ("text", "query")},
+    "qrels": {
+        "query": ("query-id", "query_id", "qid"),
+        "doc": ("corpus-id", "corpus_id", "doc_id", "doc-id", "docid"),
+        "score": ("score", "relevance", "label"),
+    },
+}
+_HF_SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation", "valid", "val"), "test": ("test",)}
+_HF_SAVED_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
+
+
+def _hf_is_local(repo: str) -> bool:
+    return repo.startswith((".", "/", "~")) or Path(repo).expanduser().exists()
+
+
+def _hf_repos(source: dict) -> tuple[str, str]:
+    """(repo, qrels repo) of an hf source: BeIR/<name> keeps its qrels in BeIR/<name>-qrels."""
+    repo = source["repo"]
+    default_qrels = f"{repo}-qrels" if repo.startswith("BeIR/") and not repo.endswith("-qrels") else repo
+    return repo, source.get("qrels_repo") or default_qrels
+
+
+def _hf_saved(folder: Path, part: str) -> bool:
+    """Whether ``folder/part`` was written by ``save_to_disk``."""
+    return any((folder / part / marker).is_file() for marker in _HF_SAVED_MARKERS)
+
+
+def _datasets():
+    import datasets  # heavy: only for this source
+
+    return datasets
+
+
+def _hf_load(repo: str, config: str | None, source: dict, part: str, manual: str | None):
+    """The DatasetDict (or Dataset) of one part (corpus, queries, qrels) of an hf source."""
+    datasets = _datasets()
+    local = _hf_is_local(repo)
+    folder = Path(repo).expanduser()
+    what = f"hf:{repo}[{config or 'default'}]"
+    try:
+        if local and _hf_saved(folder, part):
+            return datasets.load_from_disk(str(folder / part))
+        revision = source.get("revision") if repo == source["repo"] and not local else None  # of `repo` only
+        return datasets.load_dataset(str(folder) if local else repo, config, revision=revision)
+    except Exception as exc:  # noqa: BLE001 - any failure to obtain the data: missing repo, config, network
+        hint = f"\n{manual}" if manual else ""
+        raise DataError(f"{what}: could not load {part} ({type(exc).__name__}: {exc}){hint}") from exc
+
+
+def _hf_split(loaded: Any, wanted: tuple[str, ...], where: str, what: str, only_is_fine: bool = False):
+    """The split of ``loaded`` named one of ``wanted`` (or its only split, if ``only_is_fine``) and its name."""
+    if not hasattr(loaded, "keys"):  # a single Dataset (save_to_disk of one table)
+        return loaded, wanted[0]
+    names = list(loaded.keys())
+    for name in wanted:
+        if name in names:
+            return loaded[name], name
+    if len(names) == 1 and only_is_fine:
+        return loaded[names[0]], names[0]
+    raise DataError(f"{where}: no split for {what} (looked for {list(wanted)}; the dataset has {names})")
+
+
+def _hf_rows(table: Any, where: str, part: str) -> Iterator[tuple[int, dict]]:
+    """(row number from 1, record) with the columns renamed to ``_HF_COLUMNS[part]``'s keys."""
+    columns = list(table.column_names)
+    chosen = {}
+    for key, candidates in _HF_COLUMNS[part].items():
+        found = next((c for c in candidates if c in columns), None)
+        if found is None and key != "title":
+            raise DataError(f"{where}: no column for {key!r} (looked for {list(candidates)}; columns: {columns})")
+        chosen[key] = found
+    row = 0
+    for batch in table.iter(batch_size=10_000):
+        for i in range(len(batch[columns[0]])):
+            row += 1
+            yield row, {key: (batch[col][i] if col else None) for key, col in chosen.items()}
+
+
+def _hf_relevance(score: Any) -> Any:
+    """An integral float (mteb stores 1.0) as an int; anything else as it is, for the integer check."""
+    if isinstance(score, float) and score.is_integer():
+        return int(score)
+    return str(score) if isinstance(score, float) else score
+
+
+def _load_hf(name: str, spec: dict, splits: list[str], options: dict) -> _Source:
+    source, manual = spec["source"], spec.get("manual_download")
+    repo, qrels_repo = _hf_repos(source)
+    tables = {}
+    for part in ("corpus", "queries"):
+        label = f"hf:{repo}[{part}]"  # rows are numbered from 1 after it, as lines of a file
+        table, _ = _hf_split(_hf_load(repo, part, source, part, manual), (part,), label, part, only_is_fine=True)
+        tables[part] = (table, label)
+    table, label = tables["corpus"]
+    corpus, dropped = _collect_docs(
+        _progress(_hf_rows(table, label, "corpus"), "corpus"), label, options["duplicate_documents"]
+    )
+    table, label = tables["queries"]
+    queries = _collect_queries(_hf_rows(table, label, "queries"), label)
+    qrels_config = source.get("qrels_config")
+    loaded = _hf_load(qrels_repo, qrels_config, source, "qrels", manual)
+    base = f"hf:{qrels_repo}[{qrels_config or 'default'}]"
+    doc_ids, query_ids = set(corpus["doc_id"]), set(queries["query_id"])
+    qrels, where = {}, {}
+    for split in splits:
+        table, found = _hf_split(loaded, _HF_SPLIT_NAMES.get(split, (split,)), base, f"the {split!r} qrels")
+        where[split] = f"{base}/{found}"
+        rows = (
+            (i, str(r["query"]), str(r["doc"]), _hf_relevance(r["score"]))
+            for i, r in _hf_rows(table, where[split], "qrels")
+        )
+        qrels[split] = _collect_qrels(rows, where[split], doc_ids, query_ids)
+    return _Source(corpus, queries, qrels, where, dropped)
+
+
+# --- checks before any job, and the files a local source reads -----------------------------------------
+
+
+def check_local_source(name: str, spec: dict) -> None:
+    """Check, without reading them, the files of a local source of dataset ``name`` (its resolved entry).
+
+    A shipped dataset exists; a BEIR folder (``source.path``, required) holds ``corpus.jsonl[.gz]``,
+    ``queries.jsonl[.gz]`` and ``qrels/<split>.tsv`` for every split; an hf source has a ``repo``
+    that is an existing folder or looks like a hub id ``owner/name`` (the hub is not contacted).
+    Raises :class:`DataError` naming the config key. ir_datasets ids: :func:`check_ir_datasets_ids`.
+    """
+    source = spec.get("source") or {}
+    kind, splits = source.get("type"), list(spec.get("splits") or SPLIT_ORDER)
+    key = f"datasets.{name}.source"
+    if kind == "shipped":
+        shipped = source.get("name", name)
+        if shipped not in _shipped_names():
+            raise DataError(
+                f"config key '{key}.name': no shipped dataset {shipped!r}; shipped datasets: {_shipped_names()}"
+            )
+        _check_beir_folder(f"{key}.name", SHIPPED_DIR / shipped, splits)
+    elif kind == "beir":
+        if not source.get("path"):
+            raise DataError(f"config key '{key}': source type 'beir' needs a 'path' to a BEIR folder")
+        _check_beir_folder(f"{key}.path", Path(source["path"]).expanduser(), splits)
+    elif kind == "hf":
+        if not source.get("repo"):
+            raise DataError(
+                f"config key '{key}': source type 'hf' needs a 'repo' (a hub id such as mteb/{name}, or a local folder)"
+            )
+        repo, qrels_repo = _hf_repos(source)
+        for field_name, value in (("repo", repo), ("qrels_repo", qrels_repo)):
+            folder = Path(value).expanduser()
+            if _hf_is_local(value):
+                if not folder.is_dir():
+                    raise DataError(f"config key '{key}.{field_name}': {_display(folder)}: folder not found")
+            elif value.count("/") != 1:
+                raise DataError(
+                    f"config key '{key}.{field_name}': {value!r} is neither a folder nor a hub id 'owner/name'"
+                )
+
+
+def _check_beir_folder(key: str, folder: Path, splits: list[str]) -> None:
+    try:
+        _beir_files(folder, splits)
+    except DataError as exc:
+        raise DataError(f"config key '{key}': {exc}") from None
+
+
+def source_files(name: str, spec: dict) -> list[str]:
+    """The local files a dataset's source reads (for the workflow's download rule: an edit reruns it).
+
+    A shipped dataset or BEIR folder: its corpus, queries and the qrels of its splits; a local hf
+    folder: every file in it (but hidden ones); nothing for ir_datasets or a hub id. Call it on a
+    checked source (:func:`check_local_source`).
+    """
+    source = spec.get("source") or {}
+    kind, splits = source.get("type"), list(spec.get("splits") or SPLIT_ORDER)
+    if kind in ("shipped", "beir"):
+        folder = SHIPPED_DIR / source.get("name", name) if kind == "shipped" else Path(source["path"]).expanduser()
+        corpus, queries, qrels = _beir_files(folder, splits)
+        return [str(path) for path in (corpus, queries, *qrels.values())]
+    if kind == "hf":
+        files: list[str] = []
+        for repo in dict.fromkeys(_hf_repos(source)):
+            if _hf_is_local(repo):
+                root = Path(repo).expanduser()
+                files += sorted(
+                    str(path)
+                    for path in root.rglob("*")
+                    if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
+                )
+        return files
+    return []
+
+
 # --- loading ---------------------------------------------------------------------------------------
 
 
@@ -509,7 +716,9 @@ def _read_source(name: str, spec: dict, options: dict) -> _Source:
         return _load_beir(Path(source["path"]).expanduser(), splits, options)
     if kind == "ir_datasets":
         return _load_ir_datasets(name, spec, splits, options)
-    raise DataError(f"dataset {name!r}: unknown source type {kind!r} (shipped, beir or ir_datasets)")
+    if kind == "hf":
+        return _load_hf(name, spec, splits, options)
+    raise DataError(f"dataset {name!r}: unknown source type {kind!r} (shipped, beir, ir_datasets or hf)")
 
 
 def _apply_thresholds_and_drops(raw: _Source, thresholds: dict, without_positives: str):

@@ -9,6 +9,7 @@ called from the CLI, a notebook or a test.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -23,14 +24,44 @@ class JobResourceError(RuntimeError):
     """A job ran out of memory or time; the message names the rule and the resource to raise."""
 
 
+# A progress bar written to a log file (not a terminal) updates at most this often, in seconds:
+# a job log gets a few progress lines, not one per batch. TQDM_MININTERVAL in the environment wins.
+LOG_FILE_PROGRESS_INTERVAL = "60"
+
+
 def setup(log_files, threads: int) -> None:
-    """Send logging and progress bars (stderr) to the job's log file; use the job's threads."""
+    """Send logging and progress bars (stderr) to the job's log file; use the job's threads.
+
+    In a log file (stderr not a terminal) progress bars update once a minute (tqdm reads its
+    default ``mininterval`` from TQDM_MININTERVAL), and faiss's loader says which library it loaded
+    only when that fails (its INFO lines are dropped).
+    """
     import torch
 
     if log_files:
         sys.stderr = open(log_files[0], "a", encoding="utf-8", buffering=1)
+    if not sys.stderr.isatty():
+        _slow_progress_bars()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True, format=LOG_FORMAT)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     torch.set_num_threads(max(1, int(threads)))
+
+
+def _slow_progress_bars() -> None:
+    """Progress bars update every TQDM_MININTERVAL seconds (default: LOG_FILE_PROGRESS_INTERVAL).
+
+    tqdm reads TQDM_* variables once, when it is imported, which in a job happens before this
+    runs: the environment variable serves the job's child processes (torchrun workers), and the
+    default of tqdm's ``mininterval`` is set here for this process (an explicit argument still wins).
+    """
+    from functools import partialmethod
+
+    from tqdm import std
+
+    os.environ.setdefault("TQDM_MININTERVAL", LOG_FILE_PROGRESS_INTERVAL)
+    if not getattr(std.tqdm, "_opera_interval_set", False):
+        std.tqdm.__init__ = partialmethod(std.tqdm.__init__, mininterval=float(os.environ["TQDM_MININTERVAL"]))
+        std.tqdm._opera_interval_set = True
 
 
 def run(snakemake, stage: Callable[[], object]) -> None:

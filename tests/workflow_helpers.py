@@ -60,9 +60,19 @@ def plan(workdir: Path, configfile: Path, *args: str, env: dict | None = None) -
     return counts
 
 
+def results_dir(workdir: Path, configfile: Path) -> Path:
+    """Where a config without ``results_dir`` writes in ``workdir``: results/<config file stem>."""
+    return workdir / "results" / configfile.stem
+
+
 def write_config(path: Path, base: Path, **changes) -> Path:
-    """A copy of the YAML config ``base`` with top-level keys replaced or model fields updated."""
+    """A copy of the YAML config ``base`` with top-level keys replaced or model fields updated.
+
+    The copy writes where ``base`` does (its ``results_dir``, else results/<stem of base>), so a
+    dry run of the copy plans against ``base``'s outputs; pass ``results_dir`` to change that.
+    """
     config = yaml.safe_load(base.read_text())
+    config.setdefault("results_dir", f"results/{base.stem}")
     for key, value in changes.items():
         if key == "model":
             for model in config["models"].values():

