@@ -1,11 +1,16 @@
 # The two set-up commands of the README: `make run` and `make test`.
 # Each creates .venv on first use; a second call reinstalls nothing unless pyproject.toml changed.
+# `make run CONFIG=config/pretrain_check.yaml` runs another config; every config writes to its own
+# results folder (results/<config file stem>, or the config's results_dir).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 CORES ?= all
+CONFIG ?= config/config.yaml
+# The folder CONFIG writes to (evaluated when a recipe runs, once the venv exists).
+RESULTS_DIR = $$($(VENV)/bin/python -m opera.preflight results-dir $(CONFIG))
 
-.PHONY: run test lint report clean-results
+.PHONY: run test test-slurm lint report clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -14,11 +19,19 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: $(STAMP)
-	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/config.yaml
-	$(VENV)/bin/snakemake --cores 1 --configfile config/config.yaml --report results/report.html
+	$(VENV)/bin/snakemake --profile profiles/local --cores $(CORES) --configfile $(CONFIG)
+	$(MAKE) --no-print-directory report CONFIG=$(CONFIG)
+
+# Snakemake's HTML report of a finished run: results/config/report.html for the default.
+report: $(STAMP)
+	$(VENV)/bin/snakemake --cores 1 --configfile $(CONFIG) --report "$(RESULTS_DIR)/report.html"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+
+# The smoke config through a one-node SLURM that the test starts and stops (tools/local_slurm.sh).
+test-slurm: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m slurm
 
 # The linters CI runs before the tests (versions pinned in pyproject.toml's `lint` extra).
 lint: $(STAMP)
@@ -27,6 +40,6 @@ lint: $(STAMP)
 	$(VENV)/bin/snakefmt --check Snakefile rules/
 	$(VENV)/bin/python .ci/lint_workflow.py
 
-clean-results:
-	rm -rf results/data results/score results/prune results/finetune results/finetune_work \
-	       results/index results/evaluate results/tables results/plots logs benchmarks
+# Deletes everything CONFIG wrote (never results/reference/: no config may write there).
+clean-results: $(STAMP)
+	dir="$(RESULTS_DIR)" && test -n "$$dir" && rm -rf "$$dir"

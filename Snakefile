@@ -9,6 +9,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# The report's front page (snakemake --report <results_dir>/report.html; `make report`).
+report: "report/workflow.rst"
+
+
 # The embedded default, unless --configfile names others (then they alone are used, not merged
 # into the default: a smoke config must not inherit the default's datasets).
 if not workflow.overwrite_configfiles:
@@ -20,10 +24,19 @@ include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/score.smk"
 include: "rules/prune.smk"
+include: "rules/mine.smk"
 include: "rules/finetune.smk"
 include: "rules/index.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
+
+
+# Short jobs run where Snakemake runs (a cluster's login node, which also has network to download):
+# submitting them would cost more than they do.
+localrules:
+    download,
+    prune,
+    aggregate,
 
 
 rule all:

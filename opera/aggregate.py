@@ -30,10 +30,23 @@ from opera.io import read_json, read_train_log, write_text
 
 log = logging.getLogger(__name__)
 
-ID_COLUMNS = ["dataset", "model", "method", "seed", "step", "train_seconds", "split", "n_queries", "n_excluded"]
+ID_COLUMNS = [
+    "dataset",
+    "model",
+    "method",
+    "seed",
+    "budget",
+    "step",
+    "main_run",
+    "train_seconds",
+    "split",
+    "n_queries",
+    "n_excluded",
+]
+RUN_KEY = ["dataset", "model", "method", "seed", "budget"]  # one finetune run (pretrain: budget NA)
 MAIN_METRICS = ("NDCG@10", "Recall@20")
 # Metrics shown in results.md / results.tex (the csv holds every metric); absent ones are skipped.
-DISPLAY_METRICS = ("NDCG@10", "Recall@20", "MRR@10", "Recall@100")
+DISPLAY_METRICS = ("NDCG@10", "NDCG@10_authors", "Recall@20", "MRR@10", "Recall@100")
 TEST_NAME = "paired t-test (two-sided); Wilcoxon signed-rank"
 SIGNIFICANCE_COLUMNS = [
     "dataset",
@@ -54,12 +67,16 @@ TTQ_COLUMNS = [
     "dataset",
     "model",
     "method",
+    "reading",
     "target",
+    "tolerance",
     "reached",
-    "time_to_target",
+    "budget",
     "step_at_target",
+    "time_to_target",
     "total_train_seconds",
     "ratio_to_reference",
+    "ratio_to_reference_total",
 ]
 AVG_RANK_COLUMNS = ["model", "method", "avg_rank", "n_cells"]
 _EPS = 1e-12
@@ -69,9 +86,11 @@ _EPS = 1e-12
 
 
 def _metric_key(name: str) -> tuple:
-    family, _, cutoff = name.partition("@")
+    """NDCG@1 < NDCG@5 < NDCG@10 < NDCG@10_authors < NDCG@20 < Recall@1 ..."""
+    family, _, rest = name.partition("@")
+    cutoff, _, variant = rest.partition("_")
     order = {"NDCG": 0, "Recall": 1, "MRR": 2, "MAP": 3, "P": 4}
-    return (order.get(family, 9), family, int(cutoff) if cutoff.isdigit() else 0)
+    return (order.get(family, 9), family, int(cutoff) if cutoff.isdigit() else 0, variant)
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -98,11 +117,18 @@ def _sort(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 
 
 def _final_rows(long: pd.DataFrame) -> pd.DataFrame:
-    """For each run (dataset, model, method, seed), the row of its last evaluated step."""
+    """For each run (dataset, model, method, seed, budget), the row of its last evaluated step."""
     if long.empty:
         return long.copy()
-    idx = long.groupby(["dataset", "model", "method", "seed"], dropna=False, sort=False)["step"].idxmax()
+    key = [column for column in RUN_KEY if column in long.columns]  # hand-made tables may lack budget
+    idx = long.groupby(key, dropna=False, sort=False)["step"].idxmax()
     return long.loc[idx.to_numpy()].reset_index(drop=True)
+
+
+def main_runs(long: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the main runs (budget = the model's max_steps) and of pretrain: what the result
+    tables, ranks, significance tests and checkpoint time-to-quality read."""
+    return long[long["main_run"]].reset_index(drop=True)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -119,8 +145,9 @@ def collect(metrics_paths: Iterable[str | Path], train_seconds: Mapping[tuple, f
     ``per_query_path`` (the sibling ``per_query.parquet``).
 
     Metrics files hold no wall time (so they are byte-identical across reruns); training seconds
-    come from ``train_seconds[(dataset, model, method, seed, step)]`` (see
-    :func:`train_seconds_from_logs`), else from the record, else 0 (pretrain).
+    come from ``train_seconds[(dataset, model, method, seed, budget, step)]`` (see
+    :func:`train_seconds_from_logs`), else from the record, else 0 (pretrain). A record without a
+    budget (pretrain, or written before budgets existed) belongs to a main run.
     """
     train_seconds = train_seconds or {}
     rows = []
@@ -131,7 +158,8 @@ def collect(metrics_paths: Iterable[str | Path], train_seconds: Mapping[tuple, f
         if missing:
             raise ValueError(f"{path}: metrics file lacks key(s) {missing}")
         row = {key: record.get(key) for key in ID_COLUMNS}
-        key = (row["dataset"], row["model"], row["method"], row["seed"], row["step"])
+        row["main_run"] = row["budget"] is None or row["budget"] == record.get("max_steps")
+        key = (row["dataset"], row["model"], row["method"], row["seed"], row["budget"], row["step"])
         row["train_seconds"] = float(train_seconds.get(key, row.get("train_seconds") or 0.0))
         row.update({name: float(value) for name, value in record["metrics"].items()})
         row["per_query_path"] = str(path.parent / "per_query.parquet")
@@ -143,24 +171,26 @@ def collect(metrics_paths: Iterable[str | Path], train_seconds: Mapping[tuple, f
     metrics = metric_columns(frame)
     frame = frame[ID_COLUMNS + metrics + ["per_query_path"]]
     frame["seed"] = pd.array(frame["seed"].tolist(), dtype="Int64")
+    frame["budget"] = pd.array(frame["budget"].tolist(), dtype="Int64")
+    frame["main_run"] = frame["main_run"].astype(bool)
     frame["step"] = frame["step"].astype("int64")
     frame["train_seconds"] = frame["train_seconds"].astype(float)
-    frame = _sort(frame, ["dataset", "model", "method", "seed", "step"])
-    dupes = frame.duplicated(["dataset", "model", "method", "seed", "step"])
+    frame = _sort(frame, ["dataset", "model", "method", "seed", "budget", "step"])
+    dupes = frame.duplicated(RUN_KEY + ["step"])
     if dupes.any():
         raise ValueError(
-            f"duplicate runs among the metrics files: {frame.loc[dupes, ID_COLUMNS[:5]].to_dict('records')}"
+            f"duplicate runs among the metrics files: {frame.loc[dupes, RUN_KEY + ['step']].to_dict('records')}"
         )
     log.info("collected %d evaluated runs", len(frame))
     return frame
 
 
 def train_seconds_from_logs(train_logs: Mapping[tuple, str | Path]) -> dict[tuple, float]:
-    """{(dataset, model, method, seed, step): elapsed} from {(dataset, model, method, seed): train_log path}."""
+    """{(*run, step): elapsed} from {run: train_log path}, run = (dataset, model, method, seed, budget)."""
     seconds = {}
-    for (dataset, model, method, seed), path in train_logs.items():
+    for run, path in train_logs.items():
         for entry in read_train_log(path):
-            seconds[(dataset, model, method, seed, int(entry["step"]))] = float(entry["elapsed"])
+            seconds[(*run, int(entry["step"]))] = float(entry["elapsed"])
     return seconds
 
 
@@ -498,71 +528,142 @@ def significance(
 # --- time to quality -------------------------------------------------------------------------------
 
 
+def _first_reaching(curve: pd.DataFrame, metric: str, target: float) -> tuple[bool, float, object]:
+    """(reached, train seconds, index) of the first row of ``curve`` whose metric reaches ``target``."""
+    hit = curve[curve[metric] >= target - _EPS]
+    if hit.empty:
+        return False, math.nan, pd.NA
+    return True, float(hit["train_seconds"].iloc[0]), int(hit.index[0])
+
+
 def time_to_quality(
-    long: pd.DataFrame, reference: str = method_registry.REFERENCE_METHOD, metric: str = "NDCG@10"
+    long: pd.DataFrame,
+    reference: str = method_registry.REFERENCE_METHOD,
+    metric: str = "NDCG@10",
+    tolerance: float = 0.0,
 ) -> pd.DataFrame:
-    """Per dataset x model: the target is the reference method's final ``metric`` (mean over seeds);
-    for each trained method, the seed-averaged (train_seconds, metric) curve over steps gives the
-    first training wall time at which the metric reaches the target (NaN if never), and its ratio to
-    the reference's own time."""
+    """Time to quality, in two readings (column ``reading``), per dataset x model x trained method.
+
+    The target is the reference method's final ``metric`` of its main run (mean over seeds) minus
+    ``tolerance`` ("comparable" quality).
+
+    - ``checkpoint``: along the seed-averaged (train_seconds, metric) curve of the method's main
+      run, the first checkpoint that reaches the target. A checkpoint half-way through a run is not
+      a run of half the length: its learning rate has not decayed and its schedules are half-way.
+    - ``budget`` (only when the grid has ``budgets``): among the method's runs of every budget, each
+      read at its last step, the smallest budget that reaches the target, and that run's training
+      time: the authors' reading (separate runs of different lengths).
+
+    ``budget`` is the run read (checkpoint reading: the main run; budget reading: the budget that
+    reaches the target). Two ratios: ``ratio_to_reference``, to the time at which the reference
+    itself reaches the target in the same reading, and ``ratio_to_reference_total``, to the
+    reference's total training time (the paper's "comparable performance in less than 50% of the
+    training time required by standard finetuning")."""
     rows = []
-    last = _final_rows(long)
+    main = main_runs(long)
+    last = _final_rows(main)
+    has_budgets = not long["main_run"].all()
     for (dataset, model), group in long.groupby(["dataset", "model"], sort=True):
         ref_final = last[(last["dataset"] == dataset) & (last["model"] == model) & (last["method"] == reference)]
         if ref_final.empty:
             log.warning("time to quality: %s/%s has no %s runs; skipped", dataset, model, reference)
             continue
-        target = float(ref_final[metric].mean())
+        target = float(ref_final[metric].mean()) - tolerance
         cell = []
         for method, runs in group.groupby("method", sort=False):
             if not method_registry.get(method).trains:
                 continue
-            curve = runs.groupby("step")[["train_seconds", metric]].mean().sort_index()
-            hit = curve[curve[metric] >= target - _EPS]
-            reached = not hit.empty
-            cell.append(
-                {
-                    "dataset": dataset,
-                    "model": model,
-                    "method": method,
-                    "target": target,
-                    "reached": reached,
-                    "time_to_target": float(hit["train_seconds"].iloc[0]) if reached else math.nan,
-                    "step_at_target": int(hit.index[0]) if reached else pd.NA,
-                    "total_train_seconds": float(curve["train_seconds"].iloc[-1]),
-                }
+            main_curve = runs[runs["main_run"]].groupby("step")[["train_seconds", metric]].mean().sort_index()
+            main_budget = (
+                int(runs.loc[runs["main_run"], "budget"].dropna().max()) if runs["budget"].notna().any() else pd.NA
             )
-        ref_time = next((r["time_to_target"] for r in cell if r["method"] == reference), math.nan)
-        for r in cell:
-            r["ratio_to_reference"] = (
-                r["time_to_target"] / ref_time if ref_time and not math.isnan(ref_time) else math.nan
-            )
+            readings = {"checkpoint": main_curve}
+            if has_budgets:
+                finals = runs[runs["step"] == runs["budget"]]
+                readings["budget"] = finals.groupby("budget")[["train_seconds", metric]].mean().sort_index()
+            for reading, curve in readings.items():
+                reached, seconds, index = _first_reaching(curve, metric, target)
+                cell.append(
+                    {
+                        "dataset": dataset,
+                        "model": model,
+                        "method": method,
+                        "reading": reading,
+                        "target": target,
+                        "tolerance": tolerance,
+                        "reached": reached,
+                        "budget": main_budget if reading == "checkpoint" else index,
+                        "step_at_target": index,
+                        "time_to_target": seconds,
+                        "total_train_seconds": float(main_curve["train_seconds"].iloc[-1]),
+                    }
+                )
+        for reading in ("checkpoint", "budget"):
+            of_reading = [r for r in cell if r["reading"] == reading]
+            ref = next((r for r in of_reading if r["method"] == reference), None)
+            for r in of_reading:
+                ref_time = ref["time_to_target"] if ref else math.nan
+                r["ratio_to_reference"] = (
+                    r["time_to_target"] / ref_time if ref_time and not math.isnan(ref_time) else math.nan
+                )
+                ref_total = ref["total_train_seconds"] if ref else math.nan
+                r["ratio_to_reference_total"] = r["time_to_target"] / ref_total if ref_total else math.nan
         rows += cell
     out = pd.DataFrame(rows, columns=TTQ_COLUMNS)
     out["step_at_target"] = out["step_at_target"].astype("Int64")
+    out["budget"] = out["budget"].astype("Int64")
     out["reached"] = out["reached"].astype(bool)
-    return _sort(out, ["dataset", "model", "method"])
+    return _sort(out, ["dataset", "model", "method", "reading"])
+
+
+def budget_table(long: pd.DataFrame, metrics: Sequence[str] = MAIN_METRICS) -> pd.DataFrame:
+    """Per dataset x model x trained method x budget: each run read at its last step, mean and std
+    over seeds of the main metrics and of the training time (how quality moves with the budget)."""
+    finals = long[long["budget"].notna() & (long["step"] == long["budget"])]
+    columns = {"n_seeds": ("seed", "nunique")}
+    for name in [*metrics, "train_seconds"]:
+        columns[f"{name}_mean"] = (name, "mean")
+        columns[f"{name}_std"] = (name, "std")
+    table = finals.groupby(["dataset", "model", "method", "budget", "main_run"], sort=False).agg(**columns)
+    return _sort(table.reset_index(), ["dataset", "model", "method", "budget"])
 
 
 # --- everything ------------------------------------------------------------------------------------
 
 
 def aggregate(
-    metrics_paths: Iterable[str | Path], tables_dir: str | Path, train_seconds: Mapping[tuple, float] | None = None
+    metrics_paths: Iterable[str | Path],
+    tables_dir: str | Path,
+    train_seconds: Mapping[tuple, float] | None = None,
+    ttq_tolerance: float = 0.0,
+    rank_pretrain: bool = True,
 ) -> dict[str, pd.DataFrame]:
     """Collect the runs and write every table into ``tables_dir``; return the DataFrames under the
-    keys long, final, avg_rank, significance, time_to_quality."""
+    keys long, final, avg_rank, significance, time_to_quality. ``rank_pretrain`` false leaves the
+    methods that do not train (pretrain) out of the average rank."""
     tables_dir = Path(tables_dir)
     long = collect(metrics_paths, train_seconds)
     if long.empty:
         raise ValueError("aggregate: no metrics files given")
-    final = final_results(long)
-    ranks = average_rank(final)
-    sig = significance(long)
-    ttq = time_to_quality(long)
+    main = main_runs(long)
+    final = final_results(main)
+    ranked = None if rank_pretrain else [m for m in final["method"].unique() if method_registry.get(m).trains]
+    ranks = average_rank(final, methods=ranked)
+    sig = significance(main)
+    ttq = time_to_quality(long, tolerance=ttq_tolerance)
+    budgets = budget_table(long)
     _write_csv(long, tables_dir / "runs.csv")
+    _write_csv(budgets, tables_dir / "budgets.csv")
     results_tables(final, tables_dir)
     write_avg_rank(ranks, tables_dir)
     _write_csv(sig, tables_dir / "significance.csv")
     _write_csv(ttq, tables_dir / "time_to_quality.csv")
-    return {"long": long, "final": final, "avg_rank": ranks, "significance": sig, "time_to_quality": ttq}
+    return {
+        "long": long,
+        "main": main,
+        "final": final,
+        "avg_rank": ranks,
+        "significance": sig,
+        "time_to_quality": ttq,
+        "budgets": budgets,
+    }

@@ -20,8 +20,7 @@ from opera import methods
 from opera.settings import ModelSettings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = PACKAGE_DIR.parent
-SCHEMA_PATH = PROJECT_DIR / "config" / "schema.yaml"
+SCHEMA_PATH = PACKAGE_DIR / "schema.yaml"  # package data: found the same from a checkout or an installed wheel
 REGISTRY_PATH = PACKAGE_DIR / "registry.yaml"
 
 
@@ -37,10 +36,22 @@ def load_registry() -> dict:
 
 @cache
 def _load_schema() -> dict:
-    """config/schema.yaml, with the method enum taken from the method registry (opera.methods)."""
+    """opera/schema.yaml, with the method enum taken from the method registry (opera.methods)."""
     with open(SCHEMA_PATH, encoding="utf-8") as handle:
         schema = yaml.safe_load(handle)
     schema["properties"]["methods"]["items"]["enum"] = methods.names()
+    schema["properties"]["budget_methods"]["items"]["enum"] = methods.trained()
+    per_model = schema["definitions"]["model"]["properties"]["method_params"]
+    per_model.update(_without_defaults(schema["properties"]["method_params"]))
+    return schema
+
+
+def _without_defaults(schema: Any) -> Any:
+    """A copy of a schema with every ``default`` removed (overrides must not fill in defaults)."""
+    if isinstance(schema, dict):
+        return {key: _without_defaults(value) for key, value in schema.items() if key != "default"}
+    if isinstance(schema, list):
+        return [_without_defaults(item) for item in schema]
     return schema
 
 
@@ -81,10 +92,13 @@ def _explain(error: jsonschema.ValidationError) -> str:
 
 
 def validate_config(config: dict) -> dict:
-    """Validate ``config`` in place against config/schema.yaml, fill defaults, resolve registry entries.
+    """Validate ``config`` in place against opera/schema.yaml, fill defaults, resolve registry entries.
 
     Returns the same dict, with ``datasets`` and ``models`` replaced by fully resolved entries.
     """
+    from opera import preflight  # imports this module
+
+    preflight.coerce_command_line_values(config)
     errors = sorted(_Validator(_load_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_explain(e) for e in errors))
@@ -95,7 +109,12 @@ def validate_config(config: dict) -> dict:
         mining = model_settings(config, name).mining
         if mining.hi <= mining.lo:
             raise ConfigError(f"config key 'models.{name}.mining': hi ({mining.hi}) must exceed lo ({mining.lo})")
+    preflight.check_models(config["models"])
+    preflight.check_results_dir(config["results_dir"])
     trained = trained_methods(config)
+    absent = sorted(set(config.get("budget_methods") or []) - set(trained))
+    if absent:
+        raise ConfigError(f"config key 'budget_methods': {absent} are not finetuned methods of this config ({trained})")
     for name, dataset in config["datasets"].items():
         if trained and "train" not in dataset["splits"]:
             raise ConfigError(
@@ -111,11 +130,13 @@ def validate_config(config: dict) -> dict:
 
 
 def _check_dataset_sources(datasets: dict) -> None:
-    """What a dry run can know about each source: ir_datasets ids are registered (offline)."""
-    from opera.data import DataError, check_ir_datasets_ids  # opera.data imports this module
+    """What a dry run can know about each source: ir_datasets ids are registered (offline); local
+    sources (shipped, BEIR folder, local hf copy) and their files exist."""
+    from opera.data import DataError, check_ir_datasets_ids, check_local_source  # lazy: pandas, numpy
 
     for name, dataset in datasets.items():
         try:
+            check_local_source(name, dataset)
             check_ir_datasets_ids(name, dataset)
         except DataError as exc:
             raise ConfigError(str(exc)) from exc
@@ -138,6 +159,10 @@ def load_config(path: str | Path) -> dict:
             config = yaml.safe_load(handle) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if isinstance(config, dict):
+        from opera.preflight import default_results_dir
+
+        config.setdefault("results_dir", default_results_dir([path]))
     try:
         return validate_config(config)
     except ConfigError as exc:
@@ -182,8 +207,9 @@ def resolve_model(name: str, overrides: dict | None = None) -> dict:
 
 
 def model_settings(config: dict, name: str) -> ModelSettings:
-    """The typed settings of a resolved model entry."""
-    return ModelSettings.from_dict(config["models"][name])
+    """The typed settings of a resolved model entry (its method_params are read by :func:`method_params`)."""
+    entry = {key: value for key, value in config["models"][name].items() if key != "method_params"}
+    return ModelSettings.from_dict(entry)
 
 
 def trained_methods(config: dict) -> list[str]:
@@ -208,50 +234,78 @@ def eval_split(dataset: dict, choice: str = "auto") -> str:
 
 @dataclass(frozen=True)
 class EvaluatedRun:
-    """One evaluated retriever: a (dataset, model, method, seed, step) cell of the grid."""
+    """One evaluated retriever: a (dataset, model, method, seed, budget, step) cell of the grid.
+
+    ``budget`` is the length in steps of the finetuning run (its schedules end there); ``step`` is
+    the checkpoint evaluated. The main run of a model has budget = max_steps and is evaluated at
+    every checkpoint; the extra runs of ``budgets`` are evaluated at their last step.
+    """
 
     dataset: str
     model: str
     method: str
     seed: int | None = None
+    budget: int | None = None
     step: int | None = None
 
-    # The run id below {dataset}/{model}/ in every stage's paths: 'pretrain' or 'dp/seed42/step300'.
-    ID_PATTERN = r"pretrain|[a-z_]+/seed\d+/step\d+"
+    # The run id below {dataset}/{model}/ in every stage's paths: 'pretrain' or 'dp/seed42/budget300/step100'.
+    ID_PATTERN = r"pretrain|[a-z_]+/seed\d+/budget\d+/step\d+"
 
     @property
     def run_id(self) -> str:
         if not methods.get(self.method).trains:
             return self.method
-        return f"{self.method}/seed{self.seed}/step{self.step}"
+        return f"{self.method}/seed{self.seed}/budget{self.budget}/step{self.step}"
 
     @classmethod
     def from_id(cls, dataset: str, model: str, run_id: str) -> EvaluatedRun:
         """The inverse of :attr:`run_id`."""
         if not re.fullmatch(cls.ID_PATTERN, run_id):
-            raise ValueError(f"not a run id: {run_id!r} (expected 'pretrain' or '<method>/seed<N>/step<N>')")
+            raise ValueError(f"not a run id: {run_id!r} (expected 'pretrain' or '<method>/seed<N>/budget<N>/step<N>')")
         if "/" not in run_id:
             return cls(dataset, model, run_id)
-        method, seed, step = run_id.split("/")
-        return cls(dataset, model, method, int(seed[len("seed") :]), int(step[len("step") :]))
+        method, seed, budget, step = run_id.split("/")
+        return cls(
+            dataset, model, method, int(seed[len("seed") :]), int(budget[len("budget") :]), int(step[len("step") :])
+        )
+
+
+def budget_steps(config: dict, model: str, method: str) -> list[int]:
+    """The run lengths (steps) a method is finetuned for: the model's max_steps (the main run), and
+    for the methods of ``budget_methods`` every entry of ``budgets`` (a float: a fraction of
+    max_steps; an int: steps), in increasing order without repeats."""
+    max_steps = model_settings(config, model).max_steps
+    steps = {max_steps}
+    if method in (config.get("budget_methods") or trained_methods(config)):
+        for budget in config["budgets"]:
+            steps.add(max(1, round(budget * max_steps)) if isinstance(budget, float) else int(budget))
+    return sorted(steps)
 
 
 def grid(config: dict) -> list[EvaluatedRun]:
+    """Every evaluated run: pretrain once; each trained method's main run at every checkpoint, and
+    its budget runs at their last step."""
     runs = []
     for dataset in config["datasets"]:
         for model_name in config["models"]:
-            steps = model_settings(config, model_name).checkpoint_steps()
+            settings = model_settings(config, model_name)
             for method in config["methods"]:
                 if not methods.get(method).trains:
                     runs.append(EvaluatedRun(dataset, model_name, method))
                     continue
                 for seed in config["seeds"]:
-                    for step in steps:
-                        runs.append(EvaluatedRun(dataset, model_name, method, seed, step))
+                    for budget in budget_steps(config, model_name, method):
+                        steps = settings.checkpoint_steps() if budget == settings.max_steps else [budget]
+                        for step in steps:
+                            runs.append(EvaluatedRun(dataset, model_name, method, seed, budget, step))
     return runs
 
 
-def method_params(config: dict, method: str) -> dict:
-    """The parameters that affect one method (and nothing else), for Snakemake's params trigger."""
+def method_params(config: dict, method: str, model: str | None = None) -> dict:
+    """The parameters that affect one method (and nothing else), for Snakemake's params trigger:
+    the top-level ``method_params`` block of its params key, overridden by the model's own."""
     key = methods.get(method).params_key
-    return dict(config["method_params"][key]) if key else {}
+    if not key:
+        return {}
+    overrides = config["models"][model].get("method_params", {}).get(key, {}) if model else {}
+    return {**config["method_params"][key], **overrides}

@@ -5,7 +5,7 @@ An entry says whether the method trains, how its training pairs are pruned befor
 block of ``method_params`` configures it (``params_key``), what it is tested against, and how it
 is drawn. Everything else (config validation, the schema's method enum, the workflow's wildcard
 constraints, pruning, sampling, tables and plots) reads these entries; adding a method that
-reuses an existing pruner and sampler is one entry below (plus its params in config/schema.yaml
+reuses an existing pruner and sampler is one entry below (plus its params in opera/schema.yaml
 when it brings a new ``params_key``).
 """
 

@@ -41,13 +41,40 @@ def run_from_search(
     return run
 
 
+AUTHORS_NDCG = "NDCG@10_authors"
+
+
+def authors_ndcg(run: Run, qrels: Qrels, k: int = 10) -> dict[str, float]:
+    """NDCG@k as the OPERA authors compute it (docs/comparability.md, D1): sklearn's ``ndcg_score``
+    on binary labels of the *retrieved* documents, so the ideal DCG counts only relevant documents
+    that were retrieved, grades are ignored and tied scores share their gain. A reported extra,
+    never a replacement for trec_eval's NDCG."""
+    from sklearn.metrics import ndcg_score
+
+    values = {}
+    for query_id, docs in qrels.items():
+        retrieved = run.get(query_id, {})
+        if len(retrieved) < 2:  # sklearn needs two documents; one relevant retrieved doc is a perfect ranking
+            values[query_id] = float(any(docs.get(d, 0) > 0 for d in retrieved))
+            continue
+        labels = np.array([[1.0 if docs.get(d, 0) > 0 else 0.0 for d in retrieved]])
+        scores = np.array([list(retrieved.values())], dtype=np.float64)
+        values[query_id] = float(ndcg_score(labels, scores, k=k)) if labels.any() else 0.0
+    return values
+
+
 def evaluate(
-    run: Run, qrels: Qrels, cutoffs: Iterable[int] = (1, 5, 10, 20, 50, 100), mrr_cutoff: int = 10
+    run: Run,
+    qrels: Qrels,
+    cutoffs: Iterable[int] = (1, 5, 10, 20, 50, 100),
+    mrr_cutoff: int = 10,
+    with_authors_ndcg: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """Per-query metrics (one row per evaluated query) and a summary with means and counts.
 
     Queries in ``qrels`` without any relevant document are excluded (counted as ``n_excluded``);
-    an evaluated query missing from the run scores 0 on every metric.
+    an evaluated query missing from the run scores 0 on every metric. ``with_authors_ndcg`` adds
+    the column :data:`AUTHORS_NDCG` (:func:`authors_ndcg`) after the standard ones.
     """
     import pytrec_eval
 
@@ -63,6 +90,7 @@ def evaluate(
     top = {q: dict(_trec_order(docs)[:mrr_cutoff]) for q, docs in run.items() if docs}
     mrr = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top)
 
+    authors = authors_ndcg(run, judged) if with_authors_ndcg else {}
     rows = []
     for query_id in sorted(judged):
         values = scores.get(query_id, {})
@@ -72,6 +100,8 @@ def evaluate(
         for k in cutoffs:
             row[f"Recall@{k}"] = values.get(f"recall_{k}", 0.0)
         row[f"MRR@{mrr_cutoff}"] = mrr.get(query_id, {}).get("recip_rank", 0.0)
+        if with_authors_ndcg:
+            row[AUTHORS_NDCG] = authors[query_id]
         rows.append(row)
     per_query = pd.DataFrame(rows)
     summary = {

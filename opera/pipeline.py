@@ -41,6 +41,8 @@ def download(*, name: str, spec: dict, options: dict, out_dir: str | Path) -> di
 
 def score(
     *,
+    judged_negatives_first: bool = False,
+    negative_pool_cap: int | None = None,
     data_dir: str | Path,
     encoder: EncoderSettings,
     mining: Mining,
@@ -76,6 +78,7 @@ def score(
         )
         scored = scoring.score_pairs(pairs, query_ids, query_emb, doc_ids, corpus_emb)
         negatives = scoring.mine_negatives(pairs, query_ids, query_emb, doc_ids, corpus_emb, mining.lo, mining.hi)
+        negatives = _pools(negatives, dataset, query_ids, judged_negatives_first, negative_pool_cap)
     else:
         query_emb = np.zeros((0, corpus_emb.shape[1]), dtype=np.float32)
         scored = pairs.assign(score=np.zeros(0, dtype=np.float32))
@@ -102,6 +105,17 @@ def score(
     return report
 
 
+def _pools(mined: pd.DataFrame, dataset, query_ids, judged_first: bool, cap: int | None) -> pd.DataFrame:
+    """The authors' negative pools when asked (docs/comparability.md D4); else the mined ones as they are."""
+    if not judged_first and cap is None:
+        return mined
+    judged = None
+    if judged_first:
+        judged = scoring.judged_negatives(dataset.qrels["train"])
+        judged = judged[judged["query_id"].isin(set(query_ids))]
+    return scoring.negative_pools(mined, judged, cap)
+
+
 # --- 3. prune ---------------------------------------------------------------------------------------
 
 
@@ -119,6 +133,38 @@ def prune(*, pairs_path: str | Path, method: str, params: dict, out_pairs: str |
         report["queries_total"],
     )
     return report
+
+
+def mine(
+    *,
+    data_dir: str | Path,
+    scored_pairs_path: str | Path,
+    kept_pairs_path: str | Path,
+    corpus_embeddings_path: str | Path,
+    query_embeddings_path: str | Path,
+    mining: Mining,
+    judged_negatives_first: bool = False,
+    negative_pool_cap: int | None = None,
+    out_negatives: str | Path,
+) -> dict:
+    """Reads the base model's embeddings of `score` and a method's kept pairs; writes hard negatives
+    mined excluding only the kept positives, so a pruned positive may become its query's negative
+    (the authors' order: prune, then mine; docs/comparability.md D6)."""
+    dataset = data_mod.read_prepared(data_dir)
+    query_ids = sorted(io.load_table(scored_pairs_path)["query_id"].unique())  # the rows of the query embeddings
+    kept = io.load_table(kept_pairs_path)
+    query_emb = io.load_array(query_embeddings_path)
+    corpus_emb = io.load_array(corpus_embeddings_path)
+    if len(query_emb) != len(query_ids) or len(corpus_emb) != len(dataset.corpus):
+        raise StageError(f"{query_embeddings_path} or {corpus_embeddings_path}: rows do not match the scored data")
+    keep = np.isin(np.asarray(query_ids, dtype=object), kept["query_id"].unique())
+    trained = [q for q, k in zip(query_ids, keep, strict=True) if k]
+    doc_ids = dataset.corpus["doc_id"].tolist()
+    mined = scoring.mine_negatives(kept, trained, query_emb[keep], doc_ids, corpus_emb, mining.lo, mining.hi)
+    negatives = _pools(mined, dataset, trained, judged_negatives_first, negative_pool_cap)
+    io.save_table(out_negatives, negatives)
+    log.info("mined %d negatives for %d queries after pruning", len(negatives), len(trained))
+    return {"queries": len(trained), "negatives": len(negatives)}
 
 
 # --- 4. finetune ------------------------------------------------------------------------------------
@@ -159,10 +205,9 @@ def finetune(
 
 
 def finetune_job(*, gpus: int = 0, **job) -> dict | None:
-    """Run :func:`finetune` here, or under torchrun when the job holds several GPUs."""
-    import torch
-
-    if gpus > 1 and torch.cuda.is_available():
+    """Run :func:`finetune` here, or under torchrun, one process per GPU, when the job holds several
+    GPUs; without CUDA those are gloo CPU processes, so the global batch is ``batch_size x gpus`` either way."""
+    if gpus > 1:
         import json
         import subprocess
         import sys
@@ -273,7 +318,11 @@ def evaluate(
     scores, rows = faiss_index.search(built, query_emb, evaluation["top_k"])
     run = metrics.run_from_search(query_ids, dataset.corpus["doc_id"].to_numpy(), scores, rows)
     per_query, summary = metrics.evaluate(
-        run, metrics.qrels_from_frame(qrels), evaluation["cutoffs"], evaluation["mrr_cutoff"]
+        run,
+        metrics.qrels_from_frame(qrels),
+        evaluation["cutoffs"],
+        evaluation["mrr_cutoff"],
+        with_authors_ndcg=evaluation["authors_ndcg"],
     )
     metrics.write_trec_run(out_run, run, tag=f"opera-{run_meta.get('method', 'run')}")
     io.save_table(out_per_query, per_query)
@@ -299,6 +348,8 @@ def aggregate(
     plots_dir: str | Path,
     train_logs: dict[tuple, str | Path],
     cards: list[dict] | None = None,
+    ttq_tolerance: float = 0.0,
+    rank_pretrain: bool = True,
 ) -> list[Path]:
     """Reads every metrics.json (with its per_query.parquet) and train log; writes the tables to
     ``tables_dir`` and the plots to ``plots_dir``.
@@ -310,13 +361,28 @@ def aggregate(
     from opera import aggregate as agg
     from opera import plots
 
-    frames = agg.aggregate(metrics_paths, tables_dir, agg.train_seconds_from_logs(train_logs))
+    frames = agg.aggregate(
+        metrics_paths,
+        tables_dir,
+        agg.train_seconds_from_logs(train_logs),
+        ttq_tolerance=ttq_tolerance,
+        rank_pretrain=rank_pretrain,
+    )
     plots_dir = Path(plots_dir)
-    written = plots.metric_vs_time(frames["long"], plots_dir) + plots.training_time(frames["final"], plots_dir)
+    written = plots.metric_vs_time(frames["main"], plots_dir) + plots.training_time(frames["final"], plots_dir)
+    if not frames["long"]["main_run"].all():  # the grid has extra budgets
+        written += plots.metric_vs_budget(frames["budgets"], plots_dir)
     for card in cards or []:
         logs = {method: io.read_train_log(path) for method, path in card["train_logs"].items()}
         stem = plots_dir / f"{card['dataset']}__{card['model']}__pruning_card"
+        title = f"{card['dataset']} · {card['model']}"
         written += plots.pruning_card(
-            io.load_table(card["score_pairs"]), io.load_table(card["pruned_pairs"]), logs, stem, pruner=card["pruner"]
+            io.load_table(card["score_pairs"]),
+            io.load_table(card["pruned_pairs"]),
+            logs,
+            stem,
+            pruner=card["pruner"],
+            title=title,
         )
+        written += plots.schedules(logs, plots_dir / f"{card['dataset']}__{card['model']}__schedules", title=title)
     return written

@@ -143,6 +143,46 @@ def metric_vs_time(
     return paths
 
 
+# --- metric vs budget -----------------------------------------------------------------------------
+
+
+@plt.rc_context(STYLE)
+def metric_vs_budget(budgets: pd.DataFrame, out_dir: str | Path, metrics: Sequence[str] = MAIN_METRICS) -> list[Path]:
+    """Per dataset x model, one panel per metric against the training budget (steps of a separate
+    run, read at its last step): a line per method, mean over seeds with a ± std band. Saves
+    ``{dataset}__{model}__metric_vs_budget``."""
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    for (dataset, model), group in budgets.groupby(["dataset", "model"], sort=True):
+        fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.8, 4.2), squeeze=False)
+        for ax, metric in zip(axes[0], metrics, strict=True):
+            for method in _ordered(group["method"]):
+                rows = group[group["method"] == method].sort_values("budget")
+                x = rows["budget"].to_numpy(dtype=float)
+                y = rows[f"{metric}_mean"].to_numpy(dtype=float)
+                sd = rows[f"{metric}_std"].fillna(0.0).to_numpy(dtype=float)
+                color, emphasis = method_color(method), _highlighted(method)
+                ax.plot(
+                    x,
+                    y,
+                    color=color,
+                    marker=method_marker(method),
+                    linewidth=2.4 if emphasis else 1.5,
+                    markersize=8 if emphasis else 5,
+                    label=method,
+                )
+                if (rows["n_seeds"] > 1).any():
+                    ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.15, linewidth=0)
+            ax.set_xlabel("training budget (steps of a separate run)")
+            ax.set_ylabel(metric)
+            ax.set_title(metric)
+            ax.grid(True, alpha=0.3)
+        axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
+        fig.suptitle(f"{dataset} · {model}")
+        paths += _save(fig, out_dir / f"{_safe(dataset)}__{_safe(model)}__metric_vs_budget")
+    return paths
+
+
 # --- training time ---------------------------------------------------------------------------------
 
 
@@ -290,6 +330,7 @@ def pruning_card(
     train_logs: Mapping[str, Sequence[Mapping]],
     out_path_stem: str | Path,
     pruner: str,
+    title: str = "",
 ) -> list[Path]:
     """The pruning data card: (left) base-model scores of the train positive pairs, kept vs pruned
     by ``pruner`` (a score-pruning method: sp); (right) query coverage: the fraction of train queries
@@ -306,4 +347,89 @@ def pruning_card(
     _final_coverage_panel(axes[1], scores, pruner, kept_pairs is not None, curves)
     if show_curve:
         _coverage_curve_panel(axes[2], curves)
+    if title:
+        fig.suptitle(f"pruning data card · {title}")
+    return _save(fig, Path(out_path_stem))
+
+
+# --- schedules -------------------------------------------------------------------------------------
+
+
+def _sampler_series(entries: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one sampler field over a train log, skipping entries without it."""
+    points = [(int(e["step"]), e["sampler"][key]) for e in entries if (e.get("sampler") or {}).get(key) is not None]
+    return [p[0] for p in points], [float(p[1]) for p in points]
+
+
+def _pruned_per_epoch(entries: Sequence[Mapping]) -> list[tuple[int, float]]:
+    """(epoch, share of the training queries InfoBatch skipped in it), from the first step of each epoch."""
+    shares: dict[int, float] = {}
+    for entry in entries:
+        sampler = entry.get("sampler") or {}
+        if "pruned" in sampler and sampler.get("n_queries"):
+            shares.setdefault(int(sampler["epoch"]), sampler["pruned"] / sampler["n_queries"])
+    return sorted(shares.items())
+
+
+@plt.rc_context(STYLE)
+def schedules(train_logs: Mapping[str, Sequence[Mapping]], out_path_stem: str | Path, title: str = "") -> list[Path]:
+    """The samplers at work, read from the train logs of one seed: dynamic pruning's query-level
+    strength x(t) and document-level cutoff c(t) (left), its query-score threshold (middle), and
+    InfoBatch's share of skipped queries per epoch (right). A panel is drawn only when some log
+    holds its fields; returns [] when none does. Saves ``out_path_stem``.png/.pdf."""
+    panels = []
+    dynamic = {
+        m: e
+        for m, e in train_logs.items()
+        if any("x" in (x.get("sampler") or {}) for x in e) or any("c" in (x.get("sampler") or {}) for x in e)
+    }
+    if dynamic:
+        panels += ["strength", "threshold"]
+    infobatch = {m: _pruned_per_epoch(e) for m, e in train_logs.items()}
+    infobatch = {m: v for m, v in infobatch.items() if v}
+    if infobatch:
+        panels.append("infobatch")
+    if not panels:
+        return []
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    axes = dict(zip(panels, axes[0], strict=True))
+    if dynamic:
+        ax, twin = axes["strength"], axes["strength"].twinx()
+        for method in _ordered(dynamic):
+            color = method_color(method)
+            steps, x = _sampler_series(dynamic[method], "x")
+            if steps:
+                ax.step(steps, x, where="post", color=color, linewidth=2, label=f"{method}: x(t)")
+            steps, c = _sampler_series(dynamic[method], "c")
+            if steps:
+                twin.plot(steps, c, color=color, linestyle="--", linewidth=1.4, label=f"{method}: c(t)")
+            steps, threshold = _sampler_series(dynamic[method], "query_threshold")
+            if steps:
+                axes["threshold"].step(steps, threshold, where="post", color=color, linewidth=1.8, label=method)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("query-level strength x(t) (solid)")
+        twin.set_ylabel("document-level cutoff c(t) (dashed)")
+        ax.set_title("dynamic pruning schedules")
+        handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="upper left", frameon=False, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        axes["threshold"].set_xlabel("training step")
+        axes["threshold"].set_ylabel("query score forced into the epoch (>=)")
+        axes["threshold"].set_title("query threshold at each epoch start")
+        axes["threshold"].legend(loc="best", frameon=False)
+        axes["threshold"].grid(True, alpha=0.3)
+    if infobatch:
+        ax = axes["infobatch"]
+        width = 0.8 / len(infobatch)
+        for i, method in enumerate(_ordered(infobatch)):
+            epochs, shares = zip(*infobatch[method], strict=True)
+            ax.bar(np.array(epochs) + i * width, shares, width=width, color=method_color(method), label=method)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("share of training queries skipped")
+        ax.set_title("InfoBatch pruning per epoch")
+        ax.legend(loc="best", frameon=False)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    if title:
+        fig.suptitle(title)
     return _save(fig, Path(out_path_stem))

@@ -17,7 +17,8 @@ A method's ``sampler`` and ``sampler_options`` (opera.methods) pick one of :data
   current model's cosine whenever a pair is trained; a query's score is the mean of its pairs'.
 - ``infobatch``: per-query loss from the last visit (unseen queries count as high loss). At each
   epoch start, a random ``prune_ratio`` of the queries below the mean loss is skipped and the
-  kept ones are up-weighted by 1 / (1 - prune_ratio); no pruning after ``delta`` of max_steps.
+  kept ones are up-weighted by 1 / (1 - prune_ratio); no pruning after ``delta`` of max_steps
+  (unless ``anneal`` is false, as in the authors' runs).
 """
 
 from __future__ import annotations
@@ -278,7 +279,8 @@ class InfoBatchSampler(Sampler):
         self.epoch_stats = {}
 
     def pruning_active(self) -> bool:
-        return self.step < self.params["delta"] * self.max_steps
+        """InfoBatch anneals: no pruning in the last (1 - delta) of training, unless annealing is off."""
+        return not self.params["anneal"] or self.step < self.params["delta"] * self.max_steps
 
     def new_epoch(self) -> list[tuple[int, float]]:
         n, ratio = self.pairs.n_queries, self.params["prune_ratio"]

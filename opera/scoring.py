@@ -3,7 +3,8 @@
 Per (dataset, model) the corpus and the train queries are encoded once; every train positive pair
 gets its cosine under the base model (the score static and dynamic pruning start from), and each
 train query gets a pool of hard negatives: positions lo..hi (0-based, hi exclusive) of the base
-model's ranking after its positives are removed.
+model's ranking after its positives are removed. Optionally (the authors' pools, docs/comparability.md
+D4) its judged non-relevant documents come first and the pool is capped.
 """
 
 from __future__ import annotations
@@ -67,3 +68,35 @@ def mine_negatives(
     if short:
         log.warning("%d train queries got no hard negative in ranks %d..%d (corpus too small)", short, lo, hi)
     return negatives
+
+
+def judged_negatives(qrels: pd.DataFrame) -> pd.DataFrame:
+    """Judged non-relevant (query, document) pairs: relevance 0 after the split's threshold."""
+    judged = qrels.loc[qrels["relevance"] <= 0, ["query_id", "doc_id"]]
+    return judged.sort_values(["query_id", "doc_id"], kind="stable").reset_index(drop=True)
+
+
+# The score stage is shared by every seed of a grid, so its one random choice has its own fixed seed.
+POOL_SEED = 0
+
+
+def negative_pools(mined: pd.DataFrame, judged: pd.DataFrame | None = None, cap: int | None = None) -> pd.DataFrame:
+    """Each query's hard-negative pool (query_id, doc_id, rank): its ``judged`` negatives first
+    (rank 0), then its mined ones in rank order; with a ``cap``, mined negatives are first
+    subsampled at random to ``cap`` and the merged pool keeps its first ``cap`` (as the authors do)."""
+    if cap is not None:
+        rng = np.random.default_rng(POOL_SEED)
+        keep = np.ones(len(mined), dtype=bool)
+        for rows in mined.groupby("query_id", sort=True).indices.values():
+            if len(rows) > cap:
+                keep[rows] = False
+                keep[np.sort(rng.choice(rows, size=cap, replace=False))] = True
+        mined = mined[keep]
+    parts = [mined.assign(order=1)]
+    if judged is not None:
+        parts.insert(0, judged.assign(rank=np.int32(0), order=0))
+    pool = pd.concat(parts, ignore_index=True).sort_values(["query_id", "order", "rank", "doc_id"], kind="stable")
+    if cap is not None:
+        pool = pool.groupby("query_id", sort=False).head(cap)
+    pool = pool.drop(columns="order").reset_index(drop=True)
+    return pool.astype({"rank": np.int32})

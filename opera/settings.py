@@ -78,6 +78,10 @@ class ModelSettings:
     mining: Mining
     gradient_checkpointing: bool
     gpus: int
+    # In-batch passages that are known positives of a query are masked out of its loss.
+    mask_false_negatives: bool
+    # Keep the EOS token the tokenizer appends (Qwen3) in training (evaluation always keeps it).
+    train_append_eos: bool
 
     @classmethod
     def from_dict(cls, entry: dict) -> ModelSettings:

@@ -13,13 +13,14 @@ rule aggregate:
         avg_rank_tex=table_file("avg_rank.tex"),
         significance=_report_table("significance.csv"),
         time_to_quality=_report_table("time_to_quality.csv"),
+        budgets=_report_table("budgets.csv"),
         runs=table_file("runs.csv"),
         plots=[_report_plot(path) for path in plot_files("png")],
         plots_pdf=plot_files("pdf"),
     log:
-        "logs/aggregate.log",
+        log_file("aggregate.log"),
     benchmark:
-        "benchmarks/aggregate.tsv"
+        benchmark_file("aggregate.tsv")
     threads: 1
     resources:
         mem_mb=RESOURCES["mem_mb"],
@@ -27,6 +28,8 @@ rule aggregate:
     params:
         train_logs=[(*run, f"{finetune_dir(*run)}/train_log.jsonl") for run in finetune_runs()],
         cards=pruning_cards(),
+        ttq_tolerance=config["aggregate"]["ttq_tolerance"],
+        rank_pretrain=config["aggregate"]["rank_pretrain"],
         tables_dir=lambda wildcards, output: os.path.dirname(output.results),
         plots_dir=lambda wildcards, output: os.path.dirname(output.plots[0]),
     script:

@@ -4,11 +4,18 @@ import re
 from snakemake.exceptions import WorkflowError
 
 from opera import config as opera_config
+from opera import data as opera_data
 from opera import methods as method_registry
+from opera import preflight
+
+# Each config writes to its own folder (outputs, logs, benchmarks): results/<config file stem>
+# (results/config for the embedded default) unless it sets results_dir, so configs never overwrite
+# each other. workflow.configfiles: the --configfile files, else the embedded default.
+config.setdefault("results_dir", preflight.default_results_dir(workflow.configfiles))
 
 try:
-    # Validates against config/schema.yaml (defaults filled in) and resolves registry entries,
-    # so a bad config stops here, before any job, with the key path and the allowed values.
+    # Validates against opera/schema.yaml (defaults filled in), resolves registry entries and checks
+    # sources and model paths, so a bad config stops here, before any job, with the key path and the problem.
     opera_config.validate_config(config)
 except opera_config.ConfigError as error:
     raise WorkflowError(str(error))
@@ -18,7 +25,7 @@ MODELS = list(config["models"])
 TRAINED_IN_CONFIG = opera_config.trained_methods(config)
 SEEDS = list(config["seeds"])
 RESOURCES = config["resources"]
-RESULTS = "results"
+RESULTS = config["results_dir"]
 
 
 def _alternatives(names):
@@ -30,6 +37,7 @@ wildcard_constraints:
     model=_alternatives(MODELS),
     method=_alternatives(method_registry.trained()),
     seed=r"\d+",
+    budget=r"\d+",
     run=opera_config.EvaluatedRun.ID_PATTERN,
 
 
@@ -40,6 +48,21 @@ def data_dir(dataset="{dataset}"):
     return f"{RESULTS}/data/{dataset}"
 
 
+def log_file(name):
+    """A job's log, under the config's results folder: log_file("download/{dataset}.log")."""
+    return f"{RESULTS}/logs/{name}"
+
+
+def benchmark_file(name):
+    """A job's Snakemake benchmark (wall time, memory), under the config's results folder."""
+    return f"{RESULTS}/benchmarks/{name}"
+
+
+def download_inputs(wildcards):
+    """The local files a dataset's source reads (shipped, BEIR folder, local hf copy): an edit reruns download."""
+    return opera_data.source_files(wildcards.dataset, config["datasets"][wildcards.dataset])
+
+
 def score_file(name, dataset="{dataset}", model="{model}"):
     return f"{RESULTS}/score/{dataset}/{model}/{name}"
 
@@ -48,14 +71,15 @@ def prune_file(name, dataset="{dataset}", model="{model}", method="{method}"):
     return f"{RESULTS}/prune/{dataset}/{model}/{method}/{name}"
 
 
-def finetune_dir(dataset="{dataset}", model="{model}", method="{method}", seed="{seed}"):
-    return f"{RESULTS}/finetune/{dataset}/{model}/{method}/seed{seed}"
+def finetune_dir(dataset="{dataset}", model="{model}", method="{method}", seed="{seed}", budget="{budget}"):
+    """A finetune run of ``budget`` steps (the model's max_steps for the main run)."""
+    return f"{RESULTS}/finetune/{dataset}/{model}/{method}/seed{seed}/budget{budget}"
 
 
-def finetune_work_dir(dataset, model, method, seed):
+def finetune_work_dir(dataset, model, method, seed, budget):
     """Resume state of a running finetune job. Not an output: Snakemake would delete it before a
     rerun, and with it the resume state."""
-    return f"{RESULTS}/finetune_work/{dataset}/{model}/{method}/seed{seed}"
+    return f"{RESULTS}/finetune_work/{dataset}/{model}/{method}/seed{seed}/budget{budget}"
 
 
 def run_file(stage, name, dataset="{dataset}", model="{model}", run="{run}"):
@@ -88,7 +112,32 @@ def checkpoint_of(wildcards):
     run = evaluated_run(wildcards)
     if not method_registry.get(run.method).trains:
         return None
-    return f"{finetune_dir(run.dataset, run.model, run.method, run.seed)}/step{run.step}"
+    return f"{finetune_dir(run.dataset, run.model, run.method, run.seed, run.budget)}/step{run.step}"
+
+
+# --- inputs and params of finetune ---
+
+
+def mines_after_prune(wildcards):
+    """Whether the method's negatives are mined again after its pruning (rule mine)."""
+    return opera_config.method_params(config, wildcards.method, wildcards.model).get("mine_after_prune", False)
+
+
+def finetune_inputs(wildcards):
+    """Known positives (masked as in-batch negatives) and hard negatives: the scored ones, or, for a
+    method that mines after pruning, its kept pairs and its own negatives (docs/comparability.md D6)."""
+    kept = prune_file("pairs.parquet", wildcards.dataset, wildcards.model, wildcards.method)
+    after_prune = mines_after_prune(wildcards)
+    return {
+        "data": data_dir(wildcards.dataset),
+        "pairs": kept if after_prune else score_file("pairs.parquet", wildcards.dataset, wildcards.model),
+        "negatives": (
+            prune_file("negatives.parquet", wildcards.dataset, wildcards.model, wildcards.method)
+            if after_prune
+            else score_file("negatives.parquet", wildcards.dataset, wildcards.model)
+        ),
+        "kept_pairs": kept,
+    }
 
 
 # --- inputs and params of index ---
@@ -99,7 +148,7 @@ def index_inputs(wildcards):
     run = evaluated_run(wildcards)
     inputs = {"data": data_dir(run.dataset)}
     if method_registry.get(run.method).trains:
-        inputs["finetune"] = finetune_dir(run.dataset, run.model, run.method, run.seed)
+        inputs["finetune"] = finetune_dir(run.dataset, run.model, run.method, run.seed, run.budget)
     else:
         inputs["embeddings"] = score_file("corpus_embeddings.npy", run.dataset, run.model)
     return inputs
@@ -117,15 +166,35 @@ def evaluate_inputs(wildcards):
 
 def run_meta(wildcards):
     run = evaluated_run(wildcards)
-    return {"dataset": run.dataset, "model": run.model, "method": run.method, "seed": run.seed, "step": run.step or 0}
+    max_steps = opera_config.model_settings(config, run.model).max_steps
+    return {
+        "dataset": run.dataset,
+        "model": run.model,
+        "method": run.method,
+        "seed": run.seed,
+        "step": run.step or 0,
+        "budget": run.budget,
+        "max_steps": max_steps,
+    }
 
 
 # --- inputs and params of aggregate ---
 
 
 def finetune_runs():
-    """(dataset, model, method, seed) of every finetune run in the grid."""
-    return [(d, m, method, seed) for d in DATASETS for m in MODELS for method in TRAINED_IN_CONFIG for seed in SEEDS]
+    """(dataset, model, method, seed, budget) of every finetune run in the grid."""
+    return [
+        (d, m, method, seed, budget)
+        for d in DATASETS
+        for m in MODELS
+        for method in TRAINED_IN_CONFIG
+        for seed in SEEDS
+        for budget in opera_config.budget_steps(config, m, method)
+    ]
+
+
+def main_budget(model):
+    return opera_config.model_settings(config, model).max_steps
 
 
 def pruning_cards():
@@ -142,7 +211,8 @@ def pruning_cards():
             "score_pairs": score_file("pairs.parquet", d, m),
             "pruned_pairs": prune_file("pairs.parquet", d, m, pruner),
             "train_logs": {
-                method: f"{finetune_dir(d, m, method, SEEDS[0])}/train_log.jsonl" for method in TRAINED_IN_CONFIG
+                method: f"{finetune_dir(d, m, method, SEEDS[0], main_budget(m))}/train_log.jsonl"
+                for method in TRAINED_IN_CONFIG
             },
         }
         for d in DATASETS
@@ -152,6 +222,11 @@ def pruning_cards():
 
 def plot_files(ext):
     kinds = ["metric_vs_time"] + (["pruning_card", "training_time"] if TRAINED_IN_CONFIG else [])
+    # schedules: only when some method's sampler has one (dynamic pruning, InfoBatch)
+    if any(method_registry.get(m).sampler != "uniform" for m in TRAINED_IN_CONFIG):
+        kinds.append("schedules")
+    if TRAINED_IN_CONFIG and config["budgets"]:
+        kinds.append("metric_vs_budget")
     return [plot_file(d, m, kind, ext) for d in DATASETS for m in MODELS for kind in kinds]
 
 

@@ -1,11 +1,13 @@
 rule download:
     """Fetch or copy a dataset, validate it, and write normalized parquet tables."""
+    input:
+        download_inputs,
     output:
         directory(data_dir()),
     log:
-        "logs/download/{dataset}.log",
+        log_file("download/{dataset}.log"),
     benchmark:
-        "benchmarks/download/{dataset}.tsv"
+        benchmark_file("download/{dataset}.tsv")
     threads: 1
     resources:
         mem_mb=RESOURCES["mem_mb"],
@@ -13,6 +15,7 @@ rule download:
     params:
         name=lambda wc: wc.dataset,
         spec=lambda wc: config["datasets"][wc.dataset],
-        options=config["data"],
+        # title_join changes encoding, not the prepared tables: it reruns score, not download
+        options={key: value for key, value in config["data"].items() if key != "title_join"},
     script:
         "../workflow_scripts/download.py"

@@ -7,9 +7,9 @@ rule evaluate:
         per_query=run_file("evaluate", "per_query.parquet"),
         metrics=run_file("evaluate", "metrics.json"),
     log:
-        "logs/evaluate/{dataset}/{model}/{run}.log",
+        log_file("evaluate/{dataset}/{model}/{run}.log"),
     benchmark:
-        "benchmarks/evaluate/{dataset}/{model}/{run}.tsv"
+        benchmark_file("evaluate/{dataset}/{model}/{run}.tsv")
     threads: RESOURCES["threads"]
     resources:
         mem_mb=RESOURCES["mem_mb"],

@@ -1,27 +1,25 @@
 rule finetune:
-    """Finetune one (dataset, model, method, seed); resumes from its last checkpoint if killed."""
+    """Finetune one (dataset, model, method, seed) for a budget of steps; resumes from its last checkpoint if killed."""
     input:
-        data=data_dir(),
-        pairs=score_file("pairs.parquet"),
-        negatives=score_file("negatives.parquet"),
-        kept_pairs=prune_file("pairs.parquet"),
+        unpack(finetune_inputs),
     output:
         directory(finetune_dir()),
     log:
-        "logs/finetune/{dataset}/{model}/{method}/seed{seed}.log",
+        log_file("finetune/{dataset}/{model}/{method}/seed{seed}/budget{budget}.log"),
     benchmark:
-        "benchmarks/finetune/{dataset}/{model}/{method}/seed{seed}.tsv"
+        benchmark_file("finetune/{dataset}/{model}/{method}/seed{seed}/budget{budget}.tsv")
     threads: RESOURCES["threads"]
     resources:
         mem_mb=RESOURCES["finetune_mem_mb"],
         runtime=RESOURCES["finetune_runtime"],
         gpu=gpus_for("finetune"),
     params:
-        settings=lambda wc: config["models"][wc.model],
+        # the budget is the run's max_steps: every schedule ends there
+        settings=lambda wc: {**opera_config.model_settings(config, wc.model).to_dict(), "max_steps": int(wc.budget)},
         method=lambda wc: wc.method,
-        method_params=lambda wc: opera_config.method_params(config, wc.method),
+        method_params=lambda wc: opera_config.method_params(config, wc.method, wc.model),
         seed=lambda wc: int(wc.seed),
         title_join=config["data"]["title_join"],
-        work_dir=lambda wc: finetune_work_dir(wc.dataset, wc.model, wc.method, wc.seed),
+        work_dir=lambda wc: finetune_work_dir(wc.dataset, wc.model, wc.method, wc.seed, wc.budget),
     script:
         "../workflow_scripts/finetune.py"

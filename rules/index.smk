@@ -5,9 +5,9 @@ rule index:
     output:
         run_file("index", "index.faiss"),
     log:
-        "logs/index/{dataset}/{model}/{run}.log",
+        log_file("index/{dataset}/{model}/{run}.log"),
     benchmark:
-        "benchmarks/index/{dataset}/{model}/{run}.tsv"
+        benchmark_file("index/{dataset}/{model}/{run}.tsv")
     threads: RESOURCES["threads"]
     resources:
         mem_mb=RESOURCES["mem_mb"],

@@ -6,9 +6,9 @@ rule prune:
         pairs=prune_file("pairs.parquet"),
         report=prune_file("report.json"),
     log:
-        "logs/prune/{dataset}/{model}/{method}.log",
+        log_file("prune/{dataset}/{model}/{method}.log"),
     benchmark:
-        "benchmarks/prune/{dataset}/{model}/{method}.tsv"
+        benchmark_file("prune/{dataset}/{model}/{method}.tsv")
     threads: 1
     resources:
         mem_mb=RESOURCES["mem_mb"],
@@ -17,7 +17,7 @@ rule prune:
         method=lambda wc: wc.method,
         # Only methods that prune depend on their params (the others keep every pair).
         method_params=lambda wc: (
-            opera_config.method_params(config, wc.method) if method_registry.get(wc.method).pruner else {}
+            opera_config.method_params(config, wc.method, wc.model) if method_registry.get(wc.method).pruner else {}
         ),
     script:
         "../workflow_scripts/prune.py"

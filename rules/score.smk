@@ -9,9 +9,9 @@ rule score:
         negatives=score_file("negatives.parquet"),
         report=score_file("score.json"),
     log:
-        "logs/score/{dataset}/{model}.log",
+        log_file("score/{dataset}/{model}.log"),
     benchmark:
-        "benchmarks/score/{dataset}/{model}.tsv"
+        benchmark_file("score/{dataset}/{model}.tsv")
     threads: RESOURCES["threads"]
     resources:
         mem_mb=RESOURCES["mem_mb"],
@@ -21,6 +21,8 @@ rule score:
         encoder=encoder_params,
         mining=lambda wc: config["models"][wc.model]["mining"],
         encode_batch_size=config["scoring"]["encode_batch_size"],
+        judged_negatives_first=config["scoring"]["judged_negatives_first"],
+        negative_pool_cap=config["scoring"]["negative_pool_cap"],
         title_join=config["data"]["title_join"],
     script:
         "../workflow_scripts/score.py"

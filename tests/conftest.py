@@ -53,3 +53,13 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: refuse(None))
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The whole workflow on config/smoke.yaml, run once per test session (tests plan against it)."""
+    from workflow_helpers import snakemake
+
+    workdir = tmp_path_factory.mktemp("smoke_run")
+    snakemake(workdir, SMOKE, "--cores", "2")
+    return workdir

@@ -29,7 +29,7 @@ def test_every_entry_names_a_known_pruner_sampler_and_params_block():
 
 def test_schema_enum_is_the_registry():
     assert _load_schema()["properties"]["methods"]["items"]["enum"] == methods.names()
-    raw = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "opera" / "schema.yaml").read_text())
     assert "enum" not in raw["properties"]["methods"]["items"]  # written once, in the registry
 
 
@@ -71,7 +71,7 @@ def test_a_new_method_is_one_registry_entry(tmp_path):
     text = dry_run(copy, tmp_path / "work")
     # finetune basic and sp_half; prune those two and sp (the pruning data card shows what sp keeps)
     assert re.search(r"^finetune\s+2$", text, re.MULTILINE) and re.search(r"^prune\s+3$", text, re.MULTILINE), text
-    assert "results/finetune/scifact/all-MiniLM-L6-v2/sp_half/seed42" in text
-    assert "results/evaluate/scifact/all-MiniLM-L6-v2/sp_half/seed42/step4/metrics.json" in text
+    assert "/finetune/scifact/all-MiniLM-L6-v2/sp_half/seed42/budget4" in text
+    assert "/evaluate/scifact/all-MiniLM-L6-v2/sp_half/seed42/budget4/step4/metrics.json" in text
     # the stock registry does not know it
     assert "'sp_half' is not allowed" in dry_run(ROOT, tmp_path / "w2")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from math import log2
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from opera import metrics
@@ -244,3 +245,27 @@ def test_run_from_search_maps_rows_and_drops_missing():
     # Integer doc ids become strings, as in the qrels.
     run = metrics.run_from_search(["q"], np.array([10, 20]), np.array([[1.0, 0.5]]), np.array([[1, 0]]))
     assert run == {"q": {"20": 1.0, "10": 0.5}}
+
+
+def test_authors_ndcg_ideal_counts_only_retrieved_relevant_documents():
+    """The authors' NDCG@10 (docs/comparability.md D1): binary labels of the retrieved list, so a
+    relevant document that was not retrieved does not lower it, and grades do not count."""
+    qrels = {"q": {"a": 2, "b": 1, "missing": 1}}
+    run = {"q": {"x": 0.9, "a": 0.8, "y": 0.7, "b": 0.6}}
+    ours = metrics.authors_ndcg(run, qrels)["q"]
+    dcg = 1 / np.log2(3) + 1 / np.log2(5)  # binary gains at ranks 2 and 4
+    ideal = 1 / np.log2(2) + 1 / np.log2(3)  # the two retrieved relevant documents, on top
+    assert ours == pytest.approx(dcg / ideal)
+    per_query, summary = metrics.evaluate(run, qrels, (10,), with_authors_ndcg=True)
+    assert per_query.loc[0, metrics.AUTHORS_NDCG] == pytest.approx(ours)
+    assert per_query.loc[0, "NDCG@10"] < ours  # trec_eval: graded gains, ideal over all three judged
+    plain, _ = metrics.evaluate(run, qrels, (10,))
+    pd.testing.assert_frame_equal(plain, per_query.drop(columns=metrics.AUTHORS_NDCG))
+
+
+def test_authors_ndcg_ties_share_their_gain_and_unretrieved_score_zero():
+    qrels = {"tie": {"a": 1}, "none": {"a": 1}}
+    run = {"tie": {"a": 0.5, "b": 0.5}, "none": {"b": 0.9, "c": 0.1}}
+    values = metrics.authors_ndcg(run, qrels)
+    assert values["tie"] == pytest.approx((1 + 1 / np.log2(3)) / 2)  # sklearn averages over tied scores
+    assert values["none"] == 0.0

@@ -85,6 +85,7 @@ def test_paper_dag_job_counts_offline(tmp_path):
         "score": 16,
         "prune": 16 * trained,
         "finetune": 16 * trained,
+        "mine": 16,  # sp mines after pruning, as the authors did (docs/comparability.md D6)
         "index": evaluated,
         "evaluate": evaluated,
         "aggregate": 1,
@@ -104,6 +105,8 @@ def test_slurm_profile_dry_run_requests_gpus_memory_and_runtime(tmp_path):
     for block in blocks:
         resources = re.search(r"resources: (.*)", block).group(1)
         assert "gpu=8" in resources and "mem_mb=256000" in resources and "runtime=1440" in resources
-        assert "slurm_partition=CHANGE_ME_GPU_PARTITION" in resources
+        assert (
+            "slurm_partition" not in resources and "cpus_per_task" not in resources
+        )  # default partition; CPUs = threads
     score = next(block for block in text.split("\nrule ")[1:] if block.startswith("score:"))
     assert "gpu=1" in re.search(r"resources: (.*)", score).group(1)

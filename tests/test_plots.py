@@ -96,3 +96,22 @@ def test_pruning_card(tmp_path):
     assert (tmp_path / "card" / "d1__m__pruning.png").exists()
     # no coverage curve, only the static bar
     _check(plots.pruning_card(pairs, kept, {}, tmp_path / "card2", pruner="sp"), 2)
+
+
+def _entry(step, **sampler):
+    return {"step": step, "elapsed": step / 10, "loss": 1.0, "lr": 1e-5, "sampler": sampler}
+
+
+def test_schedules_plot_draws_the_samplers_fields(tmp_path):
+    logs = {
+        "dp": [
+            _entry(s, x=2.0 + s // 16, c=0.25 + s / 400, query_threshold=0.5 + s / 1000, epoch=s // 16)
+            for s in range(1, 65)
+        ],
+        "infobatch": [_entry(s, epoch=s // 25 + 1, pruned=0 if s < 25 else 40, n_queries=400) for s in range(1, 65)],
+        "basic": [_entry(s, epoch=1, queries_seen=s * 16, n_queries=400) for s in range(1, 65)],
+    }
+    _check(plots.schedules(logs, tmp_path / "d__m__schedules", title="d · m"), 2)
+    assert plots._pruned_per_epoch(logs["infobatch"]) == [(1, 0.0), (2, 0.1), (3, 0.1)]
+    assert plots._sampler_series(logs["dp"], "x")[1][:2] == [2.0, 2.0]
+    assert plots.schedules({"basic": logs["basic"]}, tmp_path / "none") == []  # nothing to show: no file

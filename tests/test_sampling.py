@@ -27,9 +27,9 @@ from opera.sampling import (
     make_sampler,
 )
 
-# the defaults of DESIGN.md / config/schema.yaml
+# the defaults of DESIGN.md / opera/schema.yaml
 DP = dict(r0=0.25, x0=2.0, x_start=2.0, x_end=5.0, c_start=0.25, c_end=0.5, doc_weight=5.0)
-IB = dict(prune_ratio=0.5, delta=0.875)
+IB = dict(prune_ratio=0.5, delta=0.875, anneal=True)
 PARAMS = {"basic": {}, "sp": {}, "random": {}, "dp": DP, "dp_query": DP, "dp_doc": DP, "infobatch": IB}
 METHODS = ["basic", "dp", "dp_query", "dp_doc", "infobatch"]
 
@@ -395,6 +395,16 @@ def test_infobatch_stops_pruning_after_delta():
         else:
             assert sorted(queries) == list(range(n)) and (weights == 1.0).all()
         assert sampler.log_state()["pruning"] is pruned
+
+
+def test_infobatch_without_annealing_prunes_to_the_end():
+    """anneal: false (the authors' runs, docs/comparability.md D7): still pruning at the last step."""
+    n, T = 20, 100
+    sampler = info_sampler(n, max_steps=T, seed=7, anneal=False)
+    set_losses(sampler, np.arange(n), np.arange(n, dtype=float))
+    batch = sampler.next_batch(T - 1, 15)
+    assert len(set(batch.queries)) == 15 and not sampler.queue.items  # 5 of the 10 below the mean skipped
+    assert sampler.log_state()["pruning"] is True
 
 
 # --- 7. batches of distinct queries ------------------------------------------------------------

@@ -11,22 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_helpers import ENV, ROOT, plan, snakemake, snakemake_cmd, write_config
+import yaml
+from workflow_helpers import ENV, ROOT, plan, results_dir, snakemake, snakemake_cmd, write_config
 
 pytestmark = pytest.mark.workflow
 SMOKE = ROOT / "config" / "smoke.yaml"
 RUN_FILES = ("metrics.json", "per_query.parquet", "run.trec")
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("smoke_run")
-    snakemake(workdir, SMOKE, "--cores", "2")
-    return workdir
-
-
 def test_smoke_run_writes_tables_plots_and_benchmarks(smoke_run):
-    results = smoke_run / "results"
+    results = results_dir(smoke_run, SMOKE)  # results/smoke: every output, log and benchmark of the config
     for name in ("results", "avg_rank"):
         for ext in ("csv", "md", "tex"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
@@ -42,25 +36,39 @@ def test_smoke_run_writes_tables_plots_and_benchmarks(smoke_run):
         for p in (results / "evaluate").rglob("metrics.json")
     )
     assert evaluated == [
-        "basic/seed42/step2",
-        "basic/seed42/step4",
-        "dp/seed42/step2",
-        "dp/seed42/step4",
+        "basic/seed42/budget4/step2",
+        "basic/seed42/budget4/step4",
+        "dp/seed42/budget4/step2",
+        "dp/seed42/budget4/step4",
         "pretrain",
-        "sp/seed42/step2",
-        "sp/seed42/step4",
+        "sp/seed42/budget4/step2",
+        "sp/seed42/budget4/step4",
     ]
     for rule in ("download", "score", "finetune", "index", "evaluate", "aggregate"):
-        assert (
-            list((smoke_run / "benchmarks" / rule).rglob("*.tsv"))
-            or (smoke_run / "benchmarks" / f"{rule}.tsv").exists()
-        )
+        assert list((results / "benchmarks" / rule).rglob("*.tsv")) or (results / "benchmarks" / f"{rule}.tsv").exists()
     # the pretrain index reuses the embeddings of `score`: its log shows no corpus encoding
-    assert "corpus:" not in (smoke_run / "logs/index/scifact/all-MiniLM-L6-v2/pretrain.log").read_text()
+    assert "corpus:" not in (results / "logs/index/scifact/all-MiniLM-L6-v2/pretrain.log").read_text()
 
 
 def test_nothing_to_do_after_a_run(smoke_run):
     assert plan(smoke_run, SMOKE) == {}
+
+
+def test_configs_write_to_their_own_results_dirs(smoke_run, tmp_path):
+    """The smoke config ran; a second small config (other data, pretrain only) runs in the same
+    working directory; the smoke config then plans nothing: each config writes to results/<stem>."""
+    second = tmp_path / "smoke_pretrain.yaml"
+    config = yaml.safe_load(SMOKE.read_text())
+    config["methods"] = ["pretrain"]
+    config["datasets"]["scifact"]["subsample"]["docs"] = 150
+    second.write_text(yaml.safe_dump(config))
+    snakemake(smoke_run, second, "--cores", "2")
+    assert plan(smoke_run, SMOKE) == {}
+    assert plan(smoke_run, second) == {}
+    ours, theirs = results_dir(smoke_run, SMOKE), results_dir(smoke_run, second)
+    assert sorted(pd.read_csv(ours / "tables" / "results.csv")["method"]) == ["basic", "dp", "pretrain", "sp"]
+    assert list(pd.read_csv(theirs / "tables" / "results.csv")["method"]) == ["pretrain"]
+    assert (theirs / "logs" / "download" / "scifact.log").is_file() and not (smoke_run / "logs").exists()
 
 
 def test_adding_a_method_plans_only_its_jobs(smoke_run, tmp_path):
@@ -102,15 +110,16 @@ def test_killed_finetune_resumes_and_whole_workflow_is_deterministic(smoke_run, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    checkpoint = workdir / "results/finetune_work/scifact/all-MiniLM-L6-v2/dp/seed42/step2"
+    results = results_dir(workdir, SMOKE)
+    checkpoint = results / "finetune_work/scifact/all-MiniLM-L6-v2/dp/seed42/budget4/step2"
     _kill_when(process, checkpoint)
-    assert not (workdir / "results/finetune/scifact/all-MiniLM-L6-v2/dp/seed42").exists()
+    assert not (results / "finetune/scifact/all-MiniLM-L6-v2/dp/seed42/budget4").exists()
 
     snakemake(workdir, SMOKE, "--unlock")  # a killed Snakemake leaves its lock behind (README: When things go wrong)
     snakemake(workdir, SMOKE, "--cores", "2", "--rerun-incomplete")
-    log = (workdir / "logs/finetune/scifact/all-MiniLM-L6-v2/dp/seed42.log").read_text()
+    log = (results / "logs/finetune/scifact/all-MiniLM-L6-v2/dp/seed42.log").read_text()
     assert "resuming dp from step 2" in log
-    first, second = smoke_run / "results" / "evaluate", workdir / "results" / "evaluate"
+    first, second = results_dir(smoke_run, SMOKE) / "evaluate", results / "evaluate"
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.name in RUN_FILES)
     assert len(files) == 3 * 7
     for relative in files:
@@ -119,7 +128,7 @@ def test_killed_finetune_resumes_and_whole_workflow_is_deterministic(smoke_run, 
 
 def test_tables_have_the_reference_format(smoke_run):
     """The smoke run's tables have the columns (and markdown headers) of the committed reference run."""
-    ours, reference = smoke_run / "results" / "tables", ROOT / "results" / "reference" / "tables"
+    ours, reference = results_dir(smoke_run, SMOKE) / "tables", ROOT / "results" / "reference" / "tables"
     for name in ("results.csv", "avg_rank.csv", "significance.csv", "time_to_quality.csv", "runs.csv"):
         assert list(pd.read_csv(ours / name).columns) == list(pd.read_csv(reference / name).columns), name
 

@@ -7,9 +7,11 @@ job.run(
         tables_dir=snakemake.params.tables_dir,
         plots_dir=snakemake.params.plots_dir,
         train_logs={
-            (dataset, model, method, int(seed)): path
-            for dataset, model, method, seed, path in snakemake.params.train_logs
+            (dataset, model, method, int(seed), int(budget)): path
+            for dataset, model, method, seed, budget, path in snakemake.params.train_logs
         },
         cards=snakemake.params.cards,
+        ttq_tolerance=snakemake.params.ttq_tolerance,
+        rank_pretrain=snakemake.params.rank_pretrain,
     ),
 )

@@ -10,6 +10,8 @@ job.run(
         encoder=EncoderSettings.from_dict(snakemake.params.encoder),
         mining=Mining(**snakemake.params.mining),
         encode_batch_size=snakemake.params.encode_batch_size,
+        judged_negatives_first=snakemake.params.judged_negatives_first,
+        negative_pool_cap=snakemake.params.negative_pool_cap,
         title_join=snakemake.params.title_join,
         out_dir=Path(snakemake.output.report).parent,
     ),

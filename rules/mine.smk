@@ -1,0 +1,24 @@
+rule mine:
+    """Hard negatives mined again after a method's static pruning (method_params.<key>.mine_after_prune)."""
+    input:
+        data=data_dir(),
+        scored_pairs=score_file("pairs.parquet"),
+        corpus=score_file("corpus_embeddings.npy"),
+        queries=score_file("train_query_embeddings.npy"),
+        kept_pairs=prune_file("pairs.parquet"),
+    output:
+        negatives=prune_file("negatives.parquet"),
+    log:
+        log_file("mine/{dataset}/{model}/{method}.log"),
+    benchmark:
+        benchmark_file("mine/{dataset}/{model}/{method}.tsv")
+    threads: RESOURCES["threads"]
+    resources:
+        mem_mb=RESOURCES["mem_mb"],
+        runtime=RESOURCES["runtime"],
+    params:
+        mining=lambda wc: config["models"][wc.model]["mining"],
+        judged_negatives_first=config["scoring"]["judged_negatives_first"],
+        negative_pool_cap=config["scoring"]["negative_pool_cap"],
+    script:
+        "../workflow_scripts/mine.py"
