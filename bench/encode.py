@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     texts = load_corpus(args.docs)
-    model = encoders.load_model("all-MiniLM-L6-v2", max_length=args.max_length)
+    model = encoders.load_model("all-MiniLM-L6-v2")
     model.max_seq_length = args.max_length
 
     rows = []

