@@ -7,6 +7,7 @@ before any job with the key path of the problem and the allowed values.
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -194,16 +195,52 @@ def resolve_dataset(name: str, overrides: dict | None = None) -> dict:
     return entry
 
 
+# Settings a checkpoint cannot tell and a new model inherits from this entry, with a warning.
+INHERITED_FROM = "all-MiniLM-L6-v2"
+# Inherited settings not worth a warning: training defaults shared by every registry entry.
+_QUIET_INHERITANCE = {
+    "temperature",
+    "warmup_ratio",
+    "weight_decay",
+    "grad_clip",
+    "group_size",
+    "gpus",
+    "trust_remote_code",
+    "mask_false_negatives",
+    "train_append_eos",
+}
+
+
 def resolve_model(name: str, overrides: dict | None = None) -> dict:
-    """The registry entry for ``name`` merged with ``overrides``; a new name needs a ``path`` and
-    inherits every other field from all-MiniLM-L6-v2's entry."""
+    """The registry entry for ``name`` merged with ``overrides``.
+
+    A new name needs a ``path``. A local sentence-transformers checkpoint fixes its own pooling,
+    instructions (its saved prompts) and padding side unless the entry sets them; every other field
+    comes from all-MiniLM-L6-v2's entry, and the ones that change what is computed are named in a
+    warning, so a user sees which settings were not theirs."""
     known = load_registry()["models"]
     overrides = overrides or {}
-    if name not in known and "path" not in overrides:
+    if name in known:
+        return _merge(known[name], overrides)
+    if "path" not in overrides:
         raise ConfigError(
             f"config key 'models.{name}': unknown model {name!r} and no 'path' given; known models: {sorted(known)}"
         )
-    return _merge(known.get(name, known["all-MiniLM-L6-v2"]), overrides)
+    from opera import st_checkpoint
+
+    own = {key: value for key, value in st_checkpoint.settings_of(overrides["path"]).items() if key not in overrides}
+    entry = _merge(_merge(known[INHERITED_FROM], own), overrides)
+    inherited = sorted(set(known[INHERITED_FROM]) - set(overrides) - set(own) - {"path"} - _QUIET_INHERITANCE)
+    if inherited:
+        logging.getLogger(__name__).warning(
+            "config key 'models.%s': %s from the checkpoint; %s inherited from %s's entry: %s",
+            name,
+            ", ".join(f"{k}={v!r}" for k, v in sorted(own.items())) or "nothing read",
+            "these settings are",
+            INHERITED_FROM,
+            ", ".join(f"{key}={entry[key]!r}" for key in inherited),
+        )
+    return entry
 
 
 def model_settings(config: dict, name: str) -> ModelSettings:

@@ -467,3 +467,16 @@ def test_finetuned_checkpoint_reloads_with_sentence_transformers(family, familie
     np.testing.assert_allclose(
         io.load_array(families_run / "score" / "scifact" / key / "train_query_embeddings.npy"), scored, atol=5e-3
     )
+
+
+def test_a_new_model_entry_takes_pooling_and_prompts_from_its_checkpoint(tiny, caplog):
+    """A model given only by `path` uses the checkpoint's own Pooling and saved prompts (not
+    all-MiniLM-L6-v2's mean pooling and empty instructions) and names what it inherited."""
+    from opera.config import resolve_model
+
+    with caplog.at_level("WARNING"):
+        qwen = resolve_model("my-qwen", {"path": str(tiny["qwen3"])})
+    assert qwen["pooling"] == "last" and qwen["query_instruction"] == tiny_models.QWEN_PROMPT
+    assert "inherited from all-MiniLM-L6-v2's entry" in caplog.text and "max_steps=2000" in caplog.text
+    bert = resolve_model("my-bge", {"path": str(tiny["bert"]), "pooling": "mean", "max_steps": 10})
+    assert bert["pooling"] == "mean" and bert["max_steps"] == 10  # the entry's own settings win
