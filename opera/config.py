@@ -87,6 +87,8 @@ def _explain(error: jsonschema.ValidationError) -> str:
         allowed = sorted(schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
         return f"config key '{where}': unknown key(s) {extra}; allowed keys: {allowed}"
+    if error.validator == "contains" and "const" in error.validator_value:
+        return f"config key '{where}': {error.instance!r} must include {error.validator_value['const']!r}"
     if error.validator == "enum":
         return f"config key '{where}': {error.instance!r} is not allowed; allowed values: {schema['enum']}"
     return f"config key '{where}': {error.message}"

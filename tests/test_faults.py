@@ -141,6 +141,18 @@ def _config(**changes) -> dict:
             r"'methods\[1\]': 'magic' is not allowed; allowed values: \['pretrain', 'basic', 'sp'",
         ),
         (
+            {"datasets": {"scifact": {"positive_threshold": {"tset": 3}}}},
+            r"datasets.scifact.positive_threshold': 'tset' is not allowed; allowed values: \['train', 'dev', 'test'\]",
+        ),
+        (
+            {"datasets": {"scifact": {"subsample": {"queries": {"tset": 16}}}}},
+            r"datasets.scifact.subsample.queries': 'tset' is not allowed",
+        ),
+        (
+            {"evaluation": {"cutoffs": [1, 5, 100]}},
+            r"evaluation.cutoffs': \[1, 5, 100\] must include 10",
+        ),
+        (
             {"models": {"no-such-model": {}}},
             r"models.no-such-model': unknown model .* known models: "
             r"\['Qwen3-Embedding-0.6B', 'all-MiniLM-L6-v2', 'bge-large-en-v1.5'\]",
