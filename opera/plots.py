@@ -58,6 +58,23 @@ def _ordered(methods) -> list[str]:
     return sorted(set(methods), key=method_registry.order_key)
 
 
+def _method_line(ax, method: str, x, y, band=None) -> None:
+    """One method's line in its style (the highlighted method bolder), with a ± ``band`` if given."""
+    color, emphasis = method_color(method), _highlighted(method)
+    ax.plot(
+        x,
+        y,
+        color=color,
+        marker=method_marker(method),
+        markersize=8 if emphasis else 5,
+        linewidth=2.4 if emphasis else 1.5,
+        label=method,
+        zorder=3 if emphasis else 2,
+    )
+    if band is not None:
+        ax.fill_between(x, y - band, y + band, color=color, alpha=0.15, linewidth=0)
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(name))
 
@@ -98,31 +115,18 @@ def metric_vs_time(
         for ax, metric in zip(axes, metrics, strict=True):
             for method in _ordered(group["method"]):
                 runs = group[group["method"] == method]
-                color = method_color(method)
                 if not _trains(method):
-                    ax.axhline(runs[metric].mean(), color=color, linestyle="--", linewidth=1.5, label=method)
+                    ax.axhline(
+                        runs[metric].mean(), color=method_color(method), linestyle="--", linewidth=1.5, label=method
+                    )
                     continue
                 curve = (
                     runs.groupby("step")
                     .agg(t=("train_seconds", "mean"), y=(metric, "mean"), sd=(metric, "std"), n=(metric, "size"))
                     .sort_index()
                 )
-                x = curve["t"].to_numpy() / scale
-                y = curve["y"].to_numpy()
-                emphasis = _highlighted(method)
-                ax.plot(
-                    x,
-                    y,
-                    color=color,
-                    marker=method_marker(method),
-                    markersize=8 if emphasis else 5,
-                    linewidth=2.4 if emphasis else 1.5,
-                    label=method,
-                    zorder=3 if emphasis else 2,
-                )
-                if (curve["n"] > 1).any():
-                    sd = curve["sd"].fillna(0.0).to_numpy()
-                    ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.15, linewidth=0)
+                band = curve["sd"].fillna(0.0).to_numpy() if (curve["n"] > 1).any() else None
+                _method_line(ax, method, curve["t"].to_numpy() / scale, curve["y"].to_numpy(), band)
             ref = _final_rows(group[group["method"] == reference])
             if not ref.empty:
                 ax.axhline(
@@ -158,21 +162,10 @@ def metric_vs_budget(budgets: pd.DataFrame, out_dir: str | Path, metrics: Sequen
         for ax, metric in zip(axes[0], metrics, strict=True):
             for method in _ordered(group["method"]):
                 rows = group[group["method"] == method].sort_values("budget")
-                x = rows["budget"].to_numpy(dtype=float)
-                y = rows[f"{metric}_mean"].to_numpy(dtype=float)
-                sd = rows[f"{metric}_std"].fillna(0.0).to_numpy(dtype=float)
-                color, emphasis = method_color(method), _highlighted(method)
-                ax.plot(
-                    x,
-                    y,
-                    color=color,
-                    marker=method_marker(method),
-                    linewidth=2.4 if emphasis else 1.5,
-                    markersize=8 if emphasis else 5,
-                    label=method,
+                band = rows[f"{metric}_std"].fillna(0.0).to_numpy(dtype=float) if (rows["n_seeds"] > 1).any() else None
+                _method_line(
+                    ax, method, rows["budget"].to_numpy(dtype=float), rows[f"{metric}_mean"].to_numpy(dtype=float), band
                 )
-                if (rows["n_seeds"] > 1).any():
-                    ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.15, linewidth=0)
             ax.set_xlabel("training budget (steps of a separate run)")
             ax.set_ylabel(metric)
             ax.set_title(metric)
