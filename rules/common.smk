@@ -166,7 +166,9 @@ def evaluate_inputs(wildcards):
 
 def run_meta(wildcards):
     run = evaluated_run(wildcards)
-    max_steps = opera_config.model_settings(config, run.model).max_steps
+    # max_steps tells a main run from a budget run; pretrain has neither (and must not rerun when it changes)
+    trains = method_registry.get(run.method).trains
+    max_steps = opera_config.model_settings(config, run.model).max_steps if trains else None
     return {
         "dataset": run.dataset,
         "model": run.model,
@@ -225,7 +227,7 @@ def plot_files(ext):
     # schedules: only when some method's sampler has one (dynamic pruning, InfoBatch)
     if any(method_registry.get(m).sampler != "uniform" for m in TRAINED_IN_CONFIG):
         kinds.append("schedules")
-    if TRAINED_IN_CONFIG and config["budgets"]:
+    if any(len(opera_config.budget_steps(config, m, method)) > 1 for m in MODELS for method in TRAINED_IN_CONFIG):
         kinds.append("metric_vs_budget")
     return [plot_file(d, m, kind, ext) for d in DATASETS for m in MODELS for kind in kinds]
 

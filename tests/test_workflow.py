@@ -117,7 +117,7 @@ def test_killed_finetune_resumes_and_whole_workflow_is_deterministic(smoke_run, 
 
     snakemake(workdir, SMOKE, "--unlock")  # a killed Snakemake leaves its lock behind (README: When things go wrong)
     snakemake(workdir, SMOKE, "--cores", "2", "--rerun-incomplete")
-    log = (results / "logs/finetune/scifact/all-MiniLM-L6-v2/dp/seed42.log").read_text()
+    log = (results / "logs/finetune/scifact/all-MiniLM-L6-v2/dp/seed42/budget4.log").read_text()
     assert "resuming dp from step 2" in log
     first, second = results_dir(smoke_run, SMOKE) / "evaluate", results / "evaluate"
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.name in RUN_FILES)
