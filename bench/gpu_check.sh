@@ -54,11 +54,17 @@ root = Path(sys.argv[1]) / "results" / "gpu_check"  # results/<config file stem>
 score = json.loads(next(root.glob("score/*/*/score.json")).read_text())
 print(f"encode: {score['documents']} passages in {score['corpus_encode_seconds']} s "
       f"= {score['documents'] / score['corpus_encode_seconds']:.0f} passages/s (bf16, length 256)")
-for log_path in sorted(root.glob("finetune/*/*/*/seed*/train_log.jsonl")):
+step_seconds = []
+for log_path in sorted(root.glob("finetune/*/*/*/seed*/*/train_log.jsonl")):
     log = [json.loads(line) for line in log_path.read_text().splitlines()]
     steps = [b["elapsed"] - a["elapsed"] for a, b in zip(log, log[1:])]
-    print(f"{log_path.parts[-3]:>6}: {len(log)} steps, median {statistics.median(steps):.3f} s/step, "
+    step_seconds += steps
+    print(f"{log_path.parts[-4]:>6}: {len(log)} steps, median {statistics.median(steps):.3f} s/step, "
           f"total {log[-1]['elapsed']:.1f} s, sampler {log[-1]['sampler_seconds']:.2f} s")
+# measured throughput for `opera plan` and the jobs' resource requests (this GPU, these lengths)
+print("config cost.throughput for this GPU (all-MiniLM-L6-v2, lengths 64/256, batch 64, bf16):")
+print(f"  all-MiniLM-L6-v2: {{passages_per_s: {score['documents'] / score['corpus_encode_seconds']:.0f}, "
+      f"steps_per_s: {1 / statistics.median(step_seconds):.2f}}}")
 print((root / "tables" / "results.md").read_text())
 print((root / "tables" / "time_to_quality.csv").read_text())
 PY

@@ -91,6 +91,7 @@ def _score_dir(config: dict, dataset: str, model: str) -> Path:
 def _score(config: dict, dataset: str, model: str) -> dict:
     from opera import pipeline
     from opera.config import model_settings
+    from opera.embedding_store import layout_of
 
     settings = model_settings(config, model)
     scoring = config["scoring"]
@@ -102,6 +103,7 @@ def _score(config: dict, dataset: str, model: str) -> dict:
         judged_negatives_first=scoring.get("judged_negatives_first", False),
         negative_pool_cap=scoring.get("negative_pool_cap"),
         title_join=config["data"]["title_join"],
+        layout=layout_of(config["evaluation"]),
         out_dir=_score_dir(config, dataset, model),
     )
 
@@ -268,7 +270,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
             data_dir=data,
             scored_pairs_path=pairs,
             kept_pairs_path=prune_dir / "pairs.parquet",
-            corpus_embeddings_path=score / "corpus_embeddings.npy",
+            corpus_embeddings_path=score / "corpus_embeddings",
             query_embeddings_path=score / "train_query_embeddings.npy",
             mining=settings.mining,
             judged_negatives_first=config["scoring"].get("judged_negatives_first", False),
@@ -334,6 +336,7 @@ def _add_evaluate(subparsers) -> argparse.ArgumentParser:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from opera import pipeline
     from opera.config import eval_split, model_settings
+    from opera.embedding_store import layout_of
     from opera.preflight import model_path_problem
 
     config = load_config(args.config)
@@ -351,17 +354,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         pipeline.index(
             data_dir=data,
             encoder=encoder,
-            index_factory=evaluation["index_factory"],
+            checkpoint=args.checkpoint or encoder.path,
             encode_batch_size=evaluation["encode_batch_size"],
             title_join=config["data"]["title_join"],
-            out_index=Path(scratch) / "index.faiss",
-            checkpoint=args.checkpoint or encoder.path,
+            layout=layout_of(evaluation),
+            out_dir=Path(scratch) / "corpus_embeddings",
         )
         record = pipeline.evaluate(
             data_dir=data,
             encoder=encoder,
             evaluation=evaluation,
-            index_path=Path(scratch) / "index.faiss",
+            index_path=Path(scratch) / "corpus_embeddings",
             split=split,
             out_run=out / "run.trec",
             out_per_query=out / "per_query.parquet",
@@ -376,9 +379,33 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- plan ----------------------------------------------------------------------------------------------
+
+
+def _add_plan(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "plan",
+        help="what the config's grid costs before submission: jobs, passages encoded, disk and GPU-hours",
+        description="Print the grid's cost per dataset x model: jobs, passages encoded, bytes of corpus "
+        "embeddings and checkpoints, peak disk with and without keeping per-checkpoint embeddings, and "
+        "GPU-hours, with the assumptions they rest on (opera/cost.py; config key `cost`). Offline: counts "
+        "come from the prepared data or ir_datasets' bundled metadata.",
+    )
+    _add_config(parser)
+    return parser
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from opera.cost import format_plan
+
+    print(format_plan(load_config(args.config)), flush=True)
+    return 0
+
+
 # subcommand -> (add its parser, run it)
 COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "check": (_add_check, _run_check),
+    "plan": (_add_plan, _run_plan),
     "prepare": (_add_prepare, _run_prepare),
     "score": (_add_score, _run_score),
     "finetune": (_add_finetune, _run_finetune),

@@ -42,6 +42,9 @@ def _load_schema() -> dict:
         schema = yaml.safe_load(handle)
     schema["properties"]["methods"]["items"]["enum"] = methods.names()
     schema["properties"]["budget_methods"]["items"]["enum"] = methods.trained()
+    from opera.cost import GPU_PEAK_TFLOPS  # imports this module
+
+    schema["properties"]["cost"]["properties"]["gpu"]["enum"] = sorted(GPU_PEAK_TFLOPS)
     per_model = schema["definitions"]["model"]["properties"]["method_params"]
     per_model.update(_without_defaults(schema["properties"]["method_params"]))
     return schema
@@ -115,6 +118,11 @@ def validate_config(config: dict) -> dict:
     preflight.check_models(config["models"])
     preflight.check_results_dir(config["results_dir"])
     trained = trained_methods(config)
+    unknown = sorted(set(config["cost"]["throughput"]) - set(config["models"]))
+    if unknown:
+        raise ConfigError(
+            f"config key 'cost.throughput': {unknown} are not models of this config ({list(config['models'])})"
+        )
     absent = sorted(set(config.get("budget_methods") or []) - set(trained))
     if absent:
         raise ConfigError(f"config key 'budget_methods': {absent} are not finetuned methods of this config ({trained})")

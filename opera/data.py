@@ -809,16 +809,84 @@ def prepare(name: str, spec: dict, options: dict | None, out_dir: str | Path) ->
     return dataset.summary
 
 
-def read_prepared(data_dir: str | Path) -> Dataset:
-    """The tables written by :func:`prepare`; checksums are verified (CorruptArtifactError otherwise)."""
+def read_prepared(data_dir: str | Path, corpus: bool = True) -> Dataset:
+    """The tables written by :func:`prepare`; checksums are verified (CorruptArtifactError otherwise).
+    ``corpus=False`` leaves the corpus on disk (an empty table): stages that stream it or read
+    only its ids use :func:`passage_text_batches` and :class:`CorpusIds`, whatever its size."""
     data_dir = Path(data_dir)
     summary = io.read_json(data_dir / "summary.json")
+    empty = pd.DataFrame({"doc_id": [], "title": [], "text": []}, dtype=object)
     return Dataset(
-        corpus=io.load_table(data_dir / "corpus.parquet"),
+        corpus=io.load_table(data_dir / "corpus.parquet") if corpus else empty,
         queries=io.load_table(data_dir / "queries.parquet"),
         qrels={split: io.load_table(data_dir / f"qrels_{split}.parquet") for split in summary["splits"]},
         summary=summary,
     )
+
+
+def _verified_corpus(data_dir: str | Path):
+    import pyarrow.parquet as pq
+
+    path = Path(data_dir) / "corpus.parquet"
+    record = io.verify(path)
+    parquet = pq.ParquetFile(path)
+    if parquet.metadata.num_rows != record["rows"]:
+        raise io.CorruptArtifactError(f"{path}: {parquet.metadata.num_rows} rows, recorded {record['rows']}")
+    return parquet
+
+
+def corpus_size(data_dir: str | Path) -> int:
+    """Documents in the prepared corpus (from the parquet footer; nothing else is read)."""
+    return _verified_corpus(data_dir).metadata.num_rows
+
+
+def passage_text_batches(data_dir: str | Path, rows: int, title_join: str) -> Iterator[list[str]]:
+    """The prepared corpus's passage texts, ``rows`` at a time in corpus order (the last batch may be
+    shorter), read from disk batch by batch: memory holds one batch, whatever the corpus size."""
+    import pyarrow as pa
+
+    pending, held = [], 0
+    for batch in _verified_corpus(data_dir).iter_batches(batch_size=min(rows, 65_536), columns=["title", "text"]):
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= rows:
+            table = pa.Table.from_batches(pending)
+            yield passage_texts(table.slice(0, rows).to_pandas(), title_join)
+            rest = table.slice(rows)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield passage_texts(pa.Table.from_batches(pending).to_pandas(), title_join)
+
+
+class CorpusIds:
+    """The prepared corpus's document ids as one Arrow column (a few bytes per document, not a
+    Python object each), to turn search hits into ids and ids into rows."""
+
+    def __init__(self, data_dir: str | Path):
+        self.column = _verified_corpus(data_dir).read(columns=["doc_id"]).column("doc_id").combine_chunks()
+
+    def __len__(self) -> int:
+        return len(self.column)
+
+    def at(self, rows: np.ndarray) -> np.ndarray:
+        """Document ids at corpus ``rows`` (any shape; -1, a missing hit, gives None)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.full(rows.shape, None, dtype=object)
+        hit = rows >= 0
+        out[hit] = self.column.take(rows[hit].ravel()).to_numpy(zero_copy_only=False)
+        return out
+
+    def rows_of(self, doc_ids: Iterable[str]) -> np.ndarray:
+        """Corpus rows of ``doc_ids``; a KeyError names the first id the corpus lacks."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        wanted = pa.array(list(doc_ids), type=pa.string())
+        rows = pc.index_in(wanted, value_set=self.column)
+        if rows.null_count:
+            first = wanted[int(np.flatnonzero(pc.is_null(rows).to_numpy(zero_copy_only=False))[0])].as_py()
+            raise KeyError(f"document {first!r} is not in the corpus")
+        return rows.to_numpy().astype(np.int64)
 
 
 def summary_lines(name: str, summary: dict) -> list[str]:

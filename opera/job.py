@@ -98,3 +98,13 @@ def _oom_message(rule: str, mem_key: str, resources, what: str) -> str:
         else "lower the model's batch_size or enable gradient_checkpointing, or ask for larger GPUs"
     )
     return f"rule {rule} ran out of {what}: {advice}."
+
+
+def encode_devices(gpus: int) -> tuple:
+    """The devices a corpus-encoding job spreads its shards over: one process per GPU it holds
+    when it holds several (SLURM numbers a job's GPUs from 0), else this process's default device."""
+    import torch
+
+    if gpus > 1 and torch.cuda.device_count() >= gpus:
+        return tuple(f"cuda:{i}" for i in range(gpus))
+    return (None,)

@@ -31,13 +31,14 @@ def qrels_from_frame(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
 
 
 def run_from_search(
-    query_ids: list[str], doc_ids: np.ndarray, scores: np.ndarray, rows: np.ndarray
+    query_ids: list[str], hit_ids: np.ndarray, scores: np.ndarray, rows: np.ndarray
 ) -> dict[str, dict[str, float]]:
-    """A run dict from faiss results: ``rows[i]`` are corpus row numbers for ``query_ids[i]``."""
+    """A run dict from search results: ``hit_ids[i]`` are the document ids of the hits of
+    ``query_ids[i]`` (``rows[i]`` their corpus rows, -1 for a missing hit)."""
     run = {}
-    for query_id, row_ids, row_scores in zip(query_ids, rows, scores, strict=True):
+    for query_id, row_ids, ids, row_scores in zip(query_ids, rows, hit_ids, scores, strict=True):
         valid = row_ids >= 0
-        run[str(query_id)] = {str(doc_ids[r]): float(s) for r, s in zip(row_ids[valid], row_scores[valid], strict=True)}
+        run[str(query_id)] = {str(d): float(s) for d, s in zip(ids[valid], row_scores[valid], strict=True)}
     return run
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from opera import data as data_mod
-from opera import encoders, io, metrics, pruning, scoring
-from opera import index as faiss_index
+from opera import embedding_store, encoders, io, metrics, pruning, scoring
+from opera.embedding_store import EmbeddingStore, StoreLayout
 from opera.settings import EncoderSettings, Mining, ModelSettings
 
 log = logging.getLogger(__name__)
@@ -49,15 +49,17 @@ def score(
     encode_batch_size: int,
     title_join: str,
     out_dir: str | Path,
+    layout: StoreLayout | None = None,
+    devices: tuple = (None,),
 ) -> dict:
     """Reads the prepared data; writes the base model's corpus and train-query embeddings, scored
     positive pairs and mined hard negatives to ``out_dir``.
 
-    Files: corpus_embeddings.npy (rows in corpus.parquet order), train_query_embeddings.npy,
-    pairs.parquet (query_id, doc_id, relevance, score), negatives.parquet (query_id, doc_id, rank)
-    and score.json.
+    Files: corpus_embeddings/ (an embedding store, rows in corpus.parquet order),
+    train_query_embeddings.npy, pairs.parquet (query_id, doc_id, relevance, score),
+    negatives.parquet (query_id, doc_id, rank) and score.json.
     """
-    dataset = data_mod.read_prepared(data_dir)
+    dataset = data_mod.read_prepared(data_dir, corpus=False)
     # Without a train split (a pretrain-only config) the corpus is still encoded for evaluation.
     no_train = pd.DataFrame({"query_id": [], "doc_id": [], "relevance": np.zeros(0, dtype=np.int64)})
     pairs = scoring.positive_pairs(dataset.qrels.get("train", no_train))
@@ -65,34 +67,42 @@ def score(
         raise StageError(f"{data_dir}: the train split has no relevant (query, document) pair")
     query_ids = sorted(pairs["query_id"].unique())
     query_text = dataset.queries.set_index("query_id")["text"]
+    out_dir = Path(out_dir)
     began = time.perf_counter()
-    model = encoders.load(encoder)
-    doc_ids = dataset.corpus["doc_id"].tolist()
-    corpus_emb = encoders.encode_side(
-        model, encoder, "passage", data_mod.passage_texts(dataset.corpus, title_join), encode_batch_size, desc="corpus"
+    manifest = embedding_store.encode_corpus(
+        out_dir / "corpus_embeddings",
+        data_dir=data_dir,
+        title_join=title_join,
+        encoder=encoder,
+        batch_size=encode_batch_size,
+        layout=layout or StoreLayout(),
+        devices=devices,
+        model=encoder.path,
     )
+    corpus = EmbeddingStore(out_dir / "corpus_embeddings")
     encoded = time.perf_counter()
     if query_ids:
+        model = encoders.load(encoder)
         query_emb = encoders.encode_side(
             model, encoder, "query", [query_text[q] for q in query_ids], encode_batch_size, desc="train queries"
         )
-        scored = scoring.score_pairs(pairs, query_ids, query_emb, doc_ids, corpus_emb)
-        negatives = scoring.mine_negatives(pairs, query_ids, query_emb, doc_ids, corpus_emb, mining.lo, mining.hi)
+        doc_ids = data_mod.CorpusIds(data_dir)
+        scored = scoring.score_pairs(pairs, query_ids, query_emb, doc_ids, corpus)
+        negatives = scoring.mine_negatives(pairs, query_ids, query_emb, doc_ids, corpus, mining.lo, mining.hi)
         negatives = _pools(negatives, dataset, query_ids, judged_negatives_first, negative_pool_cap)
     else:
-        query_emb = np.zeros((0, corpus_emb.shape[1]), dtype=np.float32)
+        query_emb = np.zeros((0, corpus.dim), dtype=np.float32)
         scored = pairs.assign(score=np.zeros(0, dtype=np.float32))
         negatives = pd.DataFrame({"query_id": [], "doc_id": [], "rank": np.zeros(0, dtype=np.int32)})
 
-    out_dir = Path(out_dir)
-    io.save_array(out_dir / "corpus_embeddings.npy", corpus_emb)
     io.save_array(out_dir / "train_query_embeddings.npy", query_emb)
     io.save_table(out_dir / "pairs.parquet", scored)
     io.save_table(out_dir / "negatives.parquet", negatives)
     report = {
         "model": encoder.path,
-        "dimension": int(corpus_emb.shape[1]),
-        "documents": len(doc_ids),
+        "dimension": corpus.dim,
+        "documents": len(corpus),
+        "corpus_shards": len(manifest["shards"]),
         "train_queries": len(query_ids),
         "pairs": len(scored),
         "negatives": len(negatives),
@@ -150,17 +160,17 @@ def mine(
     """Reads the base model's embeddings of `score` and a method's kept pairs; writes hard negatives
     mined excluding only the kept positives, so a pruned positive may become its query's negative
     (the authors' order: prune, then mine; docs/comparability.md D6)."""
-    dataset = data_mod.read_prepared(data_dir)
+    dataset = data_mod.read_prepared(data_dir, corpus=False)
     query_ids = sorted(io.load_table(scored_pairs_path)["query_id"].unique())  # the rows of the query embeddings
     kept = io.load_table(kept_pairs_path)
     query_emb = io.load_array(query_embeddings_path)
-    corpus_emb = io.load_array(corpus_embeddings_path)
-    if len(query_emb) != len(query_ids) or len(corpus_emb) != len(dataset.corpus):
+    corpus = EmbeddingStore(corpus_embeddings_path)
+    doc_ids = data_mod.CorpusIds(data_dir)
+    if len(query_emb) != len(query_ids) or len(corpus) != len(doc_ids):
         raise StageError(f"{query_embeddings_path} or {corpus_embeddings_path}: rows do not match the scored data")
     keep = np.isin(np.asarray(query_ids, dtype=object), kept["query_id"].unique())
     trained = [q for q, k in zip(query_ids, keep, strict=True) if k]
-    doc_ids = dataset.corpus["doc_id"].tolist()
-    mined = scoring.mine_negatives(kept, trained, query_emb[keep], doc_ids, corpus_emb, mining.lo, mining.hi)
+    mined = scoring.mine_negatives(kept, trained, query_emb[keep], doc_ids, corpus, mining.lo, mining.hi)
     negatives = _pools(mined, dataset, trained, judged_negatives_first, negative_pool_cap)
     io.save_table(out_negatives, negatives)
     log.info("mined %d negatives for %d queries after pruning", len(negatives), len(trained))
@@ -244,36 +254,32 @@ def index(
     *,
     data_dir: str | Path,
     encoder: EncoderSettings,
-    index_factory: str,
+    checkpoint: str | Path,
     encode_batch_size: int,
     title_join: str,
-    out_index: str | Path,
-    embeddings_path: str | Path | None = None,
-    checkpoint: str | Path | None = None,
+    layout: StoreLayout,
+    out_dir: str | Path,
+    devices: tuple = (None,),
 ) -> dict:
-    """Reads the prepared corpus and either the base model's cached embeddings (pretrain) or a
-    checkpoint; writes the FAISS index of the corpus to ``out_index``."""
-    dataset = data_mod.read_prepared(data_dir)
+    """Reads the prepared corpus and a checkpoint; writes the corpus's embeddings under it as a
+    store at ``out_dir`` (the base model's store is the one `score` wrote)."""
     began = time.perf_counter()
-    if embeddings_path is not None:
-        embeddings = io.load_array(embeddings_path)  # the base model's corpus, encoded once in `score`
-        if len(embeddings) != len(dataset.corpus):
-            raise StageError(
-                f"{embeddings_path}: {len(embeddings)} rows but the corpus has {len(dataset.corpus)} documents"
-            )
-    else:
-        model = encoders.load(encoder, path=str(checkpoint))
-        embeddings = encoders.encode_side(
-            model,
-            encoder,
-            "passage",
-            data_mod.passage_texts(dataset.corpus, title_join),
-            encode_batch_size,
-            desc="corpus",
-        )
-    built = faiss_index.build_index(embeddings, index_factory)
-    faiss_index.save_index(built, out_index)
-    return {"documents": int(built.ntotal), "seconds": round(time.perf_counter() - began, 2)}
+    manifest = embedding_store.encode_corpus(
+        out_dir,
+        data_dir=data_dir,
+        title_join=title_join,
+        encoder=encoder,
+        batch_size=encode_batch_size,
+        layout=layout,
+        checkpoint=checkpoint,
+        devices=devices,
+        model=str(checkpoint),
+    )
+    return {
+        "documents": manifest["rows"],
+        "shards": len(manifest["shards"]),
+        "seconds": round(time.perf_counter() - began, 2),
+    }
 
 
 # --- 6. evaluate ------------------------------------------------------------------------------------
@@ -292,19 +298,23 @@ def evaluate(
     run_meta: dict,
     checkpoint: str | Path | None = None,
 ) -> dict:
-    """Reads the prepared queries and qrels of ``split``, the index and the model (base or
-    checkpoint); writes the TREC run, per-query metrics and mean metrics."""
-    dataset = data_mod.read_prepared(data_dir)
+    """Reads the prepared queries and qrels of ``split``, the corpus's embedding store
+    (``index_path``) and the model (base or checkpoint); writes the TREC run, per-query metrics and
+    mean metrics. The store is searched shard by shard (``evaluation.index_factory`` per shard)."""
+    dataset = data_mod.read_prepared(data_dir, corpus=False)
     if split not in dataset.qrels:
         raise StageError(f"{data_dir}: no qrels for split {split!r} (available: {sorted(dataset.qrels)})")
     qrels = dataset.qrels[split]
     query_ids = sorted(qrels["query_id"].unique())
     query_text = dataset.queries.set_index("query_id")["text"]
-    built = faiss_index.load_index(index_path)
+    corpus = EmbeddingStore(index_path)
+    doc_ids = data_mod.CorpusIds(data_dir)
+    if len(corpus) != len(doc_ids):
+        raise StageError(f"{index_path}: {len(corpus)} embeddings but {data_dir} has {len(doc_ids)} documents")
     model = encoders.load(encoder, path=str(checkpoint) if checkpoint else None)
-    if model.get_embedding_dimension() != built.d:
+    if model.get_embedding_dimension() != corpus.dim:
         raise StageError(
-            f"{index_path}: index dimension {built.d} differs from the model's embedding size "
+            f"{index_path}: embeddings of dimension {corpus.dim} differ from the model's embedding size "
             f"{model.get_embedding_dimension()} ({checkpoint or encoder.path}); recompute the index"
         )
     query_emb = encoders.encode_side(
@@ -315,8 +325,8 @@ def evaluate(
         evaluation["encode_batch_size"],
         desc=f"{split} queries",
     )
-    scores, rows = faiss_index.search(built, query_emb, evaluation["top_k"])
-    run = metrics.run_from_search(query_ids, dataset.corpus["doc_id"].to_numpy(), scores, rows)
+    scores, rows = corpus.search(query_emb, evaluation["top_k"], evaluation["index_factory"])
+    run = metrics.run_from_search(query_ids, doc_ids.at(rows), scores, rows)
     per_query, summary = metrics.evaluate(
         run,
         metrics.qrels_from_frame(qrels),

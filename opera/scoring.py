@@ -14,8 +14,6 @@ import logging
 import numpy as np
 import pandas as pd
 
-from opera import index as faiss_index
-
 log = logging.getLogger(__name__)
 
 
@@ -25,14 +23,12 @@ def positive_pairs(qrels: pd.DataFrame) -> pd.DataFrame:
     return pairs.sort_values(["query_id", "doc_id"], kind="stable").reset_index(drop=True)
 
 
-def score_pairs(
-    pairs: pd.DataFrame, query_ids: list[str], query_emb: np.ndarray, doc_ids: list[str], doc_emb: np.ndarray
-) -> pd.DataFrame:
-    """Add a ``score`` column: cosine of each (query, positive) under the given embeddings."""
+def score_pairs(pairs: pd.DataFrame, query_ids: list[str], query_emb: np.ndarray, doc_ids, corpus) -> pd.DataFrame:
+    """Add a ``score`` column: cosine of each (query, positive) under the given embeddings
+    (``doc_ids`` a :class:`opera.data.CorpusIds`, ``corpus`` the corpus's embedding store)."""
     query_row = pd.Series(np.arange(len(query_ids)), index=query_ids)
-    doc_row = pd.Series(np.arange(len(doc_ids)), index=doc_ids)
     q = query_emb[query_row.loc[pairs["query_id"]].to_numpy()]
-    d = doc_emb[doc_row.loc[pairs["doc_id"]].to_numpy()]
+    d = corpus.rows_at(doc_ids.rows_of(pairs["doc_id"]))
     scored = pairs.copy()
     scored["score"] = np.einsum("ij,ij->i", q, d).astype(np.float32)
     return scored
@@ -42,24 +38,26 @@ def mine_negatives(
     pairs: pd.DataFrame,
     query_ids: list[str],
     query_emb: np.ndarray,
-    doc_ids: list[str],
-    doc_emb: np.ndarray,
+    doc_ids,
+    corpus,
     lo: int,
     hi: int,
 ) -> pd.DataFrame:
-    """Hard negatives per query: positions lo..hi of its base-model ranking with positives removed.
+    """Hard negatives per query: positions lo..hi of its base-model ranking with positives removed
+    (``doc_ids`` a :class:`opera.data.CorpusIds`, ``corpus`` the corpus's embedding store).
 
     Returns columns query_id, doc_id, rank (1-based rank in the full base-model ranking).
     """
     positives = pairs.groupby("query_id")["doc_id"].agg(set).to_dict()
     most_positives = max((len(p) for p in positives.values()), default=0)
     k = min(len(doc_ids), hi + most_positives)
-    index = faiss_index.build_index(doc_emb, "Flat")
-    _, ranked = faiss_index.search(index, query_emb, k)
+    _, ranked = corpus.search(query_emb, k)
+    ranked_ids = doc_ids.at(ranked)
     rows_q, rows_d, rows_r = [], [], []
-    for query_id, row_ids in zip(query_ids, ranked, strict=True):
+    for query_id, row_ids, ids in zip(query_ids, ranked, ranked_ids, strict=True):
         own = positives.get(query_id, set())
-        kept = [(rank, doc_ids[r]) for rank, r in enumerate(row_ids, 1) if r >= 0 and doc_ids[r] not in own][lo:hi]
+        kept = [(rank, d) for rank, (r, d) in enumerate(zip(row_ids, ids, strict=True), 1) if r >= 0 and d not in own]
+        kept = kept[lo:hi]
         rows_q.extend([query_id] * len(kept))
         rows_d.extend(doc for _, doc in kept)
         rows_r.extend(rank for rank, _ in kept)

@@ -23,8 +23,8 @@ rule aggregate:
         benchmark_file("aggregate.tsv")
     threads: 1
     resources:
-        mem_mb=RESOURCES["mem_mb"],
-        runtime=RESOURCES["runtime"],
+        mem_mb=job_resource("aggregate", "mem_mb"),
+        runtime=job_resource("aggregate", "runtime"),
     params:
         train_logs=[(*run, f"{finetune_dir(*run)}/train_log.jsonl") for run in finetune_runs()],
         cards=pruning_cards(),

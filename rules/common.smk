@@ -1,9 +1,12 @@
 # Config validation, the grid, wildcard constraints and every path of the workflow.
+import dataclasses
 import re
 
 from snakemake.exceptions import WorkflowError
 
 from opera import config as opera_config
+from opera import cost as opera_cost
+from opera import embedding_store as opera_embedding_store
 from opera import data as opera_data
 from opera import methods as method_registry
 from opera import preflight
@@ -143,24 +146,35 @@ def finetune_inputs(wildcards):
 # --- inputs and params of index ---
 
 
+# How corpus embeddings are cut and stored (opera.embedding_store.StoreLayout's fields).
+STORE_LAYOUT = dataclasses.asdict(opera_embedding_store.layout_of(config["evaluation"]))
+
+
+def corpus_store(path):
+    """A checkpoint's corpus embeddings: a folder, deleted once evaluated unless the config keeps them."""
+    return directory(path) if config["evaluation"]["keep_embeddings"] else temp(directory(path))
+
+
 def index_inputs(wildcards):
-    """The base model reuses the corpus embeddings of `score`; a checkpoint needs its finetune run."""
+    """Only checkpoints are indexed: the base model's corpus embeddings are `score`'s."""
     run = evaluated_run(wildcards)
-    inputs = {"data": data_dir(run.dataset)}
-    if method_registry.get(run.method).trains:
-        inputs["finetune"] = finetune_dir(run.dataset, run.model, run.method, run.seed, run.budget)
-    else:
-        inputs["embeddings"] = score_file("corpus_embeddings.npy", run.dataset, run.model)
-    return inputs
+    if not method_registry.get(run.method).trains:
+        raise ValueError(f"{wildcards.run}: the base model's corpus embeddings come from score, not index")
+    return {
+        "data": data_dir(run.dataset),
+        "finetune": finetune_dir(run.dataset, run.model, run.method, run.seed, run.budget),
+    }
 
 
 # --- inputs and params of evaluate ---
 
 
 def evaluate_inputs(wildcards):
+    run = evaluated_run(wildcards)
+    if not method_registry.get(run.method).trains:
+        return {"data": data_dir(run.dataset), "index": score_file("corpus_embeddings", run.dataset, run.model)}
     inputs = index_inputs(wildcards)
-    inputs.pop("embeddings", None)
-    inputs["index"] = run_file("index", "index.faiss", wildcards.dataset, wildcards.model, wildcards.run)
+    inputs["index"] = run_file("index", "corpus_embeddings", wildcards.dataset, wildcards.model, wildcards.run)
     return inputs
 
 
@@ -242,15 +256,14 @@ def _report_table(name):
     return report(table_file(name), caption=f"../report/{stem}.rst", category="Tables")
 
 
-def gpus_for(kind):
-    """GPUs a job asks for: none unless the config enables them (resources.gpu)."""
+def job_resource(stage, name):
+    """A job's mem_mb, runtime or gpu: the config's `resources` as a floor, sized by opera.cost from
+    its dataset and model (GPUs only when resources.gpu), memory and runtime multiplied by the
+    attempt when Snakemake retries it."""
 
-    def request(wildcards):
-        if not RESOURCES["gpu"]:
-            return 0
-        if kind == "finetune":
-            return opera_config.model_settings(config, wildcards.model).gpus
-        return 1
+    def request(wildcards, attempt):
+        sized = opera_cost.job_resources(config, stage, wildcards.get("dataset"), wildcards.get("model"), attempt)
+        return sized[name]
 
     return request
 

@@ -10,8 +10,8 @@ rule download:
         benchmark_file("download/{dataset}.tsv")
     threads: 1
     resources:
-        mem_mb=RESOURCES["mem_mb"],
-        runtime=RESOURCES["runtime"],
+        mem_mb=job_resource("download", "mem_mb"),
+        runtime=job_resource("download", "runtime"),
     params:
         name=lambda wc: wc.dataset,
         spec=lambda wc: config["datasets"][wc.dataset],

@@ -12,9 +12,9 @@ rule evaluate:
         benchmark_file("evaluate/{dataset}/{model}/{run}.tsv")
     threads: RESOURCES["threads"]
     resources:
-        mem_mb=RESOURCES["mem_mb"],
-        runtime=RESOURCES["runtime"],
-        gpu=gpus_for("encode"),
+        mem_mb=job_resource("evaluate", "mem_mb"),
+        runtime=job_resource("evaluate", "runtime"),
+        gpu=job_resource("evaluate", "gpu"),
     params:
         encoder=encoder_params,
         evaluation=config["evaluation"],

@@ -10,9 +10,9 @@ rule finetune:
         benchmark_file("finetune/{dataset}/{model}/{method}/seed{seed}/budget{budget}.tsv")
     threads: RESOURCES["threads"]
     resources:
-        mem_mb=RESOURCES["finetune_mem_mb"],
-        runtime=RESOURCES["finetune_runtime"],
-        gpu=gpus_for("finetune"),
+        mem_mb=job_resource("finetune", "mem_mb"),
+        runtime=job_resource("finetune", "runtime"),
+        gpu=job_resource("finetune", "gpu"),
     params:
         # the budget is the run's max_steps: every schedule ends there
         settings=lambda wc: {**opera_config.model_settings(config, wc.model).to_dict(), "max_steps": int(wc.budget)},

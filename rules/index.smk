@@ -1,21 +1,22 @@
 rule index:
-    """FAISS index of the corpus under the base model or one checkpoint."""
+    """The corpus's embeddings under one checkpoint, in shards (the base model's come from score);
+    deleted once evaluated unless evaluation.keep_embeddings."""
     input:
         unpack(index_inputs),
     output:
-        run_file("index", "index.faiss"),
+        corpus_store(run_file("index", "corpus_embeddings")),
     log:
         log_file("index/{dataset}/{model}/{run}.log"),
     benchmark:
         benchmark_file("index/{dataset}/{model}/{run}.tsv")
     threads: RESOURCES["threads"]
     resources:
-        mem_mb=RESOURCES["mem_mb"],
-        runtime=RESOURCES["runtime"],
-        gpu=gpus_for("encode"),
+        mem_mb=job_resource("index", "mem_mb"),
+        runtime=job_resource("index", "runtime"),
+        gpu=job_resource("index", "gpu"),
     params:
         encoder=encoder_params,
-        index_factory=config["evaluation"]["index_factory"],
+        layout=STORE_LAYOUT,
         encode_batch_size=config["evaluation"]["encode_batch_size"],
         title_join=config["data"]["title_join"],
         checkpoint=checkpoint_of,

@@ -3,7 +3,7 @@ rule mine:
     input:
         data=data_dir(),
         scored_pairs=score_file("pairs.parquet"),
-        corpus=score_file("corpus_embeddings.npy"),
+        corpus=score_file("corpus_embeddings"),
         queries=score_file("train_query_embeddings.npy"),
         kept_pairs=prune_file("pairs.parquet"),
     output:
@@ -14,8 +14,8 @@ rule mine:
         benchmark_file("mine/{dataset}/{model}/{method}.tsv")
     threads: RESOURCES["threads"]
     resources:
-        mem_mb=RESOURCES["mem_mb"],
-        runtime=RESOURCES["runtime"],
+        mem_mb=job_resource("mine", "mem_mb"),
+        runtime=job_resource("mine", "runtime"),
     params:
         mining=lambda wc: config["models"][wc.model]["mining"],
         judged_negatives_first=config["scoring"]["judged_negatives_first"],

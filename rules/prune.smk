@@ -11,8 +11,8 @@ rule prune:
         benchmark_file("prune/{dataset}/{model}/{method}.tsv")
     threads: 1
     resources:
-        mem_mb=RESOURCES["mem_mb"],
-        runtime=RESOURCES["runtime"],
+        mem_mb=job_resource("prune", "mem_mb"),
+        runtime=job_resource("prune", "runtime"),
     params:
         method=lambda wc: wc.method,
         # Only methods that prune depend on their params (the others keep every pair).

@@ -3,7 +3,7 @@ rule score:
     input:
         data=data_dir(),
     output:
-        corpus=score_file("corpus_embeddings.npy"),
+        corpus=directory(score_file("corpus_embeddings")),
         queries=score_file("train_query_embeddings.npy"),
         pairs=score_file("pairs.parquet"),
         negatives=score_file("negatives.parquet"),
@@ -14,11 +14,12 @@ rule score:
         benchmark_file("score/{dataset}/{model}.tsv")
     threads: RESOURCES["threads"]
     resources:
-        mem_mb=RESOURCES["mem_mb"],
-        runtime=RESOURCES["runtime"],
-        gpu=gpus_for("encode"),
+        mem_mb=job_resource("score", "mem_mb"),
+        runtime=job_resource("score", "runtime"),
+        gpu=job_resource("score", "gpu"),
     params:
         encoder=encoder_params,
+        layout=STORE_LAYOUT,
         mining=lambda wc: config["models"][wc.model]["mining"],
         encode_batch_size=config["scoring"]["encode_batch_size"],
         judged_negatives_first=config["scoring"]["judged_negatives_first"],

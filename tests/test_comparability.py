@@ -45,7 +45,7 @@ def test_mining_after_pruning_lets_pruned_positives_become_negatives(smoke_score
         data_dir=smoke_scored / "data",
         scored_pairs_path=smoke_scored / "score" / "pairs.parquet",
         kept_pairs_path=tmp_path / "kept.parquet",
-        corpus_embeddings_path=smoke_scored / "score" / "corpus_embeddings.npy",
+        corpus_embeddings_path=smoke_scored / "score" / "corpus_embeddings",
         query_embeddings_path=smoke_scored / "score" / "train_query_embeddings.npy",
         mining=smoke_settings.mining.__class__(lo=0, hi=20),
         out_negatives=tmp_path / "negatives.parquet",

@@ -84,38 +84,54 @@ def test_corrupted_array_and_table_are_refused(tmp_path, damage):
         io.load_table(table_path)
 
 
-def test_index_stage_reports_corrupted_embeddings(smoke_scored, smoke_config, smoke_settings, tmp_path):
-    broken = tmp_path / "corpus_embeddings.npy"
-    for suffix in ("", ".sha256"):
-        Path(str(broken) + suffix).write_bytes(
-            Path(str(smoke_scored / "score" / "corpus_embeddings.npy") + suffix).read_bytes()
-        )
-    with open(broken, "r+b") as handle:
-        handle.truncate(broken.stat().st_size - 100)
-    with pytest.raises(io.CorruptArtifactError, match="truncated or corrupted"):
-        pipeline.index(
-            data_dir=smoke_scored / "data",
-            encoder=smoke_settings.encoder,
-            index_factory="Flat",
-            encode_batch_size=32,
-            title_join="space",
-            out_index=tmp_path / "index.faiss",
-            embeddings_path=broken,
-        )
-    assert not (tmp_path / "index.faiss").exists()
+def _evaluate_with(store, smoke_scored, smoke_config, smoke_settings, tmp_path):
+    return pipeline.evaluate(
+        data_dir=smoke_scored / "data",
+        encoder=smoke_settings.encoder,
+        evaluation=smoke_config["evaluation"],
+        index_path=store,
+        split="test",
+        out_run=tmp_path / "run.trec",
+        out_per_query=tmp_path / "pq.parquet",
+        out_metrics=tmp_path / "m.json",
+        run_meta={"method": "pretrain"},
+    )
 
 
-def test_index_of_another_model_size_is_refused(smoke_scored, smoke_config, smoke_settings, tmp_path):
-    from opera import index as faiss_index
+def test_evaluate_refuses_corrupted_or_incomplete_corpus_embeddings(
+    smoke_scored, smoke_config, smoke_settings, tmp_path
+):
+    import shutil
 
-    wrong = faiss_index.build_index(np.eye(8, dtype=np.float32), "Flat")  # 8-dim, the model has 384
-    faiss_index.save_index(wrong, tmp_path / "index.faiss")
-    with pytest.raises(pipeline.StageError, match="index dimension 8 differs from the model's embedding size 384"):
+    store = tmp_path / "corpus_embeddings"
+    shutil.copytree(smoke_scored / "score" / "corpus_embeddings", store)
+    shard = store / "shard-00000.npy"
+    with open(shard, "r+b") as handle:
+        handle.truncate(shard.stat().st_size - 100)
+    with pytest.raises(io.CorruptArtifactError, match="shard-00000.npy.*truncated or corrupted"):
+        _evaluate_with(store, smoke_scored, smoke_config, smoke_settings, tmp_path)
+    (store / "manifest.json").unlink()  # a store whose writer died before the end
+    with pytest.raises(io.CorruptArtifactError, match="no manifest.json"):
+        _evaluate_with(store, smoke_scored, smoke_config, smoke_settings, tmp_path)
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_corpus_embeddings_of_another_model_size_are_refused(smoke_scored, smoke_config, smoke_settings, tmp_path):
+    from opera import data, embedding_store
+
+    rows = data.corpus_size(smoke_scored / "data")
+    store = tmp_path / "corpus_embeddings"
+    with io.atomic_dir(store) as tmp:  # an 8-dim store where the model has 384 dimensions
+        io.save_array(tmp / "shard-00000.npy", np.eye(rows, 8, dtype=np.float32))
+        shards = [{"file": "shard-00000.npy", "rows": rows}]
+        io.write_json(tmp / "manifest.json", {"shards": shards, "rows": rows, "dim": 8})
+    assert len(embedding_store.EmbeddingStore(store)) == rows
+    with pytest.raises(pipeline.StageError, match="dimension 8 differ from the model's embedding size 384"):
         pipeline.evaluate(
             data_dir=smoke_scored / "data",
             encoder=smoke_settings.encoder,
             evaluation=smoke_config["evaluation"],
-            index_path=tmp_path / "index.faiss",
+            index_path=store,
             split="test",
             out_run=tmp_path / "run.trec",
             out_per_query=tmp_path / "pq.parquet",

@@ -235,7 +235,8 @@ def test_run_from_search_maps_rows_and_drops_missing():
     doc_ids = np.array(["d0", "d1", "d2", "d3"], dtype=object)
     rows = np.array([[2, 0, -1], [3, -1, -1], [-1, -1, -1]], dtype=np.int64)
     scores = np.array([[0.9, 0.5, -3.4e38], [0.7, -3.4e38, -3.4e38], [-3.4e38] * 3], dtype=np.float32)
-    run = metrics.run_from_search(["qa", "qb", 7], doc_ids, scores, rows)
+    hit_ids = np.where(rows >= 0, doc_ids[rows], None)  # what CorpusIds.at gives
+    run = metrics.run_from_search(["qa", "qb", 7], hit_ids, scores, rows)
     assert run == {
         "qa": {"d2": pytest.approx(0.9), "d0": pytest.approx(0.5)},
         "qb": {"d3": pytest.approx(0.7)},
@@ -243,7 +244,7 @@ def test_run_from_search_maps_rows_and_drops_missing():
     }
     assert all(type(s) is float for docs in run.values() for s in docs.values())
     # Integer doc ids become strings, as in the qrels.
-    run = metrics.run_from_search(["q"], np.array([10, 20]), np.array([[1.0, 0.5]]), np.array([[1, 0]]))
+    run = metrics.run_from_search(["q"], np.array([[20, 10]]), np.array([[1.0, 0.5]]), np.array([[1, 0]]))
     assert run == {"q": {"20": 1.0, "10": 0.5}}
 
 

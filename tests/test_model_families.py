@@ -24,6 +24,7 @@ import yaml
 from workflow_helpers import ROOT, snakemake
 
 from opera import encoders, pipeline, tiny_models
+from opera.embedding_store import EmbeddingStore, StoreLayout
 from opera.settings import EncoderSettings
 
 FAMILIES = ("bert", "qwen3")
@@ -265,11 +266,11 @@ def test_every_stage_gives_queries_their_instruction_and_passages_none(family, t
     pipeline.index(
         data_dir=data_dir,
         encoder=settings.encoder,
-        index_factory="Flat",
+        checkpoint=tmp_path / "ft" / "step1",
         encode_batch_size=32,
         title_join=config["data"]["title_join"],
-        out_index=tmp_path / "index.faiss",
-        checkpoint=tmp_path / "ft" / "step1",
+        layout=StoreLayout(),
+        out_dir=tmp_path / "corpus_embeddings",
     )
     stage[0] = "evaluate"
     split = eval_split(config["datasets"]["scifact"])
@@ -277,7 +278,7 @@ def test_every_stage_gives_queries_their_instruction_and_passages_none(family, t
         data_dir=data_dir,
         encoder=settings.encoder,
         evaluation=config["evaluation"],
-        index_path=tmp_path / "index.faiss",
+        index_path=tmp_path / "corpus_embeddings",
         split=split,
         out_run=tmp_path / "run.trec",
         out_per_query=tmp_path / "per_query.parquet",
@@ -423,7 +424,6 @@ def test_finetuned_checkpoint_reloads_with_sentence_transformers(family, familie
     """A finetuned checkpoint loads with plain SentenceTransformer(path): its saved prompts are the
     config's instructions, so encode_query / encode_document give the pipeline's query and passage
     embeddings (and those of the workflow's own score stage and index)."""
-    import faiss
     from sentence_transformers import SentenceTransformer
 
     from opera import data as data_mod
@@ -456,9 +456,9 @@ def test_finetuned_checkpoint_reloads_with_sentence_transformers(family, familie
     )
     # The workflow's own vectors, at encode_precision (bf16 on a CPU): its index of this checkpoint,
     # and the base model's train queries embedded by the score stage, are the pipeline's embeddings.
-    index = faiss.read_index(str(_one(families_run / "index" / "scifact" / key / "dp", "index.faiss")))
+    store = EmbeddingStore(_one(families_run / "index" / "scifact" / key / "dp", "manifest.json").parent)
     indexed = encoders.encode_side(ours, encoder, "passage", passages[:16], 8, "p", show_progress=False)
-    np.testing.assert_allclose(index.reconstruct_n(0, 16), indexed, atol=5e-3)
+    np.testing.assert_allclose(store.rows_at(np.arange(16)), indexed, atol=5e-3)
     pairs = io.load_table(families_run / "score" / "scifact" / key / "pairs.parquet")
     text = dataset.queries.set_index("query_id")["text"]
     train_queries = [text[q] for q in sorted(pairs["query_id"].unique())]

@@ -7,6 +7,7 @@ import re
 import pytest
 from workflow_helpers import ROOT, plan, snakemake
 
+from opera import cost
 from opera.config import ConfigError, load_config, model_settings, resolve_dataset, resolve_model
 
 PAPER = ROOT / "config" / "paper.yaml"
@@ -80,18 +81,21 @@ def test_paper_dag_job_counts_offline(tmp_path):
     assert steps == {"bge-large-en-v1.5": 8, "Qwen3-Embedding-0.6B": 8}
     trained = 4  # basic, sp, infobatch, dp
     evaluated = len(PAPER_DATASETS) * sum(trained * n + 1 for n in steps.values())
-    assert plan(tmp_path, PAPER) == {
+    planned = plan(tmp_path, PAPER)
+    assert planned == {
         "download": 8,
         "score": 16,
         "prune": 16 * trained,
         "finetune": 16 * trained,
         "mine": 16,  # sp mines after pruning, as the authors did (docs/comparability.md D6)
-        "index": evaluated,
+        "index": evaluated - 16,  # pretrain is evaluated on score's corpus embeddings
         "evaluate": evaluated,
         "aggregate": 1,
         "all": 1,
     }
     assert evaluated == 528
+    # `opera plan` counts the jobs the workflow plans
+    assert cost.job_counts(config) == {stage: n for stage, n in planned.items() if stage != "all"}
     assert not (tmp_path / "results").exists()  # a dry run downloads nothing
 
 
@@ -108,5 +112,14 @@ def test_slurm_profile_dry_run_requests_gpus_memory_and_runtime(tmp_path):
         assert (
             "slurm_partition" not in resources and "cpus_per_task" not in resources
         )  # default partition; CPUs = threads
-    score = next(block for block in text.split("\nrule ")[1:] if block.startswith("score:"))
-    assert "gpu=1" in re.search(r"resources: (.*)", score).group(1)
+    scores = {
+        re.search(r"wildcards: dataset=([\w-]+), model=([\w.-]+)", block).groups(): re.search(
+            r"resources: (.*)", block
+        )[1]
+        for block in text.split("\nrule ")[1:]
+        if block.startswith("score:")
+    }
+    # encoding jobs are sized from the corpus: FiQA (58k passages) one GPU, TriviaQA (21M) several
+    assert "gpu=1," in scores["fiqa", "bge-large-en-v1.5"] and "runtime=240" in scores["fiqa", "bge-large-en-v1.5"]
+    trivia = scores["triviaqa", "Qwen3-Embedding-0.6B"]
+    assert int(re.search(r"gpu=(\d+)", trivia)[1]) > 1 and int(re.search(r"runtime=(\d+)", trivia)[1]) > 240

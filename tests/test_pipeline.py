@@ -21,29 +21,20 @@ def test_corpus_encoded_once_for_scoring_mining_and_pretrain_evaluation(
     run_download(smoke_config, tmp_path / "data")
     report = run_score(smoke_config, smoke_settings, tmp_path / "data", tmp_path / "score")
     evaluation = smoke_config["evaluation"]
-    pipeline.index(
-        data_dir=tmp_path / "data",
-        encoder=smoke_settings.encoder,
-        index_factory=evaluation["index_factory"],
-        encode_batch_size=evaluation["encode_batch_size"],
-        title_join=smoke_config["data"]["title_join"],
-        out_index=tmp_path / "index.faiss",
-        embeddings_path=tmp_path / "score" / "corpus_embeddings.npy",
-    )
-    metrics = pipeline.evaluate(
+    metrics = pipeline.evaluate(  # the base model's corpus embeddings are score's
         data_dir=tmp_path / "data",
         encoder=smoke_settings.encoder,
         evaluation=evaluation,
-        index_path=tmp_path / "index.faiss",
+        index_path=tmp_path / "score" / "corpus_embeddings",
         split="test",
         out_run=tmp_path / "run.trec",
         out_per_query=tmp_path / "per_query.parquet",
         out_metrics=tmp_path / "metrics.json",
         run_meta={"method": "pretrain"},
     )
-    corpus_calls = [c for c in calls if c[0] == "corpus"]
-    assert corpus_calls == [("corpus", report["documents"])]
-    assert [c[0] for c in calls] == ["corpus", "train queries", "test queries"]
+    corpus_calls = [c for c in calls if c[0].startswith("corpus")]
+    assert corpus_calls == [("corpus shard 0", report["documents"])]
+    assert [c[0] for c in calls] == ["corpus shard 0", "train queries", "test queries"]
     assert metrics["n_queries"] == 16 and 0 < metrics["metrics"]["NDCG@10"] <= 1
     pairs = io.load_table(tmp_path / "score" / "pairs.parquet")
     negatives = io.load_table(tmp_path / "score" / "negatives.parquet")

@@ -1,4 +1,5 @@
 from opera import job, pipeline
+from opera.embedding_store import StoreLayout
 from opera.settings import EncoderSettings
 
 job.run(
@@ -6,11 +7,11 @@ job.run(
     lambda: pipeline.index(
         data_dir=snakemake.input.data,
         encoder=EncoderSettings.from_dict(snakemake.params.encoder),
-        index_factory=snakemake.params.index_factory,
+        checkpoint=snakemake.params.checkpoint,
         encode_batch_size=snakemake.params.encode_batch_size,
         title_join=snakemake.params.title_join,
-        out_index=snakemake.output[0],
-        embeddings_path=snakemake.input.get("embeddings"),
-        checkpoint=snakemake.params.checkpoint,
+        layout=StoreLayout(**snakemake.params.layout),
+        out_dir=snakemake.output[0],
+        devices=job.encode_devices(snakemake.resources.gpu),
     ),
 )

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from opera import job, pipeline
+from opera.embedding_store import StoreLayout
 from opera.settings import EncoderSettings, Mining
 
 job.run(
@@ -13,6 +14,8 @@ job.run(
         judged_negatives_first=snakemake.params.judged_negatives_first,
         negative_pool_cap=snakemake.params.negative_pool_cap,
         title_join=snakemake.params.title_join,
+        layout=StoreLayout(**snakemake.params.layout),
+        devices=job.encode_devices(snakemake.resources.gpu),
         out_dir=Path(snakemake.output.report).parent,
     ),
 )

