@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from opera import io
 from opera import methods as method_registry
 from opera.io import read_json, read_train_log, write_text
 
@@ -438,16 +439,12 @@ def _per_query_means(rows: pd.DataFrame, metric: str, cache: dict) -> pd.Series 
     """Per-query values of ``metric`` over the given runs (one per seed), averaged over seeds."""
     series = []
     for path in rows["per_query_path"]:
-        if path not in cache:
-            if not Path(path).exists():
-                log.warning("significance: missing per-query file %s; run skipped", path)
-                cache[path] = None
-            else:
-                frame = pd.read_parquet(path)
-                frame["query_id"] = frame["query_id"].astype(str)
-                cache[path] = frame.set_index("query_id")
+        if path not in cache:  # verified against its checksum; a missing one is an error, never a skipped run
+            frame = io.load_table(path)
+            frame["query_id"] = frame["query_id"].astype(str)
+            cache[path] = frame.set_index("query_id")
         frame = cache[path]
-        if frame is None or metric not in frame.columns:
+        if metric not in frame.columns:
             continue
         series.append(frame[metric].astype(float))
     if not series:

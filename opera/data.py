@@ -20,6 +20,7 @@ import difflib
 import gzip
 import json
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,41 +97,76 @@ def _find_jsonl(folder: Path, stem: str) -> Path:
     raise DataError(f"{_display(folder)}: neither {stem}.jsonl nor {stem}.jsonl.gz exists")
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The lines of a text file (gzip-compressed when its name ends in .gz), numbered from 1. A byte
+    that is not UTF-8 or a truncated gzip stream is a DataError naming the file and the line; a
+    byte-order mark before the first line is dropped. Lines are decoded one by one, so the line
+    named is the one that holds the bad byte."""
     where = _display(path)
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line_no, line in enumerate(_progress(handle, f"reading {path.name}"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                reason = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
-                raise DataError(f"{where}:{line_no}: malformed JSON ({reason})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{where}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            yield line_no, record
+    line_no = 0
+    try:
+        with opener(path, "rb") as handle:
+            for line_no, raw in enumerate(_progress(handle, f"reading {path.name}"), start=1):
+                try:
+                    yield line_no, raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        f"{where}:{line_no}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                        "save the file as UTF-8"
+                    ) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(
+            f"{where}: the gzip stream is truncated or damaged after line {line_no} ({exc}); "
+            "the file is incomplete: download or copy it again"
+        ) from None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    where = _display(path)
+    for line_no, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            reason = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+            raise DataError(f"{where}:{line_no}: malformed JSON ({reason})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}:{line_no}: expected a JSON object, got {type(record).__name__}")
+        yield line_no, record
 
 
 def _read_qrels_tsv(path: Path) -> Iterator[tuple[int, str, str, Any]]:
     """BEIR qrels: a header line ``query-id<TAB>corpus-id<TAB>score``, then one row per judgment."""
     where = _display(path)
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(_progress(handle, f"reading {path.name}"), start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or (line_no == 1 and line.lower().startswith("query-id")):
-                continue
-            fields = [f.strip() for f in line.split("\t")]
-            if len(fields) != 3:  # a 4-column TREC qrels file would otherwise be misread silently
-                raise DataError(
-                    f"{where}:{line_no}: expected 3 tab-separated columns (query-id, corpus-id, score), "
-                    f"found {len(fields)}: {line!r}"
-                )
-            yield line_no, fields[0], fields[1], fields[2]
+    for line_no, line in _lines(path):
+        line = line.rstrip("\r\n")
+        if not line.strip() or (line_no == 1 and line.lower().startswith("query-id")):
+            continue
+        fields = [f.strip() for f in line.split("\t")]
+        if line_no == 1 and not _is_number(fields[-1]):
+            raise DataError(
+                f"{where}:1: a header other than 'query-id<TAB>corpus-id<TAB>score': {line!r} "
+                "(BEIR qrels start with that header, or with a judgment)"
+            )
+        if len(fields) != 3:  # a 4-column TREC qrels file would otherwise be misread silently
+            raise DataError(
+                f"{where}:{line_no}: expected 3 tab-separated columns (query-id, corpus-id, score), "
+                f"found {len(fields)}: {line!r}"
+            )
+        yield line_no, fields[0], fields[1], fields[2]
 
 
 # --- validation and normalization --------------------------------------------------------------------
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _field(record: dict, key: str, where: str, line_no: int, required: bool = True) -> str:
@@ -139,7 +175,12 @@ def _field(record: dict, key: str, where: str, line_no: int, required: bool = Tr
         if required:
             raise DataError(f"{where}:{line_no}: missing required field '{key}'")
         return ""
-    return str(value)  # ids are strings, even when BEIR writes them as numbers
+    if isinstance(value, str):
+        return value
+    if key == "_id" and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # ids are strings, even when BEIR writes them as numbers
+    shown = json.dumps(value)[:60]
+    raise DataError(f"{where}:{line_no}: field '{key}' must be a string, got {type(value).__name__} {shown}")
 
 
 def _collect_docs(records: Iterable[tuple[int, dict]], where: str, duplicates: str) -> tuple[pd.DataFrame, int]:
@@ -738,6 +779,11 @@ def _apply_thresholds_and_drops(raw: _Source, thresholds: dict, without_positive
         table = table.assign(relevance=table["relevance"].where(table["relevance"] >= threshold, 0))
         qrels[split] = table
         if split != "train":
+            if len(table) and not (table["relevance"] >= 1).any():  # nothing to evaluate against, after training
+                raise DataError(
+                    f"{raw.where[split]}: no judgment of split {split!r} is relevant (relevance >= {threshold}); "
+                    f"every metric would be undefined. Check the file or positive_threshold.{split}"
+                )
             continue
         has_positive = table.groupby("query_id", sort=False)["relevance"].transform("max") >= 1
         if has_positive.all():

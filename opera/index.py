@@ -1,13 +1,11 @@
-"""FAISS indexing and search over L2-normalized embeddings (inner product = cosine)."""
+"""FAISS indexing and search of one block of L2-normalized embeddings (inner product = cosine);
+opera.embedding_store searches a whole corpus block by block with these."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
-
-from opera import io
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +25,7 @@ def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def build_index(embeddings: np.ndarray, factory: str = "Flat", use_gpu: bool | None = None):
+def build_index(embeddings: np.ndarray, factory: str = "Flat"):
     """Build an inner-product FAISS index from ``embeddings`` with ``index_factory(factory)``.
 
     Trained factories (IVF, PQ, ...) are trained on the embeddings themselves. Returns a CPU index
@@ -76,16 +74,3 @@ def search(
         stop = start + batch_size
         scores[start:stop], ids[start:stop] = index.search(queries[start:stop], k)
     return scores, ids
-
-
-def save_index(index, path: str | Path) -> None:
-    faiss = _faiss()
-    io.write_checked(path, lambda tmp: faiss.write_index(index, str(tmp)), ntotal=int(index.ntotal), dim=int(index.d))
-
-
-def load_index(path: str | Path):
-    record = io.verify(path)
-    index = _faiss().read_index(str(path))
-    if index.ntotal != record["ntotal"]:
-        raise io.CorruptArtifactError(f"{path}: {index.ntotal} vectors, recorded {record['ntotal']}")
-    return index

@@ -160,6 +160,14 @@ def verify(path: str | os.PathLike) -> dict:
     return record
 
 
+def recorded_digest(path: str | os.PathLike) -> str:
+    """The sha256 recorded beside ``path`` when it was written (readers verify it when they load it)."""
+    side = _sidecar(Path(path))
+    if not side.exists():
+        raise CorruptArtifactError(f"{path}: no checksum file {side.name}; it was not written by a completed stage")
+    return read_json(side)["sha256"]
+
+
 def save_array(path: str | os.PathLike, array: np.ndarray) -> None:
     array = np.ascontiguousarray(array)
     write_checked(

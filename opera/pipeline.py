@@ -209,8 +209,20 @@ def finetune(
         queries=dataset.queries,
         corpus_texts=corpus_texts,
     )
+    # a resumed run must have been trained on the same data: the files' checksums and the passage format
+    inputs = {"pairs": pairs_path, "negatives": negatives_path, "kept_pairs": kept_pairs_path}
+    inputs |= {name: Path(data_dir) / f"{name}.parquet" for name in ("corpus", "queries")}
+    fingerprint = {name: io.recorded_digest(path) for name, path in inputs.items()} | {"title_join": title_join}
     return training.finetune(
-        train_data, settings, method, method_params, seed, out_dir, work_dir, stop_after=stop_after
+        train_data,
+        settings,
+        method,
+        method_params,
+        seed,
+        out_dir,
+        work_dir,
+        stop_after=stop_after,
+        data_fingerprint=fingerprint,
     )
 
 

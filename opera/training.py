@@ -305,7 +305,18 @@ def _open_log(log_path: Path, resumed_at: int, env: Dist):
 
 
 def _log_lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
+    """The train log's lines; a last line torn by a kill mid-write is dropped (it logged a step after
+    the newest checkpoint, which the resumed run logs again), any other bad line names the file."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.exists() else []
+    for number, line in enumerate(lines, 1):
+        try:
+            json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                log.warning("%s:%d: dropping a torn last line (%s)", path, number, exc.msg)
+                return lines[:-1]
+            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg}); the train log is damaged") from None
+    return lines
 
 
 def _run_step(
@@ -352,10 +363,13 @@ def finetune(
     out_dir: str | Path,
     work_dir: str | Path,
     stop_after: int | None = None,
+    data_fingerprint: dict | None = None,
 ) -> dict:
     """Finetune ``settings.encoder.path`` with ``method``; write checkpoints and the train log to ``out_dir``.
 
-    Resumes from the newest checkpoint in ``work_dir`` if there is one. ``stop_after`` stops
+    Resumes from the newest checkpoint in ``work_dir`` if there is one and it was left by the same
+    job: same settings, method, seed and ``data_fingerprint`` (what the training data was built
+    from, e.g. its files' checksums and the passage format). ``stop_after`` stops
     (resumably) after that many steps in this call: for tests and time-sliced schedulers.
     Returns a run summary (also written as ``run.json``).
     """
@@ -375,6 +389,7 @@ def finetune(
                 "pairs": data.pairs.n_pairs,
                 "queries": data.pairs.n_queries,
                 "world_size": env.world,
+                "data": data_fingerprint or {},
             },
         )
     _barrier(env)

@@ -2,6 +2,7 @@ rule aggregate:
     """The paper's tables (results, average rank, significance, time to quality) and plots."""
     input:
         metrics=metrics_files(),
+        per_query=metrics_files("per_query.parquet"),
         finetune=[finetune_dir(*run) for run in finetune_runs()],
         cards=[card[key] for card in pruning_cards() for key in ("score_pairs", "pruned_pairs")],
     output:

@@ -90,6 +90,12 @@ def run_file(stage, name, dataset="{dataset}", model="{model}", run="{run}"):
     return f"{RESULTS}/{stage}/{dataset}/{model}/{run}/{name}"
 
 
+def checksums(*paths):
+    """The .sha256 files opera.io writes beside checksummed outputs, declared as outputs too, so
+    that storage plugins and runs without a shared file system carry them with their files."""
+    return [f"{path}.sha256" for path in paths]
+
+
 def table_file(name):
     return f"{RESULTS}/tables/{name}"
 
@@ -268,7 +274,6 @@ def job_resource(stage, name):
     return request
 
 
-def metrics_files():
-    return [
-        run_file("evaluate", "metrics.json", run.dataset, run.model, run.run_id) for run in opera_config.grid(config)
-    ]
+def metrics_files(name="metrics.json"):
+    """One evaluate output of every run of the grid (metrics.json, or per_query.parquet)."""
+    return [run_file("evaluate", name, run.dataset, run.model, run.run_id) for run in opera_config.grid(config)]

@@ -6,6 +6,7 @@ rule evaluate:
         run=run_file("evaluate", "run.trec"),
         per_query=run_file("evaluate", "per_query.parquet"),
         metrics=run_file("evaluate", "metrics.json"),
+        checksums=checksums(run_file("evaluate", "per_query.parquet")),
     log:
         log_file("evaluate/{dataset}/{model}/{run}.log"),
     benchmark:
@@ -17,7 +18,8 @@ rule evaluate:
         gpu=job_resource("evaluate", "gpu"),
     params:
         encoder=encoder_params,
-        evaluation=config["evaluation"],
+        # whether checkpoint embeddings are kept changes no result
+        evaluation={k: v for k, v in config["evaluation"].items() if k != "keep_embeddings"},
         split=lambda wc: opera_config.eval_split(config["datasets"][wc.dataset], config["evaluation"]["split"]),
         run_meta=run_meta,
         checkpoint=checkpoint_of,

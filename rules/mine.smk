@@ -8,6 +8,7 @@ rule mine:
         kept_pairs=prune_file("pairs.parquet"),
     output:
         negatives=prune_file("negatives.parquet"),
+        checksums=checksums(prune_file("negatives.parquet")),
     log:
         log_file("mine/{dataset}/{model}/{method}.log"),
     benchmark:

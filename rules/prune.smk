@@ -5,6 +5,7 @@ rule prune:
     output:
         pairs=prune_file("pairs.parquet"),
         report=prune_file("report.json"),
+        checksums=checksums(prune_file("pairs.parquet")),
     log:
         log_file("prune/{dataset}/{model}/{method}.log"),
     benchmark:

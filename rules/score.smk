@@ -8,6 +8,9 @@ rule score:
         pairs=score_file("pairs.parquet"),
         negatives=score_file("negatives.parquet"),
         report=score_file("score.json"),
+        checksums=checksums(
+            score_file("train_query_embeddings.npy"), score_file("pairs.parquet"), score_file("negatives.parquet")
+        ),
     log:
         log_file("score/{dataset}/{model}.log"),
     benchmark:

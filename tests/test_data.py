@@ -368,3 +368,42 @@ def test_ir_datasets_unknown_id_names_the_config_key(tmp_path):
         "splits": ["train", "test"],
     }
     fails(tmp_path, spec, "config key 'datasets.toy.source.ids.test'", "'antique/tset'", "'antique/test'")
+
+
+# --- files a reader cannot trust: each error names the file and the line ----------------------------------
+
+
+def test_a_json_list_as_text_is_refused(tmp_path):
+    docs = [*DOCS[:3], {"_id": "d4", "text": ["Dates", "are", "sweet."]}]
+    folder = write_beir(tmp_path / "beir", docs=docs)
+    fails(tmp_path, beir_spec(folder), "corpus.jsonl:4", "field 'text' must be a string, got list")
+
+
+def test_a_byte_that_is_not_utf8_names_file_and_line(tmp_path):
+    folder = write_beir(tmp_path / "beir")
+    corpus = folder / "corpus.jsonl"
+    lines = corpus.read_bytes().splitlines(keepends=True)
+    corpus.write_bytes(b"".join(lines[:2] + [lines[2].replace(b"Cherries", b"Cherr\xe9es")] + lines[3:]))
+    fails(tmp_path, beir_spec(folder), "corpus.jsonl:3", "not UTF-8", "0xe9")
+
+
+def test_a_truncated_gzip_file_says_so(tmp_path):
+    folder = write_beir(tmp_path / "beir", gz=True)
+    corpus = folder / "corpus.jsonl.gz"
+    corpus.write_bytes(corpus.read_bytes()[:-12])  # the end of the stream is gone
+    fails(tmp_path, beir_spec(folder), "corpus.jsonl.gz", "truncated or damaged")
+
+
+def test_qrels_with_a_bom_read_and_another_header_is_named(tmp_path):
+    folder = write_beir(tmp_path / "beir")
+    test_qrels = folder / "qrels" / "test.tsv"
+    test_qrels.write_bytes(b"\xef\xbb\xbf" + test_qrels.read_bytes())  # saved by a spreadsheet
+    prepare("toy", beir_spec(folder), None, tmp_path / "ok")
+    test_qrels.write_text("qid\tdocid\trel\nq3\td3\t2\n", encoding="utf-8")
+    fails(tmp_path, beir_spec(folder), "test.tsv:1", "a header other than")
+
+
+def test_an_evaluation_split_without_a_relevant_judgment_fails_at_download(tmp_path):
+    qrels = {"train": QRELS["train"], "test": [("q3", "d3", 0), ("q3", "d4", 0)]}
+    folder = write_beir(tmp_path / "beir", qrels=qrels)
+    fails(tmp_path, beir_spec(folder), "test.tsv", "no judgment of split 'test' is relevant")

@@ -38,6 +38,15 @@ def test_sharded_search_equals_one_flat_index(tmp_path, k):
     assert rows.shape == (25, min(k, 300))
 
 
+def test_each_shard_is_searched_with_the_configured_factory(tmp_path):
+    corpus = _unit(400, 16, 8)
+    store = _store(tmp_path / "s", [corpus[:200], corpus[200:]])
+    scores, rows = store.search(corpus[:20], 5, factory="IVF4,Flat")
+    assert rows.shape == (20, 5) and (rows[:, 0] == np.arange(20)).mean() >= 0.9  # each finds itself
+    with pytest.raises(faiss_index.IndexBuildError, match="NotAnIndex"):
+        store.search(corpus[:2], 5, factory="NotAnIndex")
+
+
 def test_ties_keep_earlier_shards_first_and_rows_at_reads_across_shards(tmp_path):
     corpus = _unit(20, 8, 2)
     corpus[15] = corpus[3]  # a duplicate passage in the second shard

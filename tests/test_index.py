@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from opera import index as opera_index
-from opera import io
 from opera.index import IndexBuildError
 
 
@@ -113,64 +110,3 @@ def test_search_default_device_choice(data, flat):
     auto = opera_index.search(flat, queries, 5)
     cpu = opera_index.search(flat, queries, 5, use_gpu=False)
     np.testing.assert_array_equal(auto[1], cpu[1])
-
-
-def test_save_load_round_trip(tmp_path, data, flat):
-    _, queries = data
-    path = tmp_path / "nested" / "corpus.faiss"
-    opera_index.save_index(flat, path)
-    assert path.exists()
-    record = json.loads((tmp_path / "nested" / "corpus.faiss.sha256").read_text())
-    assert record["ntotal"] == flat.ntotal and record["dim"] == flat.d
-    assert not [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # atomic write left nothing
-
-    loaded = opera_index.load_index(path)
-    assert loaded.ntotal == flat.ntotal and loaded.d == flat.d
-    before = opera_index.search(flat, queries, 10, use_gpu=False)
-    after = opera_index.search(loaded, queries, 10, use_gpu=False)
-    np.testing.assert_array_equal(before[1], after[1])
-    np.testing.assert_array_equal(before[0], after[0])
-
-
-def test_ivf_save_load_round_trip(tmp_path, data):
-    corpus, queries = data
-    index = opera_index.build_index(corpus, "IVF4,Flat")
-    path = tmp_path / "ivf.faiss"
-    opera_index.save_index(index, path)
-    loaded = opera_index.load_index(path)
-    np.testing.assert_array_equal(
-        opera_index.search(index, queries, 5, use_gpu=False)[1],
-        opera_index.search(loaded, queries, 5, use_gpu=False)[1],
-    )
-
-
-def test_truncated_index_raises_corrupt(tmp_path, flat):
-    path = tmp_path / "corpus.faiss"
-    opera_index.save_index(flat, path)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(io.CorruptArtifactError, match="truncated or corrupted"):
-        opera_index.load_index(path)
-
-
-def test_corrupted_index_same_size_raises_corrupt(tmp_path, flat):
-    path = tmp_path / "corpus.faiss"
-    opera_index.save_index(flat, path)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    with pytest.raises(io.CorruptArtifactError):
-        opera_index.load_index(path)
-
-
-def test_index_without_checksum_raises_corrupt(tmp_path, flat):
-    path = tmp_path / "corpus.faiss"
-    opera_index.save_index(flat, path)
-    (tmp_path / "corpus.faiss.sha256").unlink()
-    with pytest.raises(io.CorruptArtifactError, match="no checksum"):
-        opera_index.load_index(path)
-
-
-def test_missing_index_raises_file_not_found(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        opera_index.load_index(tmp_path / "absent.faiss")

@@ -21,7 +21,9 @@ from opera.config import load_config, method_params
 SMOKE_CONFIG = load_config(Path(__file__).resolve().parents[1] / "config" / "smoke.yaml")
 
 
-def _finetune(root: Path, settings: dict, name: str, method: str = "dp", seed: int = 42, stop_after=None):
+def _finetune(
+    root: Path, settings: dict, name: str, method: str = "dp", seed: int = 42, stop_after=None, title_join="space"
+):
     return pipeline.finetune(
         data_dir=root / "data",
         pairs_path=root / "score" / "pairs.parquet",
@@ -31,7 +33,7 @@ def _finetune(root: Path, settings: dict, name: str, method: str = "dp", seed: i
         method=method,
         method_params=method_params(SMOKE_CONFIG, method),
         seed=seed,
-        title_join="space",
+        title_join=title_join,
         out_dir=root / "ft" / name,
         work_dir=root / "work" / name,
         stop_after=stop_after,
@@ -204,3 +206,22 @@ def test_resume_state_of_other_settings_is_discarded(tmp_path):
     assert (work / "step2").is_dir()
     training._claim_work_dir(work, {"lr": 2e-5})  # another job: stale checkpoints go
     assert not (work / "step2").exists() and work.is_dir()
+
+
+def test_a_run_killed_under_other_training_data_is_not_resumed(smoke_scored, settings, caplog):
+    """The resume state records what the training data was built from (input checksums, passage
+    format): a restart under another title_join trains from step 0."""
+    _finetune(smoke_scored, settings, "data-change", method="basic", stop_after=2)
+    assert (smoke_scored / "work" / "data-change" / "step2").is_dir()  # resume state at step 2
+    with caplog.at_level("INFO"):
+        _finetune(smoke_scored, settings, "data-change", method="basic", stop_after=2, title_join="newline")
+    assert "discarding resume state" in caplog.text and "resuming" not in caplog.text
+
+
+def test_a_torn_last_train_log_line_is_dropped_and_an_inner_one_named(tmp_path):
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')  # killed while writing step 3
+    assert training._log_lines(log) == ['{"step": 1}', '{"step": 2}']
+    log.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
+    with pytest.raises(ValueError, match="train_log.jsonl:2: not valid JSON"):
+        training._log_lines(log)

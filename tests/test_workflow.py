@@ -46,8 +46,11 @@ def test_smoke_run_writes_tables_plots_and_benchmarks(smoke_run):
     ]
     for rule in ("download", "score", "finetune", "index", "evaluate", "aggregate"):
         assert list((results / "benchmarks" / rule).rglob("*.tsv")) or (results / "benchmarks" / f"{rule}.tsv").exists()
-    # the pretrain index reuses the embeddings of `score`: its log shows no corpus encoding
-    assert "corpus:" not in (results / "logs/index/scifact/all-MiniLM-L6-v2/pretrain.log").read_text()
+    # pretrain is evaluated on the corpus embeddings of `score` (no index job), and a checkpoint's
+    # are deleted once evaluated: disk holds no per-checkpoint index after the run
+    assert not (results / "logs/index/scifact/all-MiniLM-L6-v2/pretrain.log").exists()
+    assert (results / "score/scifact/all-MiniLM-L6-v2/corpus_embeddings/manifest.json").is_file()
+    assert not (results / "index").exists() and len(list((results / "logs" / "index").rglob("*.log"))) == 6
 
 
 def test_nothing_to_do_after_a_run(smoke_run):
