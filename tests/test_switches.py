@@ -31,8 +31,9 @@ def _with(block: str, **values) -> dict:
 
 
 SWITCHES = {
-    # D1: an extra column; no encoding, training or index changes
-    "authors_ndcg": (_with("evaluation", authors_ndcg=True), {"evaluate": 7, "aggregate": 1, "all": 1}),
+    # D1: an extra column; no training changes. The checkpoints' corpus embeddings were deleted once
+    # evaluated (evaluation.keep_embeddings: false), so evaluating again encodes them again
+    "authors_ndcg": (_with("evaluation", authors_ndcg=True), {"index": 6, "evaluate": 7, "aggregate": 1, "all": 1}),
     # D3: passage text changes every embedding, pretrain included; the prepared tables stay
     "text_only": (_with("data", title_join="text_only"), EVERYTHING_BUT_DOWNLOAD),
     # D4: the negatives of every trained method (the score stage writes them)
