@@ -127,17 +127,7 @@ def test_corpus_embeddings_of_another_model_size_are_refused(smoke_scored, smoke
         io.write_json(tmp / "manifest.json", {"shards": shards, "rows": rows, "dim": 8})
     assert len(embedding_store.EmbeddingStore(store)) == rows
     with pytest.raises(pipeline.StageError, match="dimension 8 differ from the model's embedding size 384"):
-        pipeline.evaluate(
-            data_dir=smoke_scored / "data",
-            encoder=smoke_settings.encoder,
-            evaluation=smoke_config["evaluation"],
-            index_path=store,
-            split="test",
-            out_run=tmp_path / "run.trec",
-            out_per_query=tmp_path / "pq.parquet",
-            out_metrics=tmp_path / "m.json",
-            run_meta={"method": "pretrain"},
-        )
+        _evaluate_with(store, smoke_scored, smoke_config, smoke_settings, tmp_path)
 
 
 # --- config violations stop before any job, naming the key and the allowed values ---------------------
