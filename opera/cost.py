@@ -13,7 +13,6 @@ Snakemake's ``attempt`` on retries.
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import struct
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from opera import methods
+from opera import data, methods
 from opera.config import EvaluatedRun, grid, method_params, model_settings
 
 # Peak dense bf16 (fp16 for V100) tensor FLOP/s per GPU in TFLOP/s, from the vendors' data sheets.
@@ -81,7 +80,8 @@ def _dataset_size(results_dir: str, name: str, spec_json: str, eval_split: str) 
         where = f"ir_datasets {ir_datasets.__version__} metadata"
     else:
         folder = _local_folder(source)
-        docs, queries, where = _count_lines(folder, "corpus"), _count_split_queries(folder, eval_split), str(folder)
+        docs, where = data.count_records(folder, "corpus"), str(folder)
+        queries = data.judged_queries(folder / "qrels" / f"{eval_split}.tsv")
     if docs is None:
         raise CostError(f"dataset {name!r}: its source gives no document count offline; prepare it first")
     subsample = spec.get("subsample") or {}
@@ -94,37 +94,11 @@ def _dataset_size(results_dir: str, name: str, spec_json: str, eval_split: str) 
 
 
 def _local_folder(source: dict) -> Path:
-    from opera import data
-
     if source["type"] == "shipped":
         return data.SHIPPED_DIR / source["name"]
     if "path" in source:
         return Path(source["path"])
     raise CostError(f"a {source['type']} source has no local folder to count; prepare the dataset first")
-
-
-def _open(folder: Path, stem: str):
-    for candidate in (folder / f"{stem}.jsonl", folder / f"{stem}.jsonl.gz"):
-        if candidate.exists():
-            return gzip.open(candidate, "rt", encoding="utf-8") if candidate.suffix == ".gz" else candidate.open()
-    return None
-
-
-def _count_lines(folder: Path, stem: str) -> int | None:
-    handle = _open(folder, stem)
-    if handle is None:
-        return None
-    with handle:
-        return sum(1 for line in handle if line.strip())
-
-
-def _count_split_queries(folder: Path, split: str) -> int:
-    path = folder / "qrels" / f"{split}.tsv"
-    if not path.is_file():
-        return 0
-    with path.open(encoding="utf-8") as handle:
-        next(handle, None)  # header
-        return len({line.split("\t", 1)[0] for line in handle if line.strip()})
 
 
 def _local_model(path: str) -> Path | None:

@@ -23,6 +23,7 @@ import logging
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,20 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             f"{where}: the gzip stream is truncated or damaged after line {line_no} ({exc}); "
             "the file is incomplete: download or copy it again"
         ) from None
+
+
+def count_records(folder: Path, stem: str) -> int | None:
+    """Non-blank lines of ``folder/stem.jsonl`` (or .jsonl.gz), or None when neither exists."""
+    try:
+        path = _find_jsonl(folder, stem)
+    except DataError:
+        return None
+    return sum(1 for _, line in _lines(path) if line.strip())
+
+
+def judged_queries(path: Path) -> int:
+    """Distinct query ids of a BEIR qrels file (0 when it does not exist)."""
+    return len({query for _, query, _, _ in _read_qrels_tsv(path)}) if path.is_file() else 0
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
@@ -870,19 +885,29 @@ def read_prepared(data_dir: str | Path, corpus: bool = True) -> Dataset:
     )
 
 
+@cache
+def _recorded_rows(path: str, size: int, mtime_ns: int) -> int:
+    """The rows recorded for a checksummed file, verified once per process and file version: a score
+    job reads its corpus three times (size, passages, ids), and hashing tens of GB once is enough."""
+    return io.verify(path)["rows"]
+
+
 def _verified_corpus(data_dir: str | Path):
     import pyarrow.parquet as pq
 
     path = Path(data_dir) / "corpus.parquet"
-    record = io.verify(path)
+    if not path.exists():
+        io.verify(path)  # raises, naming the missing file
+    stat = path.stat()
+    rows = _recorded_rows(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     parquet = pq.ParquetFile(path)
-    if parquet.metadata.num_rows != record["rows"]:
-        raise io.CorruptArtifactError(f"{path}: {parquet.metadata.num_rows} rows, recorded {record['rows']}")
+    if parquet.metadata.num_rows != rows:
+        raise io.CorruptArtifactError(f"{path}: {parquet.metadata.num_rows} rows, recorded {rows}")
     return parquet
 
 
 def corpus_size(data_dir: str | Path) -> int:
-    """Documents in the prepared corpus (from the parquet footer; nothing else is read)."""
+    """Documents in the prepared corpus (from the parquet footer, once the file is verified)."""
     return _verified_corpus(data_dir).metadata.num_rows
 
 
