@@ -9,12 +9,16 @@ readers verify it and refuse a file that does not match.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -201,3 +205,115 @@ def load_table(path: str | os.PathLike, columns: list[str] | None = None) -> pd.
     if len(frame) != record["rows"]:
         raise CorruptArtifactError(f"{path}: {len(frame)} rows, recorded {record['rows']}")
     return frame
+
+
+# --- checksummed folders (checkpoints) --------------------------------------------------------------
+
+DIR_CHECKSUMS = "checksums.json"
+
+
+def write_dir_checksums(folder: str | os.PathLike, records: dict | None = None) -> dict:
+    """Record the sha256 and size of every file in ``folder`` (or the given ``records``) in its
+    checksums.json, written last: a folder without one was not completed."""
+    folder = Path(folder)
+    if records is None:
+        records = {
+            str(path.relative_to(folder)): {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+            for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.name != DIR_CHECKSUMS
+        }
+    write_json(folder / DIR_CHECKSUMS, records)
+    return records
+
+
+def verify_dir(folder: str | os.PathLike) -> dict:
+    """Check every file recorded in ``folder``'s checksums.json; return the records or raise
+    CorruptArtifactError naming the file that is missing, truncated or changed."""
+    folder = Path(folder)
+    manifest = folder / DIR_CHECKSUMS
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: missing folder")
+    if not manifest.exists():
+        raise CorruptArtifactError(
+            f"{folder}: no {DIR_CHECKSUMS}; the folder was not written by a completed stage (or by an "
+            "older version without checksums). Delete it and rerun the workflow to recompute it."
+        )
+    records = read_json(manifest)
+    for name, record in records.items():
+        path = folder / name
+        if not path.is_file():
+            raise CorruptArtifactError(f"{path}: missing, but recorded in {manifest}")
+        size = path.stat().st_size
+        if size != record["bytes"] or sha256_of(path) != record["sha256"]:
+            raise CorruptArtifactError(
+                f"{path}: content does not match {manifest} (size {size}, expected {record['bytes']}); "
+                "the file was changed, truncated or corrupted after it was written"
+            )
+    return records
+
+
+# --- a full disk ------------------------------------------------------------------------------------
+
+# What libraries say when a write comes up short: torch's zip writer ("unexpected pos", "file write
+# failed") and safetensors report no errno, only text.
+_SHORT_WRITE_TEXT = ("no space left on device", "disk quota exceeded", "unexpected pos", "file write failed")
+
+
+class DiskFullError(RuntimeError):
+    """A write failed because the file system is full (or a quota is reached); says what was kept."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a write that failed for lack of space."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(exc).lower() for text in _SHORT_WRITE_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+# --- one writer per output --------------------------------------------------------------------------
+
+
+def lock_file_for(path: str | os.PathLike) -> Path:
+    """The lock file of ``path`` (a job's log or a work folder): a hidden file beside it that no
+    rule declares, so Snakemake never deletes it (a new file at the same path would be a new lock)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` while the block runs; wait for another holder first.
+
+    The lock is the kernel's (flock), so it ends with its process, even one killed by SIGKILL,
+    and on NFS it is seen by every node. While waiting, the log names the holder (pid, host, since
+    when): on a cluster that is a job whose Snakemake was killed and which still runs. A file
+    system without locks is said in the log and the block runs unlocked.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            log.warning("%s: waiting for %s, which holds %s, to finish", what, holder, lock_path)
+            began = time.monotonic()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            log.info("%s: lock acquired after waiting %.0f s", what, time.monotonic() - began)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            log.warning(
+                "%s: %s cannot be locked (%s): a second job of this output would not be stopped", what, lock_path, exc
+            )
+        holder = f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -1,5 +1,6 @@
-"""Job plumbing for workflow scripts: log to the job's log file, use the job's threads, and turn
-out-of-memory and time-limit deaths into messages that say which resource to raise.
+"""Job plumbing for workflow scripts: log to the job's log file, use the job's threads, run one job
+of an output at a time, and turn out-of-memory, time-limit and full-disk deaths into messages that
+say which resource to raise and what was kept.
 
 This is the only module that touches process-wide state (stderr, signal handlers, torch threads);
 the stage functions in opera.pipeline stay free of it, so the library behaves the same when it is
@@ -13,6 +14,8 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+
+from opera import io
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -79,8 +82,14 @@ def run(snakemake, stage: Callable[[], object]) -> None:
         )
 
     signal.signal(signal.SIGTERM, on_term)
+    # One job of an output at a time: after its Snakemake was killed, a job keeps running (as SLURM
+    # jobs do), and the rerun's job of the same output waits for it instead of writing beside it.
+    lock = io.lock_file_for(snakemake.log[0] if snakemake.log else snakemake.output[0])
     try:
-        stage()
+        with io.exclusive(lock, f"rule {rule}"):
+            stage()
+    except io.DiskFullError:
+        raise
     except MemoryError as exc:
         raise JobResourceError(_oom_message(rule, mem_key, resources, "CPU memory")) from exc
     except RuntimeError as exc:
@@ -88,7 +97,21 @@ def run(snakemake, stage: Callable[[], object]) -> None:
         if "out of memory" in text.lower() or "can't allocate memory" in text.lower():
             what = "GPU memory" if "CUDA" in text else "CPU memory"
             raise JobResourceError(_oom_message(rule, mem_key, resources, what)) from exc
+        if io.is_disk_full(exc):
+            raise io.DiskFullError(_disk_full_message(rule, exc)) from exc
         raise
+    except OSError as exc:
+        if io.is_disk_full(exc):
+            raise io.DiskFullError(_disk_full_message(rule, exc)) from exc
+        raise
+
+
+def _disk_full_message(rule: str, exc: BaseException) -> str:
+    return (
+        f"rule {rule}: disk full (or a quota reached) while writing: {exc}. Nothing earlier is lost: "
+        "outputs are written to temporary files and renamed into place only when complete. "
+        "Free space, then rerun the workflow."
+    )
 
 
 def _oom_message(rule: str, mem_key: str, resources, what: str) -> str:

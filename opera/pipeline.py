@@ -276,6 +276,7 @@ def index(
     """Reads the prepared corpus and a checkpoint; writes the corpus's embeddings under it as a
     store at ``out_dir`` (the base model's store is the one `score` wrote)."""
     began = time.perf_counter()
+    io.verify_dir(checkpoint)  # a checkpoint changed after training is refused, not encoded
     manifest = embedding_store.encode_corpus(
         out_dir,
         data_dir=data_dir,
@@ -323,6 +324,8 @@ def evaluate(
     doc_ids = data_mod.CorpusIds(data_dir)
     if len(corpus) != len(doc_ids):
         raise StageError(f"{index_path}: {len(corpus)} embeddings but {data_dir} has {len(doc_ids)} documents")
+    if checkpoint:
+        io.verify_dir(checkpoint)
     model = encoders.load(encoder, path=str(checkpoint) if checkpoint else None)
     if model.get_embedding_dimension() != corpus.dim:
         raise StageError(

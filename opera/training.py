@@ -15,6 +15,7 @@ loss, the learning rate and the sampler's state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -272,9 +273,17 @@ def _barrier(env: Dist) -> None:
 
 
 def _latest_checkpoint(work_dir: Path) -> tuple[int, str | None]:
-    """(step, path) of the newest checkpoint in ``work_dir``; (0, None) for a fresh run."""
-    found = _step_dirs(work_dir)
-    return (found[-1][0], str(found[-1][1])) if found else (0, None)
+    """(step, path) of the newest checkpoint in ``work_dir`` that matches its checksums; (0, None)
+    for a fresh run. A damaged one is named in the log and passed over for the one before it."""
+    for step, path in reversed(_step_dirs(work_dir)):
+        try:
+            records = io.verify_dir(path)
+        except io.CorruptArtifactError as exc:
+            log.warning("not resuming from step %d: %s", step, exc)
+            continue
+        if STATE_FILE in records:
+            return step, str(path)
+    return 0, None
 
 
 def _build_trainer(
@@ -375,24 +384,45 @@ def finetune(
     """
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     env = init_distributed()
+    job = {
+        "settings": settings.to_dict(),
+        "method": method,
+        "method_params": method_params,
+        "seed": seed,
+        "pairs": data.pairs.n_pairs,
+        "queries": data.pairs.n_queries,
+        "world_size": env.world,
+        "data": data_fingerprint or {},
+    }
+    with contextlib.ExitStack() as held:
+        if env.main:  # two writers never share a work folder: a second job waits for the first
+            held.enter_context(io.exclusive(io.lock_file_for(work_dir), f"finetune {method} in {work_dir}"))
+            _claim_work_dir(work_dir, job)
+            finished = _finished_run(work_dir)
+            if finished:
+                log.info("%s finished in %s already (an earlier job of this run): publishing it", method, work_dir)
+                _publish(work_dir, out_dir, finished)
+        _barrier(env)
+        if (work_dir / FINISHED_FILE).exists():
+            return io.read_json(work_dir / FINISHED_FILE)
+        return _train(data, settings, method, method_params, seed, out_dir, work_dir, env, stop_after)
+
+
+def _train(
+    data: TrainingData,
+    settings: ModelSettings,
+    method: str,
+    method_params: dict,
+    seed: int,
+    out_dir: Path,
+    work_dir: Path,
+    env: Dist,
+    stop_after: int | None,
+) -> dict:
+    """The loop of :func:`finetune`, from the newest checkpoint in ``work_dir`` (a claimed work folder)."""
     global_batch = settings.batch_size * env.world
     checkpoints = set(settings.checkpoint_steps())
     sampler = make_sampler(method, data.pairs, settings.max_steps, seed, method_params)
-    if env.main:
-        _claim_work_dir(
-            work_dir,
-            {
-                "settings": settings.to_dict(),
-                "method": method,
-                "method_params": method_params,
-                "seed": seed,
-                "pairs": data.pairs.n_pairs,
-                "queries": data.pairs.n_queries,
-                "world_size": env.world,
-                "data": data_fingerprint or {},
-            },
-        )
-    _barrier(env)
     start_step, checkpoint = _latest_checkpoint(work_dir)
     if checkpoint:
         log.info("resuming %s from step %d (%s)", method, start_step, checkpoint)
@@ -531,19 +561,71 @@ def _average_gradients(params, env: Dist) -> None:
 
 
 def _save_checkpoint(model, path: Path, env: Dist, state: dict) -> None:
+    """Write a step's checkpoint (model, trainer state, checksums of both) in one rename."""
     if env.main:
-        with io.atomic_dir(path) as tmp:
-            model.save(str(tmp))
-            torch.save(state, tmp / STATE_FILE)
+        try:
+            with io.atomic_dir(path) as tmp:
+                model.save(str(tmp))
+                torch.save(state, tmp / STATE_FILE)
+                io.write_dir_checksums(tmp)
+        except (OSError, RuntimeError) as exc:
+            if not io.is_disk_full(exc):
+                raise
+            kept = _step_dirs(path.parent)
+            resume = f"a rerun resumes from step {kept[-1][0]} ({kept[-1][1]})" if kept else "a rerun starts over"
+            raise io.DiskFullError(
+                f"writing checkpoint {path} failed: disk full (or a quota reached): {exc}. Nothing is lost: "
+                f"the partial checkpoint was removed, earlier checkpoints are intact, and {resume} once "
+                "space is freed."
+            ) from exc
         model.train()  # saving leaves the model in eval mode, which would silently turn dropout off
     _barrier(env)
 
 
+FINISHED_FILE = "finished.json"
+
+
 def _publish(work_dir: Path, out_dir: Path, summary: dict) -> None:
-    """Move the finished run into ``out_dir`` in one rename: checkpoints (without optimizer state) and logs."""
+    """Put the finished run into ``out_dir`` in one rename: checkpoints (without optimizer state),
+    each with its checksums, and logs.
+
+    The files are hard links, and the work folder keeps its links and a ``finished.json``: when a
+    rerun's Snakemake deletes ``out_dir`` (it deletes the outputs of a job its killed predecessor
+    left incomplete, even if that job went on and finished), the next job of this run publishes the
+    finished run again instead of training it again. Optimizer states are deleted (they are the
+    bulk of a checkpoint and only serve resuming).
+    """
+    steps = _step_dirs(work_dir)
     with io.atomic_dir(out_dir) as tmp:
-        for _, path in _step_dirs(work_dir):
-            shutil.copytree(path, tmp / path.name, copy_function=os.link, ignore=shutil.ignore_patterns(STATE_FILE))
+        for _, path in steps:
+            records = io.read_json(path / io.DIR_CHECKSUMS)
+            shutil.copytree(
+                path,
+                tmp / path.name,
+                copy_function=os.link,
+                ignore=shutil.ignore_patterns(STATE_FILE, io.DIR_CHECKSUMS),
+            )
+            io.write_dir_checksums(tmp / path.name, {k: v for k, v in records.items() if k != STATE_FILE})
         shutil.copy2(work_dir / LOG_FILE, tmp / LOG_FILE)
         io.write_json(tmp / "run.json", summary)
-    shutil.rmtree(work_dir)
+    if not (work_dir / FINISHED_FILE).exists():
+        io.write_json(work_dir / FINISHED_FILE, summary)  # first: from here on the run counts as finished
+    for _, path in steps:
+        if (path / STATE_FILE).exists():
+            io.write_dir_checksums(path, io.read_json(out_dir / path.name / io.DIR_CHECKSUMS))
+            (path / STATE_FILE).unlink()
+
+
+def _finished_run(work_dir: Path) -> dict | None:
+    """The summary of a run that finished in ``work_dir`` and whose checkpoints verify; None if none."""
+    marker = work_dir / FINISHED_FILE
+    if not marker.exists():
+        return None
+    try:
+        for _, path in _step_dirs(work_dir):
+            io.verify_dir(path)
+    except (io.CorruptArtifactError, FileNotFoundError) as exc:
+        log.warning("not using the finished run in %s: %s; training again", work_dir, exc)
+        shutil.rmtree(work_dir)
+        return None
+    return io.read_json(marker)

@@ -258,6 +258,40 @@ def test_other_errors_pass_through_unchanged(tmp_path, restore_process_state):
         job.run(_fake_job(tmp_path, "index"), stage)
 
 
+def test_a_full_disk_in_any_stage_says_disk_full_and_what_is_kept(tmp_path, restore_process_state):
+    def stage():
+        with open("/dev/full", "w") as handle:  # every write fails with ENOSPC
+            handle.write("x" * 100_000)
+
+    with pytest.raises(io.DiskFullError, match=r"rule score: disk full .*Nothing earlier is lost"):
+        job.run(_fake_job(tmp_path, "score"), stage)
+
+
+# --- one job of an output at a time -------------------------------------------------------------------
+
+
+def test_a_second_job_of_an_output_waits_for_the_first_and_names_it(tmp_path, caplog):
+    """A job whose Snakemake was killed goes on running; the rerun's job of the same output waits
+    for it (the log names its pid) and starts only once it has exited."""
+    lock, finished = tmp_path / ".job.log.lock", tmp_path / "first-finished"
+    script = textwrap.dedent(f"""
+        import pathlib, time
+        from opera import io
+        with io.exclusive({str(lock)!r}, "first job"):
+            print("holding", flush=True)
+            time.sleep(1.5)
+            pathlib.Path({str(finished)!r}).touch()
+    """)
+    first = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "holding"
+    with caplog.at_level("INFO"), io.exclusive(lock, "second job"):
+        assert finished.exists()  # entered only after the first job finished
+    first.wait()
+    assert f"second job: waiting for pid {first.pid} on host" in caplog.text
+    with io.exclusive(lock, "third job"):  # a killed holder releases the lock with its process
+        pass
+
+
 # --- security: safetensors only, no remote code unless asked, no pickle of untrusted data ----------------
 
 

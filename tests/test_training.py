@@ -58,8 +58,12 @@ def test_finetune_writes_checkpoints_and_log(smoke_scored, settings):
     run = smoke_scored / "ft" / "plain"
     assert summary["checkpoints"] == [2, 4]
     assert sorted(p.name for p in run.iterdir()) == ["run.json", "step2", "step4", "train_log.jsonl"]
-    assert not (smoke_scored / "work" / "plain").exists()  # resume state cleaned up
     assert not list(run.rglob(training.STATE_FILE))  # optimizer state is not published
+    work = smoke_scored / "work" / "plain"  # keeps the finished run as hard links (no second copy), no states
+    assert (work / training.FINISHED_FILE).exists() and not list(work.rglob(training.STATE_FILE))
+    weights = next((run / "step4").rglob("model.safetensors"))
+    assert weights.stat().st_ino == (work / weights.relative_to(run)).stat().st_ino
+    io.verify_dir(run / "step4")
     log = io.read_train_log(run / "train_log.jsonl")
     assert [e["step"] for e in log] == [1, 2, 3, 4]
     assert all(e["elapsed"] > 0 for e in log) and log[-1]["elapsed"] >= log[0]["elapsed"]
@@ -225,3 +229,105 @@ def test_a_torn_last_train_log_line_is_dropped_and_an_inner_one_named(tmp_path):
     log.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
     with pytest.raises(ValueError, match="train_log.jsonl:2: not valid JSON"):
         training._log_lines(log)
+
+
+def test_a_finished_run_is_published_again_not_trained_again(smoke_scored, settings, monkeypatch, caplog):
+    """Snakemake deletes the output of a job its killed predecessor left incomplete, even when that
+    job went on and finished: the next job publishes the finished run from the work folder."""
+    import shutil
+
+    first = _finetune(smoke_scored, settings, "adopt", method="basic")
+    run = smoke_scored / "ft" / "adopt"
+    weights = {name: tensor.clone() for name, tensor in _weights(run, 4).items()}  # not a view of the file
+    shutil.rmtree(run)
+    monkeypatch.setattr(training, "_train", lambda *args: pytest.fail("a finished run was trained again"))
+    with caplog.at_level("INFO"):
+        again = _finetune(smoke_scored, settings, "adopt", method="basic")
+    assert again == first and "finished in" in caplog.text
+    assert _same_weights(weights, _weights(run, 4)) and (run / "train_log.jsonl").exists()
+
+    # a finished run whose files were changed since is not published: it is trained again
+    shutil.rmtree(run)
+    damaged = next((smoke_scored / "work" / "adopt" / "step4").rglob("model.safetensors"))
+    with open(damaged, "r+b") as handle:
+        handle.seek(1024)
+        handle.write(b"\0" * 65536)
+    monkeypatch.undo()
+    with caplog.at_level("WARNING"):
+        _finetune(smoke_scored, settings, "adopt", method="basic")
+    assert "not using the finished run" in caplog.text
+    assert _same_weights(weights, _weights(run, 4))
+
+
+def test_resume_passes_over_a_damaged_checkpoint(smoke_scored, settings, caplog):
+    every_step = dataclasses.replace(settings, eval_every=1)
+    _finetune(smoke_scored, every_step, "whole", method="basic")
+    _finetune(smoke_scored, every_step, "damaged", method="basic", stop_after=3)
+    with open(next((smoke_scored / "work" / "damaged" / "step3").rglob("model.safetensors")), "r+b") as handle:
+        handle.seek(2048)
+        handle.write(b"\xff" * 65536)  # 64 KiB overwritten, size unchanged
+    with caplog.at_level("INFO"):
+        _finetune(smoke_scored, every_step, "damaged", method="basic")
+    assert "not resuming from step 3" in caplog.text and "resuming basic from step 2" in caplog.text
+    whole, resumed = smoke_scored / "ft" / "whole", smoke_scored / "ft" / "damaged"
+    assert _same_weights(_weights(whole, 4), _weights(resumed, 4))
+
+
+def test_a_published_checkpoint_changed_after_training_is_refused(smoke_scored, settings, smoke_config, tmp_path):
+    import shutil
+
+    _finetune(smoke_scored, settings, "refused", method="basic")
+    checkpoint = tmp_path / "step4"
+    shutil.copytree(smoke_scored / "ft" / "refused" / "step4", checkpoint)  # a copy: the work folder's stays intact
+    weights = next(checkpoint.rglob("model.safetensors"))
+    with open(weights, "r+b") as handle:
+        handle.seek(4096)
+        handle.write(b"\0" * 65536)
+    common = {"data_dir": smoke_scored / "data", "encoder": settings.encoder, "checkpoint": checkpoint}
+    with pytest.raises(io.CorruptArtifactError, match="model.safetensors: content does not match"):
+        pipeline.index(**common, encode_batch_size=32, title_join="space", layout=None, out_dir=tmp_path / "index")
+    with pytest.raises(io.CorruptArtifactError, match="model.safetensors: content does not match"):
+        pipeline.evaluate(
+            **common,
+            evaluation=smoke_config["evaluation"],
+            index_path=smoke_scored / "score" / "corpus_embeddings",
+            split="test",
+            out_run=tmp_path / "run.trec",
+            out_per_query=tmp_path / "pq.parquet",
+            out_metrics=tmp_path / "m.json",
+            run_meta={"method": "basic"},
+        )
+    (checkpoint / io.DIR_CHECKSUMS).unlink()
+    with pytest.raises(io.CorruptArtifactError, match="no checksums.json"):
+        pipeline.index(**common, encode_batch_size=32, title_join="space", layout=None, out_dir=tmp_path / "index")
+    assert not (tmp_path / "index").exists() and not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("full_file", ["config.json", training.STATE_FILE])
+def test_a_full_disk_while_writing_a_checkpoint_says_so_and_loses_nothing(
+    smoke_scored, settings, monkeypatch, full_file
+):
+    """One file of the checkpoint is written to /dev/full (every write fails with ENOSPC), as on a
+    full disk: the model's config (a plain write) or the trainer state (torch's zip writer, whose
+    error is "unexpected pos"). transformers replaces existing weight files, so those cannot be linked."""
+    import tempfile
+
+    name = f"full-{full_file}"
+    _finetune(smoke_scored, settings, name, method="basic", stop_after=2)  # step 2 is on disk
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp_on_a_full_disk(*args, **kwargs):
+        folder = Path(real_mkdtemp(*args, **kwargs))
+        if folder.name.startswith(".step4."):
+            (folder / full_file).symlink_to("/dev/full")
+        return str(folder)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp_on_a_full_disk)
+    with pytest.raises(io.DiskFullError, match=r"disk full.*Nothing is lost.*resumes from step 2") as raised:
+        _finetune(smoke_scored, settings, name, method="basic")
+    assert "step4" in str(raised.value)
+    work = smoke_scored / "work" / name
+    assert [p.name for p in sorted(work.iterdir()) if p.name.startswith(("step", ".step"))] == ["step2"]
+    io.verify_dir(work / "step2")
+    monkeypatch.undo()  # space freed: the rerun resumes from step 2 and finishes
+    assert _finetune(smoke_scored, settings, name, method="basic")["checkpoints"] == [2, 4]
