@@ -87,15 +87,25 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def read_train_log(path: str | os.PathLike) -> list[dict]:
-    """The entries of a ``train_log.jsonl`` (one JSON object per line; blank lines skipped)."""
+    """The entries of a ``train_log.jsonl`` (one JSON object per line; blank lines skipped). A line
+    that is not JSON raises :class:`FileFormatError` naming the file, line and column."""
+    text = read_text(path, "JSON lines")
     entries = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    entries.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not valid JSON: {exc}") from exc
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            cause = (
+                "a torn last line: the run was killed while writing it (rerun the finetune job)"
+                if number == len(lines)
+                else "the file was edited or two writers mixed their lines"
+            )
+            raise FileFormatError(
+                f"{path}:{number}:{exc.colno}: not valid JSON ({exc.msg}); likely cause: {cause}"
+            ) from None
     return entries
 
 
@@ -103,9 +113,107 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+class FileFormatError(ValueError):
+    """A file cannot be read as its format; the message names the file, the line and column where
+    there is one, and the likely cause."""
+
+
+def _missing(path: str | os.PathLike) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{path}: no such file (never written, moved or deleted; a pipeline file is written by its stage)"
+    )
+
+
+def read_text(path: str | os.PathLike, what: str = "text") -> str:
+    """The UTF-8 text of ``path`` (a leading byte-order mark dropped). A missing file raises
+    FileNotFoundError, a byte that is not UTF-8 :class:`FileFormatError`, each naming the file
+    (and the line and column of the byte)."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise _missing(path) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise FileFormatError(
+            f"{path}:{line}:{column}: not UTF-8 text (byte {raw[exc.start]:#04x}); likely cause: not a {what} "
+            "file (a binary or another encoding: save it as UTF-8) or a damaged copy"
+        ) from None
+
+
+def _json_error(path: str | os.PathLike, text: str, exc: json.JSONDecodeError) -> FileFormatError:
+    if not text.strip():
+        cause = "the file is empty (a write that never finished, or a placeholder)"
+    elif exc.pos >= len(text.rstrip()):
+        cause = "the text ends early: truncated (a killed write or a partial copy)"
+    elif exc.msg.startswith("Extra data"):
+        cause = "more than one JSON value: JSON lines where one document is expected, or two writes mixed"
+    else:
+        cause = "not JSON, or edited by hand (check quotes, commas and brackets there)"
+    return FileFormatError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg}); likely cause: {cause}")
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """A JSON file's value. A missing file, a byte that is not UTF-8 or text that is not JSON raises
+    (FileNotFoundError, :class:`FileFormatError`) naming the file, line and column, and the likely cause."""
+    text = read_text(path, "JSON")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _json_error(path, text, exc) from None
+
+
+def read_json_if_exists(path: str | os.PathLike) -> Any:
+    """:func:`read_json`, or None when ``path`` is not a file (optional files, e.g. of a checkpoint)."""
+    return read_json(path) if Path(path).is_file() else None
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file's value (None when empty), read with ``yaml.safe_load``. A missing file, a byte
+    that is not UTF-8 or text that is not YAML raises naming the file, line and column, and the likely cause."""
+    import yaml  # not every reader of artifacts needs it
+
+    text = read_text(path, "YAML")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        if "\\t" in problem:  # yaml shows a tab as '\\t'
+            cause = "a tab in the indentation (YAML indents with spaces)"
+        elif any(end in str(exc) for end in ("end of stream", "end of the stream", "<stream end>")):
+            cause = "the text ends early (truncated) or a quote or bracket is not closed"
+        else:
+            cause = "wrong indentation, a missing ':' or space after it, or an unclosed quote or bracket near there"
+        raise FileFormatError(f"{where}: not valid YAML ({problem}); likely cause: {cause}") from None
+
+
+def read_safetensors_header(path: str | os.PathLike) -> dict:
+    """The JSON header of a ``.safetensors`` file (tensor names, dtypes, shapes), without the tensors."""
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            size = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else None
+            total = os.fstat(handle.fileno()).st_size
+            if size is None or size > total - 8:
+                raise FileFormatError(
+                    f"{path}: not a safetensors file (its header length {size} does not fit the file's "
+                    f"{total} bytes); likely cause: truncated (an interrupted download or copy) or another format"
+                )
+            raw = handle.read(size)
+    except FileNotFoundError:
+        raise _missing(path) from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FileFormatError(
+            f"{path}: its safetensors header is not UTF-8 JSON ({exc}); likely cause: damaged or another format"
+        ) from None
 
 
 def _json_default(obj: Any) -> Any:

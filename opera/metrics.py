@@ -146,12 +146,19 @@ def write_trec_run(path: str | Path, run: Run, tag: str = "opera") -> None:
 
 def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
     run: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            parts = line.split()
-            if not parts:  # blank line (e.g. trailing newline)
-                continue
-            if len(parts) != 6:
-                raise ValueError(f"{path}:{number}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}")
+    for number, line in enumerate(io.read_text(path, "TREC run").splitlines(), 1):
+        parts = line.split()
+        if not parts:  # blank line (e.g. trailing newline)
+            continue
+        if len(parts) != 6:
+            raise io.FileFormatError(
+                f"{path}:{number}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}; "
+                "likely cause: not a TREC run file, or a line cut short (truncated)"
+            )
+        try:
             run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+        except ValueError:
+            raise io.FileFormatError(
+                f"{path}:{number}: score {parts[4]!r} (column 5) is not a number; likely cause: not a TREC run file"
+            ) from None
     return run

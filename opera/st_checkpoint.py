@@ -7,8 +7,9 @@ Qwen-like checkpoint is not silently encoded as all-MiniLM-L6-v2 would be (opera
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from opera import io
 
 # sentence-transformers Pooling modes -> the config's `pooling` values
 _POOLING = {"mean": "mean", "cls": "cls", "lasttoken": "last"}
@@ -16,10 +17,9 @@ _POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "
 
 
 def _json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """A checkpoint's JSON file, or None when it has none; a file that is there but not JSON raises
+    naming it (a damaged checkpoint would otherwise be encoded with the wrong settings)."""
+    return io.read_json_if_exists(path)
 
 
 def settings_of(path: str) -> dict:

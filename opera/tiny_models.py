@@ -24,7 +24,6 @@ nothing (random weights); they exist to run every code path of the two families 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import shutil
 import tempfile
@@ -78,14 +77,13 @@ def training_texts(limit: int = 1500) -> list[str]:
     """Queries and the first ``limit`` documents of the shipped SciFact corpus (titles and texts)."""
     corpus = _scifact()
     texts: list[str] = []
-    with gzip.open(corpus / "queries.jsonl.gz", "rt", encoding="utf-8") as handle:
-        texts.extend(json.loads(line)["text"] for line in handle)
-    with gzip.open(corpus / "corpus.jsonl.gz", "rt", encoding="utf-8") as handle:
-        for count, line in enumerate(handle):
-            if count >= limit:
-                break
-            doc = json.loads(line)
-            texts.extend([doc.get("title", ""), doc["text"]])
+    from opera import data
+
+    texts.extend(query["text"] for _, query in data.iter_jsonl(corpus / "queries.jsonl.gz"))
+    for count, (_, doc) in enumerate(data.iter_jsonl(corpus / "corpus.jsonl.gz")):
+        if count >= limit:
+            break
+        texts.extend([doc.get("title", ""), doc["text"]])
     return [t for t in texts if t]
 
 
