@@ -9,7 +9,6 @@ run(args) -> int. Errors the user can fix (bad config, bad data, a missing check
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from opera import __version__
 from opera.config import ConfigError, load_config
-from opera.data import DataError, prepare, summary_lines
+from opera.data import DataError, check_train_queries, prepare, summary_lines
 
 log = logging.getLogger("opera.cli")
 
@@ -176,6 +175,8 @@ def _add_prepare(subparsers) -> argparse.ArgumentParser:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    from opera.cost import global_batches
+
     config = load_config(args.config)
     names = args.dataset or list(config["datasets"])
     unknown = [n for n in names if n not in config["datasets"]]
@@ -185,6 +186,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     for name in names:
         summary = prepare(name, config["datasets"][name], config["data"], out / name)
         print("\n".join(summary_lines(name, summary)), flush=True)
+        check_train_queries(name, summary, global_batches(config))  # as the workflow's download stage
     return 0
 
 
@@ -257,12 +259,18 @@ def _run_finetune(args: argparse.Namespace) -> int:
         _score(config, dataset, model)
     params = method_params(config, method, model)
     prune_dir = results / "prune" / dataset / model / method
+    import torch
+
+    gpus = min(settings.gpus, torch.cuda.device_count())  # one process per GPU (pipeline.finetune_job)
     pipeline.prune(
         pairs_path=score / "pairs.parquet",
         method=method,
         params=params if methods.get(method).pruner else {},
         out_pairs=prune_dir / "pairs.parquet",
         out_report=prune_dir / "report.json",
+        global_batch=settings.batch_size * max(1, gpus),
+        dataset=dataset,
+        model=model,
     )
     pairs, negatives = score / "pairs.parquet", score / "negatives.parquet"
     if params.get("mine_after_prune"):  # as the workflow's mine rule: negatives mined after pruning
@@ -278,10 +286,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
             out_negatives=prune_dir / "negatives.parquet",
         )
         pairs, negatives = prune_dir / "pairs.parquet", prune_dir / "negatives.parquet"
-    import torch
-
     pipeline.finetune_job(
-        gpus=min(settings.gpus, torch.cuda.device_count()),
+        gpus=gpus,
         data_dir=data,
         pairs_path=pairs,
         negatives_path=negatives,
@@ -301,10 +307,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 def _run_finetune_job(job_file: Path) -> int:
     """One finetuning job described by a JSON file (the workflow runs this under torchrun)."""
-    from opera import pipeline
+    from opera import io, pipeline
     from opera.settings import ModelSettings
 
-    job = json.loads(job_file.read_text(encoding="utf-8"))
+    job = io.read_json(job_file)
     job["settings"] = ModelSettings.from_dict(job["settings"])
     pipeline.finetune(**job)
     return 0

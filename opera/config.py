@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from opera import methods
 from opera.settings import ModelSettings
@@ -31,15 +30,17 @@ class ConfigError(ValueError):
 
 @cache
 def load_registry() -> dict:
-    with open(REGISTRY_PATH, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+    from opera import io  # lazy: numpy, pandas
+
+    return io.read_yaml(REGISTRY_PATH)
 
 
 @cache
 def _load_schema() -> dict:
     """opera/schema.yaml, with the method enum taken from the method registry (opera.methods)."""
-    with open(SCHEMA_PATH, encoding="utf-8") as handle:
-        schema = yaml.safe_load(handle)
+    from opera import io  # lazy: numpy, pandas
+
+    schema = io.read_yaml(SCHEMA_PATH)
     schema["properties"]["methods"]["items"]["enum"] = methods.names()
     schema["properties"]["budget_methods"]["items"]["enum"] = methods.trained()
     from opera.cost import GPU_PEAK_TFLOPS  # imports this module
@@ -132,6 +133,7 @@ def validate_config(config: dict) -> dict:
                 f"config key 'datasets.{name}.splits': {dataset['splits']} has no 'train' split, but methods "
                 f"{trained} finetune on it; add a train split or use methods: [pretrain]"
             )
+    preflight.check_batch_sizes(config)
     # Sorted keys everywhere: Snakemake compares params by their text, so the same settings written
     # in another key order must not look like a change (and rerun everything).
     canonical = _sorted_dicts(config)
@@ -165,11 +167,12 @@ def load_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    from opera import io  # lazy: numpy, pandas
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            config = yaml.safe_load(handle) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        config = io.read_yaml(path) or {}
+    except io.FileFormatError as exc:
+        raise ConfigError(str(exc)) from exc
     if isinstance(config, dict):
         from opera.preflight import default_results_dir
 

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from collections import Counter
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
-from opera import data, methods
-from opera.config import EvaluatedRun, grid, method_params, model_settings
+from opera import data, io, methods
+from opera.config import EvaluatedRun, grid, method_params, model_settings, trained_methods
 
 # Peak dense bf16 (fp16 for V100) tensor FLOP/s per GPU in TFLOP/s, from the vendors' data sheets.
 GPU_PEAK_TFLOPS = {"V100": 125, "A10": 125, "A40": 150, "L40S": 362, "A100": 312, "H100": 989, "H200": 989}
@@ -58,17 +56,23 @@ class DatasetSize:
     source: str  # where the counts come from
 
 
+# the workflow asks once per job; the answer only changes with the dataset's entry
+_SIZES: dict[tuple, DatasetSize] = {}
+
+
 def dataset_size(config: dict, name: str, eval_split: str) -> DatasetSize:
     """Documents and evaluation queries of a configured dataset, offline (subsampling applied)."""
-    return _dataset_size(config["results_dir"], name, json.dumps(config["datasets"][name], sort_keys=True), eval_split)
+    spec = config["datasets"][name]
+    key = (config["results_dir"], name, json.dumps(spec, sort_keys=True), eval_split)
+    if key not in _SIZES:
+        _SIZES[key] = _dataset_size(config["results_dir"], name, spec, eval_split)
+    return _SIZES[key]
 
 
-@cache  # the workflow asks once per job; the answer only changes with the dataset's entry
-def _dataset_size(results_dir: str, name: str, spec_json: str, eval_split: str) -> DatasetSize:
-    spec = json.loads(spec_json)
+def _dataset_size(results_dir: str, name: str, spec: dict, eval_split: str) -> DatasetSize:
     prepared = Path(results_dir) / "data" / name / "summary.json"
     if prepared.is_file():
-        splits = json.loads(prepared.read_text(encoding="utf-8"))["splits"]
+        splits = io.read_json(prepared)["splits"]
         split = splits.get(eval_split, {})
         return DatasetSize(split.get("documents", 0), split.get("queries", 0), str(prepared))
     source = spec["source"]
@@ -120,8 +124,7 @@ def model_parameters(path: str) -> int:
     if files:
         total = 0
         for file in files:
-            with file.open("rb") as handle:
-                header = json.loads(handle.read(struct.unpack("<Q", handle.read(8))[0]))
+            header = io.read_safetensors_header(file)
             total += sum(math.prod(t["shape"]) for key, t in header.items() if key != "__metadata__")
         return total
     if path in KNOWN_PARAMETERS:
@@ -133,7 +136,7 @@ def model_dimension(path: str) -> int:
     folder = _local_model(path)
     config = folder / "config.json" if folder else None
     if config and config.is_file():
-        entry = json.loads(config.read_text(encoding="utf-8"))
+        entry = io.read_json(config)
         return int(entry.get("hidden_size") or entry["d_model"])
     if path in KNOWN_DIMENSIONS:
         return KNOWN_DIMENSIONS[path]
@@ -314,6 +317,22 @@ def format_plan(config: dict) -> str:
 # --- resources of one job ----------------------------------------------------------------------------
 
 
+def finetune_gpus(config: dict, model: str) -> int:
+    """The GPUs a finetune job of ``model`` asks for: the model's ``gpus`` when ``resources.gpu``, else none."""
+    return model_settings(config, model).gpus if config["resources"]["gpu"] else 0
+
+
+def global_batch(config: dict, model: str) -> int:
+    """Distinct queries one training step of ``model`` draws: its batch_size on each of the finetune
+    job's processes (one per GPU it holds, one without GPUs; opera.pipeline.finetune_job)."""
+    return model_settings(config, model).batch_size * max(1, finetune_gpus(config, model))
+
+
+def global_batches(config: dict) -> dict[str, int]:
+    """Each model's :func:`global_batch`, for the models that finetune (none without a trained method)."""
+    return {model: global_batch(config, model) for model in config["models"]} if trained_methods(config) else {}
+
+
 def job_resources(config: dict, stage: str, dataset: str | None, model: str | None, attempt: int = 1) -> dict:
     """mem_mb, runtime (minutes) and gpu of one job. The config's `resources` are the floor; the
     plan raises them to what the job needs: a corpus-encoding job (score, index) takes as many GPUs
@@ -344,7 +363,7 @@ def _gpu_time(config: dict, stage: str, settings, size: DatasetSize, model: str)
     base = config["resources"]
     speed = throughput(config, model)
     if stage == "finetune":
-        return settings.gpus, settings.max_steps / speed.steps_per_s / 60
+        return finetune_gpus(config, model), settings.max_steps / speed.steps_per_s / 60
     if stage == "evaluate":  # exact search at ~1 TFLOP/s (faiss on one GPU does far better)
         return 1, size.eval_queries * size.documents * model_dimension(settings.encoder.path) * 2 / 1e12 / 60
     one_gpu = size.documents / speed.passages_per_s / 60

@@ -137,6 +137,71 @@ def judged_queries(path: Path) -> int:
     return len({query for _, query, _, _ in _read_qrels_tsv(path)}) if path.is_file() else 0
 
 
+def train_queries(name: str, spec: dict) -> tuple[int, str] | None:
+    """The most train queries dataset ``name`` (its resolved entry) can have once prepared, known
+    without running anything, and where the number comes from; None when it is not knowable offline.
+
+    A local BEIR source (shipped or ``source.path``): the queries of ``qrels/train.tsv`` with a
+    judgment at or above ``positive_threshold.train`` (the others are dropped or refused by the
+    download), at most ``subsample.queries.train``; any other source: ``subsample.queries.train``
+    when set. Counts are cached per file version, so validating a config again reads nothing."""
+    source = spec.get("source") or {}
+    limit = ((spec.get("subsample") or {}).get("queries") or {}).get("train")
+    known: tuple[int, str] | None = None
+    folder = None
+    if source.get("type") == "shipped":
+        folder = SHIPPED_DIR / source.get("name", name)
+    elif source.get("type") == "beir" and source.get("path"):
+        folder = Path(source["path"]).expanduser()
+    qrels = folder / "qrels" / "train.tsv" if folder is not None else None
+    if qrels is not None and qrels.is_file():
+        threshold = int((spec.get("positive_threshold") or {}).get("train", 1))
+        stat = qrels.stat()
+        count = _positive_queries(str(qrels.resolve()), stat.st_size, stat.st_mtime_ns, threshold)
+        known = (count, f"{_display(qrels)} judges {count} train queries relevant")
+    if limit is not None and (known is None or int(limit) < known[0]):
+        known = (int(limit), f"datasets.{name}.subsample.queries.train is {int(limit)}")
+    return known
+
+
+@cache
+def _positive_queries(path: str, size: int, mtime_ns: int, threshold: int) -> int:
+    """Distinct queries of a BEIR qrels file with a judgment >= ``threshold``, once per file version
+    (a grade that is not an integer counts: the download names it)."""
+    positive = set()
+    for _, query, _, score in _read_qrels_tsv(Path(path)):
+        try:
+            relevant = int(score) >= threshold
+        except ValueError:
+            relevant = True
+        if relevant:
+            positive.add(query)
+    return len(positive)
+
+
+def check_train_queries(name: str, summary: dict, global_batches: dict[str, int]) -> None:
+    """A prepared dataset (its ``summary``) has at least as many train queries as the largest
+    global batch of the models that finetune on it (model -> batch_size x GPUs); DataError otherwise."""
+    split = (summary.get("splits") or {}).get("train")
+    if split is None or not global_batches:
+        return
+    count = int(split["queries"])
+    short = {model: batch for model, batch in global_batches.items() if batch > count}
+    if short:
+        models = ", ".join(f"models.{model}.batch_size ({batch} queries a step)" for model, batch in short.items())
+        raise DataError(
+            f"dataset {name!r}: its prepared train split has {count} queries with a relevant document, fewer "
+            f"than a training step draws for {models}; lower the batch_size to {count} or less, or give the "
+            f"dataset more train queries (datasets.{name}.subsample.queries.train, positive_threshold.train)"
+        )
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """The JSON objects of a ``.jsonl`` or ``.jsonl.gz`` file with their line numbers; a bad line is a
+    DataError naming the file and line."""
+    return _read_jsonl(Path(path))
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     where = _display(path)
     for line_no, line in _lines(path):

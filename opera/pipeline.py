@@ -129,9 +129,35 @@ def _pools(mined: pd.DataFrame, dataset, query_ids, judged_first: bool, cap: int
 # --- 3. prune ---------------------------------------------------------------------------------------
 
 
-def prune(*, pairs_path: str | Path, method: str, params: dict, out_pairs: str | Path, out_report: str | Path) -> dict:
-    """Reads the scored pairs; writes the pairs ``method`` may train on and a report of what it kept."""
+def prune(
+    *,
+    pairs_path: str | Path,
+    method: str,
+    params: dict,
+    out_pairs: str | Path,
+    out_report: str | Path,
+    global_batch: int | None = None,
+    dataset: str = "",
+    model: str = "",
+) -> dict:
+    """Reads the scored pairs; writes the pairs ``method`` may train on and a report of what it kept.
+
+    ``global_batch`` (batch_size x GPUs: the distinct queries one training step draws): the kept
+    pairs must cover at least that many queries, else a StageError before anything is written, so
+    that no finetune job is spent on a batch that cannot be filled."""
     kept, report = pruning.prune(io.load_table(pairs_path), method, params)
+    if global_batch is not None and report["queries_kept"] < global_batch:
+        from opera import methods
+
+        ratio, key = "", methods.get(method).params_key
+        if "kept_pct" in report:
+            ratio = f", or keep more (method_params.{key}.kept_pct, now {report['kept_pct']})"
+        raise StageError(
+            f"{pairs_path}: method {method!r} keeps {report['queries_kept']} of {report['queries_total']} train "
+            f"queries of dataset {dataset!r}, fewer than the {global_batch} distinct queries a training step of "
+            f"model {model!r} draws (batch_size x GPUs); lower models.{model}.batch_size so that at most "
+            f"{report['queries_kept']} are drawn{ratio}"
+        )
     io.save_table(out_pairs, kept)
     io.write_json(out_report, report)
     log.info(

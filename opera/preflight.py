@@ -8,6 +8,8 @@ stop on the same problems, with the config key and what is wrong:
 * :func:`check_models`: a model's ``path`` is an existing checkpoint folder, a hub id
   (``owner/name``) or the shipped all-MiniLM-L6-v2;
 * :func:`check_results_dir`: a config never writes into the committed reference run;
+* :func:`check_batch_sizes`: a model's global batch (batch_size x GPUs) is no larger than a
+  dataset's train queries, where their number is known offline;
 * :func:`default_results_dir`: where a config writes when it does not say, ``results/<stem of its
   file>``, so that two configs never overwrite each other's outputs.
 
@@ -114,6 +116,45 @@ def check_models(models: dict) -> None:
         problem = model_path_problem(str(entry.get("path", "")))
         if problem:
             raise ConfigError(f"config key 'models.{name}.path': {problem}")
+
+
+# --- batch size against the train queries ------------------------------------------------------------
+
+
+def check_batch_sizes(config: dict) -> None:
+    """A training step draws ``batch_size x GPUs`` distinct queries (opera.cost.global_batch): every
+    model that finetunes must draw no more than each dataset's train queries, where that number is
+    known without running anything (opera.data.train_queries: a local source's qrels, or
+    ``subsample.queries.train``). Other sources are checked once prepared (the download) and after pruning."""
+    from opera.config import trained_methods
+    from opera.cost import finetune_gpus, global_batch
+    from opera.data import DataError, train_queries  # lazy: pandas, numpy
+
+    if not trained_methods(config):
+        return
+    problems = []
+    for name, spec in config["datasets"].items():
+        try:
+            known = train_queries(name, spec)
+        except DataError as exc:
+            raise ConfigError(f"config key 'datasets.{name}.source': {exc}") from exc
+        if known is None:
+            continue
+        count, where = known
+        more = f"datasets.{name}.subsample.queries.train" if "subsample" in where else f"datasets.{name}"
+        for model in config["models"]:
+            batch, gpus = global_batch(config, model), finetune_gpus(config, model)
+            if batch <= count:
+                continue
+            drawn = f"batch_size {batch // max(gpus, 1)} x {gpus} GPUs = {batch}" if gpus > 1 else f"batch_size {batch}"
+            problems.append(
+                f"config key 'models.{model}.batch_size': a training step draws {batch} distinct queries "
+                f"({drawn}), but 'datasets.{name}' has at most {count} train queries ({where}); lower "
+                f"models.{model}.batch_size{' or its gpus' if gpus > 1 else ''} so that at most {count} are drawn, "
+                f"or give {more} more train queries"
+            )
+    if problems:
+        raise ConfigError("\n  ".join(problems))
 
 
 def main(argv: list[str] | None = None) -> int:

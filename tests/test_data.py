@@ -407,3 +407,35 @@ def test_an_evaluation_split_without_a_relevant_judgment_fails_at_download(tmp_p
     qrels = {"train": QRELS["train"], "test": [("q3", "d3", 0), ("q3", "d4", 0)]}
     folder = write_beir(tmp_path / "beir", qrels=qrels)
     fails(tmp_path, beir_spec(folder), "test.tsv", "no judgment of split 'test' is relevant")
+
+
+# --- train queries against the models' global batch ------------------------------------------------------
+
+
+def test_a_prepared_train_split_smaller_than_a_global_batch_is_refused(tmp_path):
+    from opera.data import check_train_queries
+
+    summary = prepare("toy", beir_spec(write_beir(tmp_path / "toy")), {}, tmp_path / "out")  # 2 train queries
+    check_train_queries("toy", summary, {"small": 2})
+    check_train_queries("toy", summary, {})  # nothing finetunes
+    check_train_queries("toy", {"splits": {"test": summary["splits"]["test"]}}, {"big": 64})  # no train split
+    with pytest.raises(DataError) as err:
+        check_train_queries("toy", summary, {"small": 2, "big": 3, "bigger": 8})
+    message = str(err.value)
+    for part in ("'toy'", "train split has 2 queries", "models.big.batch_size (3 queries", "models.bigger.batch_size"):
+        assert part in message, (part, message)
+    assert "models.small" not in message
+
+
+def test_train_queries_known_offline_only_for_local_files_or_a_subsample(tmp_path):
+    from opera.data import train_queries
+
+    irds = {"source": {"type": "ir_datasets", "ids": {"train": "beir/scifact/train"}}, "splits": ["train"]}
+    assert train_queries("sf", irds) is None
+    assert train_queries("sf", {**irds, "subsample": {"queries": {"train": 7}}}) == (
+        7,
+        "datasets.sf.subsample.queries.train is 7",
+    )
+    count, where = train_queries("scifact", resolve_dataset("scifact"))
+    assert count == 809 and "scifact/qrels/train.tsv" in where
+    assert train_queries("scifact", resolve_dataset("scifact", {"subsample": {"queries": {"train": 900}}}))[0] == 809

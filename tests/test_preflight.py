@@ -134,3 +134,67 @@ def test_editing_a_local_source_file_reruns_download(tmp_path):
     time.sleep(0.01)
     qrels.write_text(qrels.read_text() + "q3\td1\t0\n")  # an edit: one more judgment
     assert plan(workdir, config, "results/toy/data/mine") == {"download": 1}
+
+
+# --- batch size against the train queries ------------------------------------------------------------
+
+
+def _smoke(**model) -> dict:
+    config = yaml.safe_load(SMOKE.read_text())
+    config["models"]["all-MiniLM-L6-v2"].update(model)
+    return config
+
+
+def test_a_batch_larger_than_the_subsampled_train_queries_stops_validation():
+    validate_config(_smoke(batch_size=24))  # the smoke slice keeps 24 train queries: a full batch fits
+    with pytest.raises(ConfigError) as err:
+        validate_config(_smoke(batch_size=32))
+    for part in ("'models.all-MiniLM-L6-v2.batch_size'", "'datasets.scifact'", "32", "24", "subsample.queries.train"):
+        assert part in str(err.value), (part, str(err.value))
+    # the global batch counts the finetune job's GPUs, which it asks for only with resources.gpu
+    validate_config(_smoke(batch_size=16, gpus=2))
+    gpu = {**_smoke(batch_size=16, gpus=2), "resources": {"gpu": True}}
+    with pytest.raises(ConfigError, match=r"batch_size 16 x 2 GPUs = 32\), but 'datasets.scifact' has at most 24"):
+        validate_config(gpu)
+    validate_config({**_smoke(batch_size=32), "methods": ["pretrain"]})  # nothing finetunes: no batch
+
+
+def test_a_batch_larger_than_a_local_sources_train_queries_stops_validation(tmp_path):
+    folder = write_beir(tmp_path / "toy")  # train: q1 and q2 relevant
+    qrels = folder / "qrels" / "train.tsv"
+    qrels.write_text(qrels.read_text() + "q3\td3\t0\n")  # judged, not relevant: dropped by the download
+    datasets = {"mine": {"source": {"type": "beir", "path": str(folder)}, "splits": ["train", "test"]}}
+    config = _config(datasets, {"all-MiniLM-L6-v2": {"batch_size": 2}}, methods=["pretrain", "basic"])
+    validate_config(config)
+    with pytest.raises(ConfigError) as err:
+        validate_config(_config(datasets, {"all-MiniLM-L6-v2": {"batch_size": 3}}, methods=["basic"]))
+    for part in ("'models.all-MiniLM-L6-v2.batch_size'", "'datasets.mine'", "draws 3 distinct", "at most 2 train"):
+        assert part in str(err.value), (part, str(err.value))
+    assert "train.tsv judges 2 train queries relevant" in str(err.value)
+    with pytest.raises(ConfigError, match=r"draws 2 distinct .* at most 1 train .*subsample.queries.train is 1"):
+        validate_config(
+            _config(
+                {"mine": {**datasets["mine"], "subsample": {"queries": {"train": 1}}}},
+                {"all-MiniLM-L6-v2": {"batch_size": 2}},
+                methods=["basic"],
+            )
+        )
+    # a source counted only once prepared (hf, ir_datasets): nothing to check here
+    validate_config(_config({"nf": {"source": {"type": "hf", "repo": "mteb/nfcorpus"}}}, methods=["basic"]))
+
+
+def test_train_query_counts_are_read_once_per_file_version(tmp_path):
+    from opera import data
+
+    folder = write_beir(tmp_path / "toy")
+    spec = {"source": {"type": "beir", "path": str(folder)}, "splits": ["train", "test"]}
+    before = data._positive_queries.cache_info()
+    assert data.train_queries("mine", spec)[0] == 2
+    assert data.train_queries("mine", spec)[0] == 2
+    after = data._positive_queries.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+    qrels = folder / "qrels" / "train.tsv"
+    time.sleep(0.01)
+    qrels.write_text(qrels.read_text() + "q3\td3\t1\n")  # a new version: counted again
+    assert data.train_queries("mine", spec)[0] == 3
+    assert data.train_queries("mine", {**spec, "positive_threshold": {"train": 2}})[0] == 0

@@ -8,5 +8,8 @@ job.run(
         params=snakemake.params.method_params,
         out_pairs=snakemake.output.pairs,
         out_report=snakemake.output.report,
+        global_batch=snakemake.params.global_batch,
+        dataset=snakemake.wildcards.dataset,
+        model=snakemake.wildcards.model,
     ),
 )
