@@ -17,7 +17,7 @@ from pathlib import Path
 
 from opera import __version__
 from opera.config import ConfigError, load_config
-from opera.data import DataError, check_train_queries, prepare, summary_lines
+from opera.data import DataError, prepare, summary_lines
 
 log = logging.getLogger("opera.cli")
 
@@ -184,9 +184,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
         raise ConfigError(f"dataset(s) {unknown} are not in {args.config}; configured: {list(config['datasets'])}")
     out = args.out or _results(config) / "data"
     for name in names:
-        summary = prepare(name, config["datasets"][name], config["data"], out / name)
+        summary = prepare(name, config["datasets"][name], config["data"], out / name, global_batches(config))
         print("\n".join(summary_lines(name, summary)), flush=True)
-        check_train_queries(name, summary, global_batches(config))  # as the workflow's download stage
     return 0
 
 

@@ -916,14 +916,18 @@ def _subsample(corpus: pd.DataFrame, qrels: dict[str, pd.DataFrame], sub: dict):
 # --- prepared artifacts ----------------------------------------------------------------------------
 
 
-def prepare(name: str, spec: dict, options: dict | None, out_dir: str | Path) -> dict:
+def prepare(
+    name: str, spec: dict, options: dict | None, out_dir: str | Path, global_batches: dict[str, int] | None = None
+) -> dict:
     """Load and validate ``name``, then write ``out_dir`` atomically; return its summary.
 
     ``out_dir`` receives ``corpus.parquet``, ``queries.parquet``, ``qrels_<split>.parquet`` (each
     with a ``.sha256`` sidecar) and ``summary.json``. A failure leaves ``out_dir`` untouched. The
-    summary is logged here (INFO, one line per split), and only here.
+    summary is logged here (INFO, one line per split), and only here. ``global_batches`` (model ->
+    batch_size x GPUs) refuses a train split too small for a model's batch, before anything is written.
     """
     dataset = load_dataset(name, spec, options)
+    check_train_queries(name, dataset.summary, global_batches or {})
     with io.atomic_dir(out_dir) as tmp:
         io.save_table(tmp / "corpus.parquet", dataset.corpus)
         io.save_table(tmp / "queries.parquet", dataset.queries)

@@ -31,9 +31,12 @@ class StageError(RuntimeError):
 # --- 1. download ------------------------------------------------------------------------------------
 
 
-def download(*, name: str, spec: dict, options: dict, out_dir: str | Path) -> dict:
-    """Reads the dataset's source; writes the validated, normalized tables to ``out_dir``."""
-    return data_mod.prepare(name, spec, options, out_dir)
+def download(
+    *, name: str, spec: dict, options: dict, out_dir: str | Path, global_batches: dict[str, int] | None = None
+) -> dict:
+    """Reads the dataset's source; writes the validated, normalized tables to ``out_dir``, unless its
+    train split has fewer queries than a model's global batch (model -> batch_size x GPUs)."""
+    return data_mod.prepare(name, spec, options, out_dir, global_batches)
 
 
 # --- 2. score ---------------------------------------------------------------------------------------

@@ -20,7 +20,5 @@ rule prune:
         method_params=lambda wc: (
             opera_config.method_params(config, wc.method, wc.model) if method_registry.get(wc.method).pruner else {}
         ),
-        # the distinct queries a training step draws (batch_size x GPUs): fewer kept queries stop here
-        global_batch=lambda wc: opera_cost.global_batch(config, wc.model),
     script:
         "../workflow_scripts/prune.py"

@@ -1,4 +1,4 @@
-from opera import job, pipeline
+from opera import cost, job, pipeline
 
 job.run(
     snakemake,
@@ -8,7 +8,8 @@ job.run(
         params=snakemake.params.method_params,
         out_pairs=snakemake.output.pairs,
         out_report=snakemake.output.report,
-        global_batch=snakemake.params.global_batch,
+        # read from the config, not a param (a batch size change must not rerun pruning and all after it)
+        global_batch=cost.global_batch(snakemake.config, snakemake.wildcards.model),
         dataset=snakemake.wildcards.dataset,
         model=snakemake.wildcards.model,
     ),
