@@ -1,5 +1,5 @@
 """The workflow on config/smoke.yaml: outputs, caching, what a config change plans, determinism,
-and a finetune job killed with SIGKILL that resumes to the same metrics."""
+and Snakemake killed in each stage, with and without its job, recovering to the same metrics."""
 
 from __future__ import annotations
 
@@ -90,43 +90,102 @@ def test_changing_a_method_parameter_reruns_only_that_method(smoke_run, tmp_path
     assert plan(smoke_run, config) == {"prune": 1, "finetune": 1, "index": 2, "evaluate": 2, "aggregate": 1, "all": 1}
 
 
-def _kill_when(process: subprocess.Popen, path: Path, timeout: float = 600) -> None:
+# --- a killed driver loses nothing ---------------------------------------------------------------
+
+KILLED_STAGES = ("score", "finetune", "index", "evaluate")
+DP_RUN = "scifact/all-MiniLM-L6-v2/dp/seed42/budget4"
+
+
+def _wait_for(what: str, ready, driver: subprocess.Popen, timeout: float = 600):
     deadline = time.time() + timeout
-    while not path.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"snakemake ended before {path} appeared")
+    while not (found := ready()):
+        if driver.poll() is not None:
+            raise AssertionError(f"snakemake ended (exit {driver.returncode}) before {what}")
         if time.time() > deadline:
-            raise AssertionError(f"{path} did not appear in {timeout} s")
+            raise AssertionError(f"no {what} within {timeout} s")
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # the whole job tree, as a lost node or OOM killer would
-    process.wait()
+    return found
 
 
-def test_killed_finetune_resumes_and_whole_workflow_is_deterministic(smoke_run, tmp_path):
-    """A second run of the smoke workflow, with the dp finetune job SIGKILLed after its first
-    checkpoint, resumed by `--rerun-incomplete`: every metrics file byte-identical to the first run."""
+def _is_held(lock: Path) -> bool:
+    import fcntl
+
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _running_job(results: Path, stage: str) -> tuple[Path, int] | None:
+    """(log, pid) of a running job of ``stage``: the one holding the lock beside its log."""
+    for lock in (results / "logs" / stage).rglob(".*.lock"):
+        if _is_held(lock) and (holder := lock.read_text()).startswith("pid "):
+            return lock.with_name(lock.name[1 : -len(".lock")]), int(holder.split()[1])
+    return None
+
+
+def _start(workdir: Path, config: Path, *args: str) -> subprocess.Popen:
+    """A Snakemake driver in its own process group; its output goes to driver.log (tail kept on failure)."""
+    command = snakemake_cmd(workdir, config, "--cores", "1", "--until", "evaluate", *args)
+    with open(workdir.parent / "driver.log", "a") as output:
+        return subprocess.Popen(command, env=ENV, start_new_session=True, stdout=output, stderr=output)
+
+
+@pytest.mark.parametrize("orphan", [True, False], ids=["job-outlives-driver", "job-killed-with-driver"])
+def test_driver_killed_in_each_stage_then_recovered_gives_identical_metrics(smoke_run, tmp_path, orphan):
+    """Snakemake SIGKILLed while a job of each stage runs (score, finetune after its first
+    checkpoint, index, evaluate), each time followed by the README's recovery (--unlock, then
+    --rerun-incomplete). With ``orphan`` only the driver dies and its job runs on, as a SLURM job
+    does: it is paused until the rerun's job of the same output is waiting for it, then let go, so
+    the two overlap every time. The dp run's metrics are byte-identical to the uninterrupted run's."""
     workdir = tmp_path / "killed"
-    process = subprocess.Popen(
-        snakemake_cmd(workdir, SMOKE, "--cores", "1"),
-        env=ENV,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    results = results_dir(workdir, SMOKE)
-    checkpoint = results / "finetune_work/scifact/all-MiniLM-L6-v2/dp/seed42/budget4/step2"
-    _kill_when(process, checkpoint)
-    assert not (results / "finetune/scifact/all-MiniLM-L6-v2/dp/seed42/budget4").exists()
+    config = write_config(tmp_path / "dp.yaml", SMOKE, methods=["dp"], results_dir="results/dp")
+    results = workdir / "results" / "dp"
+    driver, paused = _start(workdir, config), []
+    try:
+        for stage in KILLED_STAGES:
+            log, pid = _wait_for(f"{stage} job", lambda stage=stage: _running_job(results, stage), driver)
+            if stage == "finetune":
+                _wait_for("a checkpoint", (results / "finetune_work" / DP_RUN / "step2").exists, driver)
+            if orphan:
+                os.kill(pid, signal.SIGSTOP)
+                paused.append(pid)
+                os.kill(driver.pid, signal.SIGKILL)
+            else:
+                os.killpg(driver.pid, signal.SIGKILL)  # the whole job tree, as a lost node would
+            driver.wait()
+            snakemake(workdir, config, "--unlock")  # README, "When things go wrong"
+            driver = _start(workdir, config, "--rerun-incomplete")
+            if orphan:
+                waiting = f"waiting for pid {pid} on host"
+                _wait_for(
+                    f"the rerun's {stage} job to wait",
+                    lambda log=log, w=waiting: log.exists() and w in log.read_text(),
+                    driver,
+                )
+                os.kill(pid, signal.SIGCONT)
+                paused.remove(pid)
+        assert driver.wait(timeout=900) == 0, (tmp_path / "driver.log").read_text()[-4000:]
+    finally:  # a failed test leaves no paused job and no driver behind
+        for pid in paused:
+            os.kill(pid, signal.SIGKILL)
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
 
-    snakemake(workdir, SMOKE, "--unlock")  # a killed Snakemake leaves its lock behind (README: When things go wrong)
-    snakemake(workdir, SMOKE, "--cores", "2", "--rerun-incomplete")
-    log = (results / "logs/finetune/scifact/all-MiniLM-L6-v2/dp/seed42/budget4.log").read_text()
-    assert "resuming dp from step 2" in log
-    first, second = results_dir(smoke_run, SMOKE) / "evaluate", results / "evaluate"
-    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.name in RUN_FILES)
-    assert len(files) == 3 * 7
+    finetune_log = (results / "logs" / "finetune" / f"{DP_RUN}.log").read_text()
+    if orphan:  # the orphan finished the run, the rerun's job published it instead of training again
+        assert "dp finished in" in finetune_log and "publishing it" in finetune_log
+    else:
+        assert "resuming dp from step 2" in finetune_log
+    first = results_dir(smoke_run, SMOKE) / "evaluate"
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.name in RUN_FILES and "/dp/" in str(p))
+    assert len(files) == 2 * 3
     for relative in files:
-        assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
+        assert (first / relative).read_bytes() == (results / "evaluate" / relative).read_bytes(), relative
 
 
 def test_tables_have_the_reference_format(smoke_run):
