@@ -326,12 +326,17 @@ def write_dir_checksums(folder: str | os.PathLike, records: dict | None = None) 
     folder = Path(folder)
     if records is None:
         records = {
-            str(path.relative_to(folder)): {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+            str(path.relative_to(folder)): file_record(path)
             for path in sorted(folder.rglob("*"))
             if path.is_file() and path.name != DIR_CHECKSUMS
         }
     write_json(folder / DIR_CHECKSUMS, records)
     return records
+
+
+def file_record(path: str | os.PathLike) -> dict:
+    """What a checksums.json records of one file."""
+    return {"sha256": sha256_of(path), "bytes": Path(path).stat().st_size}
 
 
 def verify_dir(folder: str | os.PathLike) -> dict:

@@ -291,6 +291,18 @@ def finetune_job(*, gpus: int = 0, **job) -> dict | None:
 # --- 5. index ---------------------------------------------------------------------------------------
 
 
+def _verify_checkpoint(checkpoint: str | Path) -> None:
+    """A published checkpoint matches its checksums.json, or CorruptArtifactError says how to get it back."""
+    try:
+        io.verify_dir(checkpoint)
+    except io.CorruptArtifactError as exc:
+        run = Path(checkpoint).parent
+        raise io.CorruptArtifactError(
+            f"{exc}. To get the checkpoint back, delete its run {run} and rerun the workflow: the finetune "
+            "job publishes the finished run again from its work folder if that copy is intact, else trains it again"
+        ) from None
+
+
 def index(
     *,
     data_dir: str | Path,
@@ -305,7 +317,7 @@ def index(
     """Reads the prepared corpus and a checkpoint; writes the corpus's embeddings under it as a
     store at ``out_dir`` (the base model's store is the one `score` wrote)."""
     began = time.perf_counter()
-    io.verify_dir(checkpoint)  # a checkpoint changed after training is refused, not encoded
+    _verify_checkpoint(checkpoint)  # a checkpoint changed after training is refused, not encoded
     manifest = embedding_store.encode_corpus(
         out_dir,
         data_dir=data_dir,
@@ -354,7 +366,7 @@ def evaluate(
     if len(corpus) != len(doc_ids):
         raise StageError(f"{index_path}: {len(corpus)} embeddings but {data_dir} has {len(doc_ids)} documents")
     if checkpoint:
-        io.verify_dir(checkpoint)
+        _verify_checkpoint(checkpoint)
     model = encoders.load(encoder, path=str(checkpoint) if checkpoint else None)
     if model.get_embedding_dimension() != corpus.dim:
         raise StageError(
@@ -415,6 +427,8 @@ def aggregate(
     from opera import aggregate as agg
     from opera import plots
 
+    for path in train_logs.values():  # a finished run records its log's checksum
+        io.verify_dir(Path(path).parent)
     frames = agg.aggregate(
         metrics_paths,
         tables_dir,

@@ -608,6 +608,8 @@ def _publish(work_dir: Path, out_dir: Path, summary: dict) -> None:
             io.write_dir_checksums(tmp / path.name, {k: v for k, v in records.items() if k != STATE_FILE})
         shutil.copy2(work_dir / LOG_FILE, tmp / LOG_FILE)
         io.write_json(tmp / "run.json", summary)
+        # the run's own files (each checkpoint has its own checksums.json): aggregate reads the log's times
+        io.write_dir_checksums(tmp, {name: io.file_record(tmp / name) for name in (LOG_FILE, "run.json")})
     if not (work_dir / FINISHED_FILE).exists():
         io.write_json(work_dir / FINISHED_FILE, summary)  # first: from here on the run counts as finished
     for _, path in steps:

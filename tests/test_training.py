@@ -57,13 +57,14 @@ def test_finetune_writes_checkpoints_and_log(smoke_scored, settings):
     summary = _finetune(smoke_scored, settings, "plain")
     run = smoke_scored / "ft" / "plain"
     assert summary["checkpoints"] == [2, 4]
-    assert sorted(p.name for p in run.iterdir()) == ["run.json", "step2", "step4", "train_log.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == ["checksums.json", "run.json", "step2", "step4", "train_log.jsonl"]
     assert not list(run.rglob(training.STATE_FILE))  # optimizer state is not published
     work = smoke_scored / "work" / "plain"  # keeps the finished run as hard links (no second copy), no states
     assert (work / training.FINISHED_FILE).exists() and not list(work.rglob(training.STATE_FILE))
     weights = next((run / "step4").rglob("model.safetensors"))
     assert weights.stat().st_ino == (work / weights.relative_to(run)).stat().st_ino
     io.verify_dir(run / "step4")
+    assert sorted(io.verify_dir(run)) == ["run.json", "train_log.jsonl"]  # the run's own files, read by aggregate
     log = io.read_train_log(run / "train_log.jsonl")
     assert [e["step"] for e in log] == [1, 2, 3, 4]
     assert all(e["elapsed"] > 0 for e in log) and log[-1]["elapsed"] >= log[0]["elapsed"]
@@ -331,3 +332,21 @@ def test_a_full_disk_while_writing_a_checkpoint_says_so_and_loses_nothing(
     io.verify_dir(work / "step2")
     monkeypatch.undo()  # space freed: the rerun resumes from step 2 and finishes
     assert _finetune(smoke_scored, settings, name, method="basic")["checkpoints"] == [2, 4]
+
+
+def test_aggregate_refuses_a_train_log_changed_after_the_run(smoke_scored, settings, tmp_path):
+    import shutil
+
+    _finetune(smoke_scored, settings, "log-changed", method="basic")
+    run = tmp_path / "run"
+    shutil.copytree(smoke_scored / "ft" / "log-changed", run)
+    with open(run / "train_log.jsonl", "a") as handle:
+        handle.write('{"step": 5, "elapsed": 0.1}\n')
+    with pytest.raises(io.CorruptArtifactError, match="train_log.jsonl: content does not match"):
+        pipeline.aggregate(
+            metrics_paths=[],
+            tables_dir=tmp_path / "tables",
+            plots_dir=tmp_path / "plots",
+            train_logs={("d", "m", "basic", 42, 4): run / "train_log.jsonl"},
+        )
+    assert not (tmp_path / "tables").exists()
