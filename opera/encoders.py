@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -259,11 +260,59 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type=device_type, dtype=dtype)
 
 
+# A text longer than max(BOUND_MIN_CHARS, BOUND_CHARS_PER_TOKEN * max_length) characters is cut
+# before it is tokenized (bounded_texts): tokenizing a whole 30 MB document to keep its first 32 tokens
+# took 98 s and 8.3 GB in the score stage (bench/long_document.md). 16 characters a token is 3 to 4
+# times the average of English text, so a cut almost always holds enough tokens; the floor leaves
+# ordinary passages alone. (bench/long_document.py sets BOUND_MIN_CHARS to sys.maxsize to measure
+# the pipeline without the bound.)
+BOUND_CHARS_PER_TOKEN = 16
+BOUND_MIN_CHARS = 1024
+# everything up to the last non-whitespace character that a space follows
+_BEFORE_LAST_SPACE = re.compile(r".*\S(?= )", re.DOTALL)
+
+
+def bounded_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[str]:
+    """``texts`` with each long one cut where its first ``max_length`` tokens are known to be kept.
+
+    The texts are bounded as the tokenizer gets them, instruction included (side_texts prefixes it
+    first), so the ids of every path are those of the whole text truncated to ``max_length``, with
+    or without special tokens (and the appended EOS that tokenize_side may drop after truncation).
+    A text longer than the bound is cut before the last space in its first bound characters that
+    follows a non-space character. WordPiece, byte-level BPE (GPT-2, Qwen2) and SentencePiece
+    (Metaspace) tokenizers all start a new piece at that space, so the cut text's tokens are the
+    first tokens of the whole text, except perhaps the last piece's. The cut texts are tokenized (one
+    batch, no special tokens) and a cut is kept only if it holds more than ``max_length`` + 1
+    tokens; otherwise (no such space, as in one giant word, or too few tokens) the whole text is
+    kept: exact token ids win over speed. Tokenizers that truncate on the left keep every text whole.
+    """
+    texts = list(texts)
+    bound = max(BOUND_MIN_CHARS, BOUND_CHARS_PER_TOKEN * max_length)
+    if getattr(tokenizer, "truncation_side", "right") != "right":
+        return texts
+    cuts = {}
+    for i, text in enumerate(texts):
+        if len(text) > bound:
+            head = _BEFORE_LAST_SPACE.match(text, 0, bound + 1)  # the space may be the bound-th character
+            if head:
+                cuts[i] = head.group()
+    if cuts:
+        counted = tokenizer(list(cuts.values()), add_special_tokens=False, truncation=True, max_length=max_length + 2)
+        for (i, cut), ids in zip(cuts.items(), counted["input_ids"], strict=True):
+            if len(ids) > max_length + 1:
+                texts[i] = cut
+    return texts
+
+
+def _tokenize_truncated(tokenizer, texts: Sequence[str], max_length: int, **kwargs):
+    """``tokenizer`` on ``texts``, each truncated to ``max_length`` tokens: every tokenization of
+    the pipeline's texts goes through here, so a long text is bounded (bounded_texts) in every path."""
+    return tokenizer(bounded_texts(tokenizer, texts, max_length), truncation=True, max_length=max_length, **kwargs)
+
+
 def tokenize(model, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
     """Tokenize a batch (padded to its longest member) on the model's device."""
-    features = dict(
-        model.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    )
+    features = dict(_tokenize_truncated(model.tokenizer, texts, max_length, padding=True, return_tensors="pt"))
     _add_position_ids(model, features)
     return {name: tensor.to(model.device) for name, tensor in features.items()}
 
@@ -337,7 +386,7 @@ def encode(
     model.eval()
     texts = [instruction + text for text in texts] if instruction else list(texts)
     tokenizer = model.tokenizer
-    encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False, return_attention_mask=False)
+    encoded = _tokenize_truncated(tokenizer, texts, max_length, padding=False, return_attention_mask=False)
     input_ids = encoded["input_ids"]
     order = np.argsort([-len(ids) for ids in input_ids], kind="stable")
     out = np.empty((len(texts), model.get_embedding_dimension()), dtype=np.float32)
@@ -407,7 +456,7 @@ def tokenize_side(
     if append_eos:
         return tokenize(model, prefixed, max_length)
     tokenizer, suffix = model.tokenizer, appended_suffix(model.tokenizer)
-    ids = tokenizer(prefixed, truncation=True, max_length=max_length, padding=False)["input_ids"]
+    ids = _tokenize_truncated(tokenizer, prefixed, max_length, padding=False)["input_ids"]
     if suffix:
         ids = [row[: -len(suffix)] if row[-len(suffix) :] == suffix else row for row in ids]
     features = dict(tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt"))

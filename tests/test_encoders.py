@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,136 @@ def test_autocast_contexts():
     assert isinstance(encoders.autocast("cpu", "fp32"), type(encoders.autocast("cuda", "fp32")))
     with encoders.autocast("cpu", "fp16"):  # falls back to bf16 on CPU
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+# --- the bound on long texts (bounded_texts) -------------------------------------------------------------
+
+_PIECES = ["alpha", "Béta", "中文字", "dog.", "(x)", "it's", "—", "🙂ok", "end,", "12.5%", "naïve", "...", "ß"]
+_GAPS = [" ", "  ", "\n", " \n ", "\n\n", "\t", " " * 40, ".\n", "!! "]
+GIANT_WORD = "x" * 30_000
+
+
+def _long_texts() -> list[str]:
+    """Short texts, a few 100 KB of multi-sentence text (punctuation, unicode, newlines, runs of
+    spaces), a giant single word, and texts cut mid-word, mid-run-of-spaces or with few words."""
+    rng = np.random.default_rng(0)
+
+    def prose(n: int) -> str:
+        pieces = rng.choice(len(_PIECES), n), rng.choice(len(_GAPS), n, p=[0.6] + [0.05] * 8)
+        return "".join(_PIECES[p] + _GAPS[g] for p, g in zip(*pieces, strict=True))
+
+    texts = ["hi", "What is dense retrieval?", prose(30)]
+    texts += [prose(n) for n in (5_000, 10_000, 25_000)]  # about 30, 70 and 170 KB
+    texts.append(GIANT_WORD)
+    for cut_at in (1024, 2048, 8192):  # a word, a run of spaces, a newline-only stretch across a bound
+        texts.append(prose(150)[: cut_at - 10] + "y" * 50 + " " + prose(2000))
+        texts.append(prose(150)[: cut_at - 10] + " " * 3000 + prose(2000))
+        texts.append(prose(150)[: cut_at - 10] + "\n".join(["line"] * 2000) + " " + prose(2000))
+    texts.append("one " + " " * 30_000 + prose(1000))  # the first bound characters hold one word
+    return texts
+
+
+LONG_TEXTS = _long_texts()
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen(tmp_path_factory):
+    """A tiny Qwen3 checkpoint (byte-level BPE tokenizer, appended EOS) from opera.tiny_models."""
+    from opera import tiny_models
+
+    return tiny_models.build("qwen3", tmp_path_factory.mktemp("tiny") / "qwen3")
+
+
+def _settings(family: str, tiny_qwen) -> EncoderSettings:
+    """Query and passage sides with different lengths; an instruction on queries."""
+    from opera import tiny_models
+
+    if family == "wordpiece":
+        entry = {"path": MODEL, "pooling": "mean", "padding_side": "right", "query_instruction": "Represent: "}
+        entry |= {"passage_instruction": "", "trust_remote_code": False}
+    else:
+        entry = tiny_models.registry_entry("qwen3", tiny_qwen)
+    entry |= {"query_max_length": 24, "passage_max_length": 96, "encode_precision": "fp32"}
+    return EncoderSettings.from_dict(entry)
+
+
+@pytest.fixture(scope="module")
+def family_models(model, tiny_qwen):
+    """family -> (encoder settings, model): a WordPiece and a byte-level BPE tokenizer."""
+    qwen = _settings("bpe", tiny_qwen)
+    return {"wordpiece": (_settings("wordpiece", None), model), "bpe": (qwen, encoders.load(qwen, device="cpu"))}
+
+
+def _unbounded(monkeypatch):
+    monkeypatch.setattr(encoders, "BOUND_MIN_CHARS", sys.maxsize)
+
+
+@pytest.mark.parametrize("family", ["wordpiece", "bpe"])
+def test_bounded_texts_keep_the_token_ids_of_the_whole_text(family, family_models):
+    tokenizer = family_models[family][1].tokenizer
+    for max_length in (8, 32, 512):
+        bound = max(encoders.BOUND_MIN_CHARS, encoders.BOUND_CHARS_PER_TOKEN * max_length)
+        for prefix in ("", "Instruct: Given a query\nQuery: "):
+            texts = [prefix + text for text in LONG_TEXTS]
+            bounded = encoders.bounded_texts(tokenizer, texts, max_length)
+            whole = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+            assert tokenizer(bounded, truncation=True, max_length=max_length)["input_ids"] == whole
+            cut_rows = [i for i, (text, kept) in enumerate(zip(texts, bounded, strict=True)) if kept != text]
+            assert all(len(bounded[i]) <= bound and texts[i].startswith(bounded[i]) for i in cut_rows)
+            assert {3, 4, 5} <= set(cut_rows)  # the long multi-word texts are cut
+            if not prefix:  # no space to cut at (after a prefix, a cut within it may hold enough tokens)
+                assert bounded[LONG_TEXTS.index(GIANT_WORD)] == GIANT_WORD
+
+
+def test_bounded_texts_leave_left_truncation_alone(model):
+    tokenizer = model.tokenizer
+    previous = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        assert encoders.bounded_texts(tokenizer, LONG_TEXTS, 32) == LONG_TEXTS
+    finally:
+        tokenizer.truncation_side = previous
+
+
+def _every_path(model, encoder, texts) -> list:
+    """tokenize_side with and without the appended EOS, and encode_side, on both sides."""
+    out = []
+    for side in ("query", "passage"):
+        out += [encoders.tokenize_side(model, encoder, side, texts, append_eos=eos) for eos in (True, False)]
+        out.append(encoders.encode_side(model, encoder, side, texts, 8, "bound", show_progress=False))
+    return out
+
+
+@pytest.mark.parametrize("family", ["wordpiece", "bpe"])
+def test_every_tokenization_path_gives_the_same_tensors_and_embeddings(family, family_models, monkeypatch):
+    encoder, model = family_models[family]
+    bounded = _every_path(model, encoder, LONG_TEXTS)
+    _unbounded(monkeypatch)
+    whole = _every_path(model, encoder, LONG_TEXTS)
+    for ours, reference in zip(bounded, whole, strict=True):
+        if isinstance(ours, dict):
+            assert ours.keys() == reference.keys()
+            assert all(torch.equal(ours[name], reference[name]) for name in ours)
+        else:
+            assert np.array_equal(ours, reference)
+
+
+@pytest.mark.parametrize("family", ["wordpiece", "bpe"])
+def test_the_tokenizer_never_sees_more_than_the_bound_of_a_long_document(family, family_models, monkeypatch):
+    encoder, model = family_models[family]
+    seen: list[int] = []
+    call = type(model.tokenizer).__call__
+
+    def spy(self, text=None, *args, **kwargs):
+        seen.extend(len(t) for t in ([text] if isinstance(text, str) else text or []))
+        return call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(model.tokenizer), "__call__", spy)
+    documents = ["hi", *LONG_TEXTS[3:6]]  # up to 300 KB of words
+    _every_path(model, encoder, documents)
+    longest = max(encoder.query_max_length, encoder.passage_max_length)
+    assert seen and max(seen) <= max(encoders.BOUND_MIN_CHARS, encoders.BOUND_CHARS_PER_TOKEN * longest)
+    seen.clear()
+    _unbounded(monkeypatch)  # the spy does see whole texts without the bound
+    encoders.tokenize_side(model, encoder, "passage", documents[:2])
+    assert max(seen) == len(documents[1])
