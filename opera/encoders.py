@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from opera import io
 from opera.settings import EncoderSettings, Side
 
 log = logging.getLogger(__name__)
@@ -111,16 +111,9 @@ def load_model(
     return model
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _st_modules(location: str) -> list[dict] | None:
     """The module list of a sentence-transformers checkpoint (its modules.json), or None."""
-    modules = _read_json(Path(location) / "modules.json")
+    modules = io.read_json_if_exists(Path(location) / "modules.json")
     return [m for m in modules if isinstance(m, dict)] if isinstance(modules, list) else None
 
 
@@ -137,7 +130,7 @@ def checkpoint_module_differences(location: str, pooling: str) -> list[str]:
     poolings = [module for module, kind in zip(modules, kinds, strict=True) if kind == "Pooling"]
     wanted = _POOLING_MODES[pooling]
     for module in poolings:
-        config = _read_json(Path(location) / str(module.get("path", "")) / "config.json") or {}
+        config = io.read_json_if_exists(Path(location) / str(module.get("path", "")) / "config.json") or {}
         mode = config.get("pooling_mode")
         if mode is None:
             mode = [name for key, name in _ST_POOLING_KEYS.items() if config.get(key)]
@@ -177,7 +170,7 @@ def checkpoint_prompt_differences(location: str, encoder: EncoderSettings) -> li
     checkpoint without prompts says nothing about instructions (bge saves none) and is not reported."""
     if _st_modules(location) is None:
         return []
-    saved = _read_json(Path(location) / "config_sentence_transformers.json") or {}
+    saved = io.read_json_if_exists(Path(location) / "config_sentence_transformers.json") or {}
     prompts = saved.get("prompts") or {}
     where = f"model checkpoint {location} (config_sentence_transformers.json)"
     problems = []

@@ -62,7 +62,6 @@ DIRECT_READS = {
 }
 # (module, call) -> why it may read directly, until it is changed
 READ_ALLOWLIST = {
-    ("encoders.py", "json.loads"): "_read_json returns None on any bad file; to become io.read_json_if_exists",
     ("training.py", "json.loads"): "_log_lines drops a torn last train-log line, which io.read_train_log refuses",
 }
 
