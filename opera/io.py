@@ -263,13 +263,19 @@ def verify(path: str | os.PathLike) -> dict:
             "Delete it and rerun the workflow (snakemake --rerun-incomplete) to recompute it."
         )
     record = read_json(side)
+    _check_file(path, record, side.name)
+    return record
+
+
+def _check_file(path: Path, record: dict, recorded_in: str) -> None:
+    """``path`` has the size and sha256 of ``record``, or CorruptArtifactError names it."""
     size = path.stat().st_size
     if size != record["bytes"] or sha256_of(path) != record["sha256"]:
         raise CorruptArtifactError(
-            f"{path}: content does not match {side.name} (size {size}, expected {record['bytes']}); "
-            "the file is truncated or corrupted. Delete it and rerun the workflow to recompute it."
+            f"{path}: content does not match {recorded_in} (size {size}, expected {record['bytes']}); "
+            "the file is truncated or corrupted, or was changed after it was written. "
+            "Delete it and rerun the workflow to recompute it."
         )
-    return record
 
 
 def recorded_digest(path: str | os.PathLike) -> str:
@@ -356,12 +362,7 @@ def verify_dir(folder: str | os.PathLike) -> dict:
         path = folder / name
         if not path.is_file():
             raise CorruptArtifactError(f"{path}: missing, but recorded in {manifest}")
-        size = path.stat().st_size
-        if size != record["bytes"] or sha256_of(path) != record["sha256"]:
-            raise CorruptArtifactError(
-                f"{path}: content does not match {manifest} (size {size}, expected {record['bytes']}); "
-                "the file was changed, truncated or corrupted after it was written"
-            )
+        _check_file(path, record, str(manifest))
     return records
 
 
