@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
+FINGERPRINT_FILE = "job_fingerprint.json"
 
 
 @dataclass
@@ -185,7 +186,7 @@ def _claim_work_dir(work_dir: Path, job: dict) -> None:
     silently continue the old one.
     """
     fingerprint = json.dumps(job, sort_keys=True, default=str)
-    marker = work_dir / "job_fingerprint.json"
+    marker = work_dir / FINGERPRINT_FILE
     if work_dir.exists() and (not marker.exists() or marker.read_text() != fingerprint):
         log.warning("discarding resume state in %s: it belongs to a run with other settings", work_dir)
         shutil.rmtree(work_dir)
@@ -628,6 +629,10 @@ def _finished_run(work_dir: Path) -> dict | None:
             io.verify_dir(path)
     except (io.CorruptArtifactError, FileNotFoundError) as exc:
         log.warning("not using the finished run in %s: %s; training again", work_dir, exc)
-        shutil.rmtree(work_dir)
+        for path in work_dir.iterdir():  # all but the claim (the fingerprint), so a killed retraining resumes
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.name != FINGERPRINT_FILE:
+                path.unlink()
         return None
     return io.read_json(marker)

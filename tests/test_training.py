@@ -255,8 +255,12 @@ def test_a_finished_run_is_published_again_not_trained_again(smoke_scored, setti
         handle.write(b"\0" * 65536)
     monkeypatch.undo()
     with caplog.at_level("WARNING"):
-        _finetune(smoke_scored, settings, "adopt", method="basic")
+        _finetune(smoke_scored, settings, "adopt", method="basic", stop_after=2)
     assert "not using the finished run" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):  # the retraining, killed after step 2, resumes like any other run
+        _finetune(smoke_scored, settings, "adopt", method="basic")
+    assert "resuming basic from step 2" in caplog.text and "discarding" not in caplog.text
     assert _same_weights(weights, _weights(run, 4))
 
 
