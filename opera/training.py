@@ -7,7 +7,8 @@ so a shared relevant document never counts against itself.
 
 The loop is resumable bit for bit: every ``eval_every`` steps it writes a checkpoint (model in
 sentence-transformers format, plus optimizer, scheduler, sampler and RNG states) into a work
-folder; a restarted run continues from the last one. Under torchrun the same loop runs as DDP,
+folder, each with checksums; a restarted run continues from the newest intact one, and a run that
+already finished there is published again rather than retrained. Under torchrun the same loop runs as DDP,
 with embeddings gathered across processes so negatives are shared by the whole global batch.
 ``train_log.jsonl`` records, per step, the training wall time (checkpoint writing excluded), the
 loss, the learning rate and the sampler's state.
@@ -379,9 +380,10 @@ def finetune(
 
     Resumes from the newest checkpoint in ``work_dir`` if there is one and it was left by the same
     job: same settings, method, seed and ``data_fingerprint`` (what the training data was built
-    from, e.g. its files' checksums and the passage format). ``stop_after`` stops
-    (resumably) after that many steps in this call: for tests and time-sliced schedulers.
-    Returns a run summary (also written as ``run.json``).
+    from, e.g. its files' checksums and the passage format). A run of the same job that finished
+    in ``work_dir`` is published again, not trained again. One process at a time owns ``work_dir``
+    (a lock beside it): a second waits. ``stop_after`` stops (resumably) after that many steps in
+    this call: for tests and time-sliced schedulers. Returns a run summary (also written as ``run.json``).
     """
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     env = init_distributed()
