@@ -10,6 +10,7 @@ called from the CLI, a notebook or a test.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import signal
 import sys
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 from opera import io
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [pid %(process)d]: %(message)s"
 
 # rule -> the config keys under `resources` that size its memory and its runtime
 _RESOURCE_KEYS = {"finetune": ("finetune_mem_mb", "finetune_runtime")}
@@ -41,11 +42,16 @@ def setup(log_files, threads: int) -> None:
     """
     import torch
 
+    handler = logging.StreamHandler(sys.stderr)
     if log_files:
         sys.stderr = open(log_files[0], "a", encoding="utf-8", buffering=1)
+        # Log lines reopen the file if it is deleted: a rerun's Snakemake deletes the log of a job
+        # it thinks incomplete while that job may run on (its driver was killed); the job's last
+        # lines then land beside the rerun job's "waiting for pid …" instead of in a deleted file.
+        handler = logging.handlers.WatchedFileHandler(log_files[0], encoding="utf-8")
     if not sys.stderr.isatty():
         _slow_progress_bars()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True, format=LOG_FORMAT)
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True, format=LOG_FORMAT)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     torch.set_num_threads(max(1, int(threads)))
 

@@ -267,6 +267,18 @@ def test_a_full_disk_in_any_stage_says_disk_full_and_what_is_kept(tmp_path, rest
         job.run(_fake_job(tmp_path, "score"), stage)
 
 
+def test_a_job_log_deleted_under_a_running_job_is_written_again(tmp_path, restore_process_state):
+    """A rerun's Snakemake deletes the log of a job it thinks incomplete, which may still run."""
+    import logging
+
+    log = tmp_path / "job.log"
+    job.setup([str(log)], 1)
+    logging.getLogger("opera.test").info("before the rerun")
+    log.unlink()
+    logging.getLogger("opera.test").info("after the rerun started")
+    assert f"[pid {os.getpid()}]: after the rerun started" in log.read_text()
+
+
 # --- one job of an output at a time -------------------------------------------------------------------
 
 
