@@ -246,7 +246,7 @@ def write_checked(path: str | os.PathLike, writer: Callable[[Path], None], **met
     path = Path(path)
     with atomic_path(path) as tmp:
         writer(tmp)
-        record = {"sha256": sha256_of(tmp), "bytes": tmp.stat().st_size, **meta}
+        record = file_record(tmp) | meta
         # The sidecar is written first: a file without a matching sidecar is never trusted.
         write_json(_sidecar(path), record)
 
