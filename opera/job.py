@@ -38,10 +38,9 @@ def setup(log_files, threads: int) -> None:
 
     In a log file (stderr not a terminal) progress bars update once a minute (tqdm reads its
     default ``mininterval`` from TQDM_MININTERVAL), and faiss's loader says which library it loaded
-    only when that fails (its INFO lines are dropped).
+    only when that fails (its INFO lines are dropped). Threads are set without importing torch: a
+    job that needs no model (evaluate of a checkpoint) spends no seconds on it.
     """
-    import torch
-
     handler = logging.StreamHandler(sys.stderr)
     if log_files:
         sys.stderr = open(log_files[0], "a", encoding="utf-8", buffering=1)
@@ -53,7 +52,15 @@ def setup(log_files, threads: int) -> None:
         _slow_progress_bars()
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True, format=LOG_FORMAT)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    torch.set_num_threads(max(1, int(threads)))
+    _use_threads(max(1, int(threads)))
+
+
+def _use_threads(threads: int) -> None:
+    """torch, faiss and numpy's BLAS read OMP_NUM_THREADS when they start; torch, if started, is told."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _slow_progress_bars() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from opera import data as data_mod
-from opera import embedding_store, encoders, io, metrics, pruning, scoring
+from opera import embedding_store, io, metrics, pruning, scoring
 from opera.embedding_store import EmbeddingStore, StoreLayout
 from opera.settings import EncoderSettings, Mining, ModelSettings
 
@@ -85,6 +85,8 @@ def score(
     corpus = EmbeddingStore(out_dir / "corpus_embeddings")
     encoded = time.perf_counter()
     if query_ids:
+        from opera import encoders
+
         model = encoders.load(encoder)
         query_emb = encoders.encode_side(
             model, encoder, "query", [query_text[q] for q in query_ids], encode_batch_size, desc="train queries"
@@ -260,6 +262,7 @@ def finetune_job(*, gpus: int = 0, **job) -> dict | None:
     GPUs; without CUDA those are gloo CPU processes, so the global batch is ``batch_size x gpus`` either way."""
     if gpus > 1:
         import json
+        import os
         import subprocess
         import sys
 
@@ -282,8 +285,11 @@ def finetune_job(*, gpus: int = 0, **job) -> dict | None:
             "--job",
             str(job_file),
         ]
+        # the job's threads (opera.job sets OMP_NUM_THREADS) shared by its processes; torchrun's default is 1
+        threads = max(1, int(os.environ.get("OMP_NUM_THREADS", "1")) // gpus)
         log.info("launching %s", " ".join(command))
-        subprocess.run(command, check=True, stdout=sys.stderr, stderr=sys.stderr)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        subprocess.run(command, check=True, stdout=sys.stderr, stderr=sys.stderr, env=env)
         return None
     return finetune(**job)
 
@@ -311,11 +317,17 @@ def index(
     encode_batch_size: int,
     title_join: str,
     layout: StoreLayout,
+    split: str,
     out_dir: str | Path,
+    out_queries: str | Path,
     devices: tuple = (None,),
 ) -> dict:
-    """Reads the prepared corpus and a checkpoint; writes the corpus's embeddings under it as a
-    store at ``out_dir`` (the base model's store is the one `score` wrote)."""
+    """Reads the prepared corpus, the queries of the evaluation ``split`` and a checkpoint; writes
+    the corpus's embeddings under it as a store at ``out_dir`` (the base model's store is the one
+    `score` wrote) and the split's query embeddings to ``out_queries``, so that evaluate, which
+    searches them, needs no model (no torch or sentence-transformers import in its job)."""
+    from opera import encoders
+
     began = time.perf_counter()
     _verify_checkpoint(checkpoint)  # a checkpoint changed after training is refused, not encoded
     manifest = embedding_store.encode_corpus(
@@ -329,11 +341,48 @@ def index(
         devices=devices,
         model=str(checkpoint),
     )
+    model = encoders.load(encoder, device=devices[0], path=str(checkpoint))
+    query_ids, query_emb, encoded_at = _encode_eval_queries(data_dir, encoder, model, split, encode_batch_size)
+    io.save_array(out_queries, query_emb, split=split, query_ids=query_ids, encode_precision=encoded_at)
     return {
         "documents": manifest["rows"],
         "shards": len(manifest["shards"]),
+        "queries": len(query_ids),
         "seconds": round(time.perf_counter() - began, 2),
     }
+
+
+def _eval_qrels(data_dir: str | Path, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The prepared queries and the qrels of ``split``, or a StageError naming the splits there are."""
+    dataset = data_mod.read_prepared(data_dir, corpus=False)
+    if split not in dataset.qrels:
+        raise StageError(f"{data_dir}: no qrels for split {split!r} (available: {sorted(dataset.qrels)})")
+    return dataset.queries, dataset.qrels[split]
+
+
+def _encode_eval_queries(data_dir, encoder: EncoderSettings, model, split: str, batch_size: int):
+    """(query ids, embeddings, resolved encode precision) of the judged queries of ``split``, in id order."""
+    from opera import encoders, precision
+
+    queries, qrels = _eval_qrels(data_dir, split)
+    query_ids = sorted(qrels["query_id"].unique())
+    text = queries.set_index("query_id")["text"]
+    embeddings = encoders.encode_side(
+        model, encoder, "query", [text[q] for q in query_ids], batch_size, desc=f"{split} queries"
+    )
+    return query_ids, embeddings, precision.resolve(encoder.encode_precision, model.device)
+
+
+def _read_eval_queries(path: str | Path, split: str, query_ids: list[str]) -> tuple[np.ndarray, str | None]:
+    """The query embeddings an index job wrote, checked to be those of ``split``'s judged queries."""
+    record = io.verify(path)
+    if record.get("split") != split or record.get("query_ids") != list(query_ids):
+        raise StageError(
+            f"{path}: query embeddings of split {record.get('split')!r} with {len(record.get('query_ids') or [])} "
+            f"queries, but the evaluation wants the {len(query_ids)} judged queries of split {split!r}; "
+            "delete it and rerun its index job"
+        )
+    return io.load_array(path), record.get("encode_precision")
 
 
 # --- 6. evaluate ------------------------------------------------------------------------------------
@@ -351,36 +400,36 @@ def evaluate(
     out_metrics: str | Path,
     run_meta: dict,
     checkpoint: str | Path | None = None,
+    query_embeddings: str | Path | None = None,
 ) -> dict:
-    """Reads the prepared queries and qrels of ``split``, the corpus's embedding store
-    (``index_path``) and the model (base or checkpoint); writes the TREC run, per-query metrics and
-    mean metrics. The store is searched shard by shard (``evaluation.index_factory`` per shard)."""
-    dataset = data_mod.read_prepared(data_dir, corpus=False)
-    if split not in dataset.qrels:
-        raise StageError(f"{data_dir}: no qrels for split {split!r} (available: {sorted(dataset.qrels)})")
-    qrels = dataset.qrels[split]
+    """Reads the prepared qrels of ``split``, the corpus's embedding store (``index_path``) and the
+    split's query embeddings (a checkpoint's: ``query_embeddings``, written by its index job; the
+    base model's are encoded here); writes the TREC run, per-query metrics and mean metrics. The
+    store is searched shard by shard (``evaluation.index_factory`` per shard)."""
+    _, qrels = _eval_qrels(data_dir, split)
     query_ids = sorted(qrels["query_id"].unique())
-    query_text = dataset.queries.set_index("query_id")["text"]
     corpus = EmbeddingStore(index_path)
     doc_ids = data_mod.CorpusIds(data_dir)
     if len(corpus) != len(doc_ids):
         raise StageError(f"{index_path}: {len(corpus)} embeddings but {data_dir} has {len(doc_ids)} documents")
-    if checkpoint:
-        _verify_checkpoint(checkpoint)
-    model = encoders.load(encoder, path=str(checkpoint) if checkpoint else None)
-    if model.get_embedding_dimension() != corpus.dim:
-        raise StageError(
-            f"{index_path}: embeddings of dimension {corpus.dim} differ from the model's embedding size "
-            f"{model.get_embedding_dimension()} ({checkpoint or encoder.path}); recompute the index"
+    if checkpoint and query_embeddings:
+        query_emb, encoded_at = _read_eval_queries(query_embeddings, split, query_ids)
+        trained_at = io.read_json(Path(checkpoint).parent / "run.json").get("precision")
+    elif checkpoint is None and query_embeddings is None:
+        from opera import encoders
+
+        model = encoders.load(encoder)
+        _, query_emb, encoded_at = _encode_eval_queries(
+            data_dir, encoder, model, split, evaluation["encode_batch_size"]
         )
-    query_emb = encoders.encode_side(
-        model,
-        encoder,
-        "query",
-        [query_text[q] for q in query_ids],
-        evaluation["encode_batch_size"],
-        desc=f"{split} queries",
-    )
+        trained_at = None
+    else:
+        raise StageError(f"evaluate: a checkpoint ({checkpoint}) comes with its index job's query embeddings")
+    if query_emb.shape[1] != corpus.dim:
+        raise StageError(
+            f"{index_path}: embeddings of dimension {corpus.dim} differ from the queries' {query_emb.shape[1]} "
+            f"({checkpoint or encoder.path}); recompute the index"
+        )
     scores, rows = corpus.search(query_emb, evaluation["top_k"], evaluation["index_factory"])
     run = metrics.run_from_search(query_ids, doc_ids.at(rows), scores, rows)
     per_query, summary = metrics.evaluate(
@@ -392,7 +441,9 @@ def evaluate(
     )
     metrics.write_trec_run(out_run, run, tag=f"opera-{run_meta.get('method', 'run')}")
     io.save_table(out_per_query, per_query)
-    record = {**run_meta, "split": split, **summary}
+    # what the run was computed in (`auto` resolves per machine, so a store made elsewhere may differ)
+    computed = {"train": trained_at, "corpus": corpus.manifest.get("encode_precision"), "queries": encoded_at}
+    record = {**run_meta, "split": split, "precision": computed, **summary}
     io.write_json(out_metrics, record)
     log.info(
         "%s: NDCG@10 %.4f Recall@20 %.4f on %d queries",

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from opera import encoders, io
+from opera import encoders, io, precision
 from opera.sampling import Batch, PairIndex, Sampler, make_sampler
 from opera.settings import ModelSettings
 
@@ -297,7 +297,7 @@ def _build_trainer(
         log.info("gradient checkpointing on")
     model.train()
     optimizer, scheduler, params = make_optimizer(model, settings)
-    use_scaler = settings.precision == "fp16" and env.device.startswith("cuda")
+    use_scaler = precision.resolve(settings.precision, env.device) == "fp16"  # fp16 resolves only on CUDA
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     torch.manual_seed(seed + env.rank)  # dropout
     return _Trainer(model, optimizer, scheduler, scaler, params, sampler, neg_rng)
@@ -395,6 +395,8 @@ def finetune(
         "pairs": data.pairs.n_pairs,
         "queries": data.pairs.n_queries,
         "world_size": env.world,
+        # `auto` resolves per machine: a run resumed on another CPU class must not mix precisions
+        "precision": precision.resolve(settings.precision, env.device),
         "data": data_fingerprint or {},
     }
     with contextlib.ExitStack() as held:
@@ -462,6 +464,7 @@ def _train(
         "seed": seed,
         "max_steps": settings.max_steps,
         "world_size": env.world,
+        "precision": precision.resolve(settings.precision, env.device),
         "train_seconds": round(trainer.elapsed, 4),
         "sampler_seconds": round(trainer.sampler_seconds, 4),
         "checkpoints": sorted(checkpoints),
@@ -512,7 +515,7 @@ def train_step(
     q_features = encoders.tokenize_side(model, settings.encoder, "query", q_texts, append_eos=eos)
     p_texts = [data.doc_texts[d] for d in local_docs]
     p_features = encoders.tokenize_side(model, settings.encoder, "passage", p_texts, append_eos=eos)
-    with encoders.autocast(env.device, settings.precision):
+    with precision.autocast(env.device, settings.precision):
         q = encoders.embed(model, q_features)
         p = encoders.embed(model, p_features)
     p_all = _gather_with_grad(p, env)

@@ -161,6 +161,17 @@ def corpus_store(path):
     return directory(path) if config["evaluation"]["keep_embeddings"] else temp(directory(path))
 
 
+def query_embeddings(path):
+    """A checkpoint's evaluation-query embeddings and their sidecar, kept as its corpus store is."""
+    files = [path, *checksums(path)]
+    return files if config["evaluation"]["keep_embeddings"] else [temp(f) for f in files]
+
+
+def eval_split(wildcards):
+    """The split a dataset is evaluated on."""
+    return opera_config.eval_split(config["datasets"][wildcards.dataset], config["evaluation"]["split"])
+
+
 def index_inputs(wildcards):
     """Only checkpoints are indexed: the base model's corpus embeddings are `score`'s."""
     run = evaluated_run(wildcards)
@@ -181,6 +192,8 @@ def evaluate_inputs(wildcards):
         return {"data": data_dir(run.dataset), "index": score_file("corpus_embeddings", run.dataset, run.model)}
     inputs = index_inputs(wildcards)
     inputs["index"] = run_file("index", "corpus_embeddings", wildcards.dataset, wildcards.model, wildcards.run)
+    inputs["queries"] = run_file("index", "query_embeddings.npy", wildcards.dataset, wildcards.model, wildcards.run)
+    inputs["queries_checksum"] = checksums(inputs["queries"])  # a temp file lives while a job reads it
     return inputs
 
 

@@ -20,7 +20,7 @@ rule evaluate:
         encoder=encoder_params,
         # whether checkpoint embeddings are kept changes no result
         evaluation={k: v for k, v in config["evaluation"].items() if k != "keep_embeddings"},
-        split=lambda wc: opera_config.eval_split(config["datasets"][wc.dataset], config["evaluation"]["split"]),
+        split=eval_split,
         run_meta=run_meta,
         checkpoint=checkpoint_of,
     script:

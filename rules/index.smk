@@ -1,10 +1,12 @@
 rule index:
-    """The corpus's embeddings under one checkpoint, in shards (the base model's come from score);
-    deleted once evaluated unless evaluation.keep_embeddings."""
+    """The corpus's embeddings under one checkpoint, in shards (the base model's come from score),
+    and the evaluation queries' (so evaluate loads no model); deleted once evaluated unless
+    evaluation.keep_embeddings."""
     input:
         unpack(index_inputs),
     output:
-        corpus_store(run_file("index", "corpus_embeddings")),
+        corpus=corpus_store(run_file("index", "corpus_embeddings")),
+        queries=query_embeddings(run_file("index", "query_embeddings.npy")),
     log:
         log_file("index/{dataset}/{model}/{run}.log"),
     benchmark:
@@ -19,6 +21,7 @@ rule index:
         layout=STORE_LAYOUT,
         encode_batch_size=config["evaluation"]["encode_batch_size"],
         title_join=config["data"]["title_join"],
+        split=eval_split,
         checkpoint=checkpoint_of,
     script:
         "../workflow_scripts/index.py"

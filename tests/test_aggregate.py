@@ -302,3 +302,35 @@ def test_average_rank_without_pretrain(paths, tmp_path):
     with_pretrain = agg.average_rank(frames["final"])
     for method in ("dp", "basic", "sp"):
         assert _row(ranks, method=method)["avg_rank"] == pytest.approx(_row(with_pretrain, method=method)["avg_rank"])
+
+
+def _with_precision(path, tmp_path, name, computed):
+    """A copy of the run at ``path`` (metrics.json and per_query.parquet) that records ``computed``."""
+    import shutil
+
+    from opera.io import read_json
+
+    copy = tmp_path / name
+    shutil.copytree(path.parent, copy)
+    write_json(copy / "metrics.json", {**read_json(path), "precision": computed})
+    return copy / "metrics.json"
+
+
+def test_precisions_are_recorded_in_runs_and_one_per_dataset_and_model(paths, tmp_path):
+    d1 = [p for p in paths if "/d1/" in str(p)]
+    pretrain = next(p for p in d1 if "/pretrain/" in str(p))
+    basic = next(p for p in d1 if "/basic/" in str(p))
+    bf16 = {"train": None, "corpus": "bf16", "queries": "bf16"}
+    same = [
+        _with_precision(pretrain, tmp_path, "pre", bf16),
+        _with_precision(basic, tmp_path, "b", bf16 | {"train": "bf16"}),
+    ]
+    assert set(agg.collect(same)["precision"]) == {"bf16"}
+    # a checkpoint trained on an AVX2 machine (auto: fp32) beside a base model evaluated at bf16
+    fp32 = {"train": "fp32", "corpus": "fp32", "queries": "fp32"}
+    mixed = [same[0], _with_precision(basic, tmp_path, "b32", fp32)]
+    with pytest.raises(ValueError, match=r"d1 x .* different precisions \(bf16: pretrain; fp32: basic\).*explicitly"):
+        agg.collect(mixed)
+    store_elsewhere = {"train": "fp32", "corpus": "bf16", "queries": "fp32"}
+    assert agg.precision_label(store_elsewhere) == "train fp32, corpus bf16, queries fp32"
+    assert agg.precision_label(None) == "unrecorded"

@@ -176,12 +176,6 @@ def test_bf16_encoding_close_to_fp32(model, reference):
     assert np.all(_cos(fp32, bf16) > 0.99)
 
 
-def test_autocast_contexts():
-    assert isinstance(encoders.autocast("cpu", "fp32"), type(encoders.autocast("cuda", "fp32")))
-    with encoders.autocast("cpu", "fp16"):  # falls back to bf16 on CPU
-        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
-
-
 # --- the bound on long texts (bounded_texts) -------------------------------------------------------------
 
 _PIECES = ["alpha", "Béta", "中文字", "dog.", "(x)", "it's", "—", "🙂ok", "end,", "12.5%", "naïve", "...", "ß"]

@@ -14,5 +14,6 @@ job.run(
         out_metrics=snakemake.output.metrics,
         run_meta=snakemake.params.run_meta,
         checkpoint=snakemake.params.checkpoint,
+        query_embeddings=getattr(snakemake.input, "queries", None),
     ),
 )

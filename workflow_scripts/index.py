@@ -11,7 +11,9 @@ job.run(
         encode_batch_size=snakemake.params.encode_batch_size,
         title_join=snakemake.params.title_join,
         layout=StoreLayout(**snakemake.params.layout),
-        out_dir=snakemake.output[0],
+        split=snakemake.params.split,
+        out_dir=snakemake.output.corpus,
+        out_queries=snakemake.output.queries[0],
         devices=job.encode_devices(snakemake.resources.gpu),
     ),
 )
