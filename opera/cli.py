@@ -363,7 +363,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             encode_batch_size=evaluation["encode_batch_size"],
             title_join=config["data"]["title_join"],
             layout=layout_of(evaluation),
+            split=split,
             out_dir=Path(scratch) / "corpus_embeddings",
+            out_queries=Path(scratch) / "query_embeddings.npy",
         )
         record = pipeline.evaluate(
             data_dir=data,
@@ -376,6 +378,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             out_metrics=out / "metrics.json",
             run_meta={"dataset": dataset, "model": model, "method": "cli", "checkpoint": args.checkpoint},
             checkpoint=args.checkpoint,
+            # a checkpoint's queries come from its index job, as in the workflow; the base model's
+            # are encoded by evaluate (pretrain's path)
+            query_embeddings=Path(scratch) / "query_embeddings.npy" if args.checkpoint else None,
         )
     print(f"{dataset} {split}, {model} ({args.checkpoint or encoder.path}), {record['n_queries']} queries")
     _print_table([("metric", "value")] + [(name, f"{value:.4f}") for name, value in record["metrics"].items()])

@@ -126,7 +126,7 @@ def test_corpus_embeddings_of_another_model_size_are_refused(smoke_scored, smoke
         shards = [{"file": "shard-00000.npy", "rows": rows}]
         io.write_json(tmp / "manifest.json", {"shards": shards, "rows": rows, "dim": 8})
     assert len(embedding_store.EmbeddingStore(store)) == rows
-    with pytest.raises(pipeline.StageError, match="dimension 8 differ from the model's embedding size 384"):
+    with pytest.raises(pipeline.StageError, match="dimension 8 differ from the queries' 384"):
         _evaluate_with(store, smoke_scored, smoke_config, smoke_settings, tmp_path)
 
 

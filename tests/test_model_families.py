@@ -263,6 +263,7 @@ def test_every_stage_gives_queries_their_instruction_and_passages_none(family, t
         work_dir=tmp_path / "ft_work",
     )
     stage[0] = "index"
+    split = eval_split(config["datasets"]["scifact"])
     pipeline.index(
         data_dir=data_dir,
         encoder=settings.encoder,
@@ -270,29 +271,38 @@ def test_every_stage_gives_queries_their_instruction_and_passages_none(family, t
         encode_batch_size=32,
         title_join=config["data"]["title_join"],
         layout=StoreLayout(),
-        out_dir=tmp_path / "corpus_embeddings",
-    )
-    stage[0] = "evaluate"
-    split = eval_split(config["datasets"]["scifact"])
-    pipeline.evaluate(
-        data_dir=data_dir,
-        encoder=settings.encoder,
-        evaluation=config["evaluation"],
-        index_path=tmp_path / "corpus_embeddings",
         split=split,
+        out_dir=tmp_path / "corpus_embeddings",
+        out_queries=tmp_path / "query_embeddings.npy",
+    )
+    common = {"data_dir": data_dir, "encoder": settings.encoder, "evaluation": config["evaluation"], "split": split}
+    stage[0] = "evaluate"  # a checkpoint's: searches the index job's embeddings, encodes nothing
+    pipeline.evaluate(
+        **common,
+        index_path=tmp_path / "corpus_embeddings",
         out_run=tmp_path / "run.trec",
         out_per_query=tmp_path / "per_query.parquet",
         out_metrics=tmp_path / "metrics.json",
         run_meta={"method": "basic"},
         checkpoint=tmp_path / "ft" / "step1",
+        query_embeddings=tmp_path / "query_embeddings.npy",
     )
-    assert sorted(seen) == ["evaluate", "finetune", "index", "score"]
+    stage[0] = "evaluate pretrain"  # the base model's: encodes its queries against the score stage's store
+    pipeline.evaluate(
+        **common,
+        index_path=score_dir / "corpus_embeddings",
+        out_run=tmp_path / "base.trec",
+        out_per_query=tmp_path / "base_per_query.parquet",
+        out_metrics=tmp_path / "base_metrics.json",
+        run_meta={"method": "pretrain"},
+    )
+    assert sorted(seen) == ["evaluate pretrain", "finetune", "index", "score"]
     for name, texts in seen.items():
         as_query = [t for t in texts if t.startswith(instruction) and t[len(instruction) :] in queries]
         as_passage = [t for t in texts if t in passages]
         assert len(as_query) + len(as_passage) == len(texts), (name, [t for t in texts if t not in passages][:3])
         assert not any(t in queries for t in texts), name  # no query without its instruction
-        assert bool(as_query) == (name != "index") and bool(as_passage) == (name != "evaluate"), name
+        assert as_query and bool(as_passage) == (name != "evaluate pretrain"), name
 
 
 # --- gradient checkpointing ---------------------------------------------------------------------------
