@@ -118,6 +118,7 @@ def validate_config(config: dict) -> dict:
             raise ConfigError(f"config key 'models.{name}.mining': hi ({mining.hi}) must exceed lo ({mining.lo})")
     preflight.check_models(config["models"])
     preflight.check_results_dir(config["results_dir"])
+    preflight.check_evaluation_depth(config["evaluation"])
     trained = trained_methods(config)
     unknown = sorted(set(config["cost"]["throughput"]) - set(config["models"]))
     if unknown:

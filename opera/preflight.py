@@ -8,6 +8,7 @@ stop on the same problems, with the config key and what is wrong:
 * :func:`check_models`: a model's ``path`` is an existing checkpoint folder, a hub id
   (``owner/name``) or the shipped all-MiniLM-L6-v2;
 * :func:`check_results_dir`: a config never writes into the committed reference run;
+* :func:`check_evaluation_depth`: every metric cutoff is within the ranking evaluate keeps (``top_k``);
 * :func:`check_batch_sizes`: a model's global batch (batch_size x GPUs) is no larger than a
   dataset's train queries, where their number is known offline;
 * :func:`default_results_dir`: where a config writes when it does not say, ``results/<stem of its
@@ -116,6 +117,24 @@ def check_models(models: dict) -> None:
         problem = model_path_problem(str(entry.get("path", "")))
         if problem:
             raise ConfigError(f"config key 'models.{name}.path': {problem}")
+
+
+# --- metric cutoffs against the ranking depth --------------------------------------------------------
+
+
+def check_evaluation_depth(evaluation: dict) -> None:
+    """A metric at cutoff k needs the top k of each query's ranking: Recall@100 over the top 10 that
+    evaluate keeps would be reported as a number that means something else."""
+    top_k = evaluation["top_k"]
+    cutoffs = {f"evaluation.cutoffs ({k})": k for k in evaluation["cutoffs"]}
+    cutoffs[f"evaluation.mrr_cutoff ({evaluation['mrr_cutoff']})"] = evaluation["mrr_cutoff"]
+    beyond = [key for key, k in cutoffs.items() if k > top_k]
+    if beyond:
+        raise ConfigError(
+            f"config key 'evaluation.top_k': evaluate keeps the top {top_k} documents per query, fewer than "
+            f"the metric cutoff(s) {', '.join(beyond)} need; raise evaluation.top_k to at least "
+            f"{max(cutoffs.values())} or drop those cutoffs"
+        )
 
 
 # --- batch size against the train queries ------------------------------------------------------------

@@ -52,6 +52,20 @@ def test_results_dir_never_the_reference_run_or_the_shared_root(value):
         validate_config(_config(results_dir=value))
 
 
+@pytest.mark.parametrize(
+    ("evaluation", "beyond"),
+    [
+        ({"top_k": 10}, "evaluation.cutoffs (20), evaluation.cutoffs (50), evaluation.cutoffs (100)"),
+        ({"top_k": 20, "cutoffs": [10, 20], "mrr_cutoff": 30}, "evaluation.mrr_cutoff (30)"),
+    ],
+)
+def test_a_metric_cutoff_beyond_the_kept_ranking_is_refused(evaluation, beyond):
+    with pytest.raises(ConfigError) as err:
+        validate_config(_config(evaluation=evaluation))
+    assert str(err.value).startswith("config key 'evaluation.top_k'") and beyond in str(err.value)
+    validate_config(_config(evaluation={"top_k": 20, "cutoffs": [10, 20], "mrr_cutoff": 10}))  # all within
+
+
 # --- dataset sources ---------------------------------------------------------------------------------
 
 
