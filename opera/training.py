@@ -16,14 +16,16 @@ loss, the learning rate and the sampler's state.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,16 @@ def draw_negatives(data: TrainingData, query: int, count: int, rng: np.random.Ge
         )
     rows = rng.choice(len(pool), size=count, replace=len(pool) < count)
     return [str(pool[r]) for r in rows]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient stopped being finite: training on would publish a model that learned nothing."""
+
+
+# fp16's GradScaler skips a step whose gradients overflow and lowers its scale; a few skips while it
+# finds its scale are normal, more than half of a window means the run no longer learns.
+SKIP_WINDOW = 20
+SKIPPED_STEPS_LIMIT = SKIP_WINDOW // 2
 
 
 def infonce(
@@ -244,6 +256,8 @@ class _Trainer:
     neg_rng: np.random.Generator
     elapsed: float = 0.0
     sampler_seconds: float = 0.0
+    # whether fp16's scaler skipped each of the last steps (diagnostic only: a resumed run starts it empty)
+    skipped: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SKIP_WINDOW))
 
     def state(self, step: int) -> dict:
         """Everything a resumed run needs to continue bit for bit after ``step``."""
@@ -298,7 +312,7 @@ def _build_trainer(
     model.train()
     optimizer, scheduler, params = make_optimizer(model, settings)
     use_scaler = precision.resolve(settings.precision, env.device) == "fp16"  # fp16 resolves only on CUDA
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    scaler = torch.amp.GradScaler(precision.device_type(env.device), enabled=use_scaler)
     torch.manual_seed(seed + env.rank)  # dropout
     return _Trainer(model, optimizer, scheduler, scaler, params, sampler, neg_rng)
 
@@ -335,6 +349,7 @@ def _run_step(
 ) -> dict:
     """One training step; returns its train-log entry. Sampler time counts into ``elapsed`` too."""
     began = time.perf_counter()
+    scale = trainer.scaler.get_scale() if trainer.scaler.is_enabled() else None
     batch = trainer.sampler.next_batch(step - 1, global_batch)
     sampled = time.perf_counter()
     docs = batch_documents(data, batch, settings.group_size, trainer.neg_rng)
@@ -351,6 +366,13 @@ def _run_step(
         trainer.params,
     )
     updating = time.perf_counter()
+    if scale is not None:  # the scaler lowers its scale exactly when it skipped the step
+        trainer.skipped.append(trainer.scaler.get_scale() < scale)
+        if sum(trainer.skipped) > SKIPPED_STEPS_LIMIT:
+            raise TrainingDiverged(
+                f"fp16's gradient scaler skipped {sum(trainer.skipped)} of the last {len(trainer.skipped)} steps "
+                "(non-finite gradients)"
+            )
     trainer.sampler.update(batch, pos_scores, losses)
     done = time.perf_counter()
     trainer.sampler_seconds += (sampled - began) + (done - updating)
@@ -445,7 +467,11 @@ def _train(
     )
     try:
         for step in progress:
-            entry = _run_step(trainer, data, settings, env, step, global_batch)
+            try:
+                entry = _run_step(trainer, data, settings, env, step, global_batch)
+            except TrainingDiverged as exc:
+                message = _diverged_message(str(exc), step, settings, method, work_dir, env.device)
+                raise TrainingDiverged(message) from None
             if env.main:
                 log_handle.write(json.dumps(entry) + "\n")
                 log_handle.flush()
@@ -474,6 +500,32 @@ def _train(
         _publish(work_dir, out_dir, summary)
     _barrier(env)
     return summary
+
+
+def _diverged_message(what: str, step: int, settings: ModelSettings, method: str, work_dir: Path, device) -> str:
+    """Why a run stopped, which setting most likely caused it, and what is left of it."""
+    resolved = precision.resolve(settings.precision, device)
+    if step == 1:  # the base model's own forward: no update made it so
+        likely = (
+            f"temperature ({settings.temperature}: the logits are cosine / temperature)"
+            + (f" or precision ({resolved}: its range overflows)" if resolved != "fp32" else "")
+            + f", or the base model {settings.encoder.path} itself"
+        )
+    else:
+        clip = f"grad_clip {settings.grad_clip}" if settings.grad_clip > 0 else "grad_clip 0 (no clipping)"
+        likely = f"lr ({settings.lr}) too large for {clip}, or temperature ({settings.temperature})"
+    kept = [number for number, _ in _step_dirs(work_dir)]
+    left = (
+        f"the checkpoints of steps {kept} stay in {work_dir}, each from before the divergence"
+        if kept
+        else f"no checkpoint was written before it ({work_dir} holds only the train log)"
+    )
+    return (
+        f"finetune {method}: training stopped at step {step}: {what}; every later step would train on "
+        f"non-finite weights. Most likely responsible: the model's {likely}. Nothing was published and no "
+        f"weight was updated with this step; {left}. Change the setting in the config and rerun (a run with "
+        "other settings starts over)."
+    )
 
 
 def batch_documents(data: TrainingData, batch: Batch, group: int, neg_rng: np.random.Generator) -> list[str]:
@@ -531,19 +583,26 @@ def train_step(
 
     scaler.scale(loss).backward()
     _average_gradients(params, env)
+    scaler.unscale_(optimizer)  # a no-op without fp16's scaler: the norm below is the true gradient's
     if settings.grad_clip > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+        norm = torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+    else:
+        norm = torch.nn.utils.get_total_norm([param.grad for param in params if param.grad is not None])
 
     with torch.no_grad():
         pos = (q.float() * p.float()[::group]).sum(-1)
         stats = torch.stack([per_query.detach(), pos], dim=1)
         stats = _gather_detached(stats, env).cpu()  # (global batch, 2), in global order
         loss_all = (torch.as_tensor(batch.weights, dtype=stats.dtype) * stats[:, 0]).mean()
+    # The gathered loss and the all-reduced gradient are the same on every rank, so all stop together.
+    # fp16's scaler skips a non-finite step by design; _run_step counts those skips.
+    if not scaler.is_enabled() and not (math.isfinite(float(loss_all)) and math.isfinite(float(norm))):
+        optimizer.zero_grad(set_to_none=True)
+        raise TrainingDiverged(f"the loss is {float(loss_all)} and the gradient norm {float(norm)}")
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
     return float(loss_all), stats[:, 1].numpy(), stats[:, 0].numpy()
 
 

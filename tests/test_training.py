@@ -356,3 +356,42 @@ def test_aggregate_refuses_a_train_log_changed_after_the_run(smoke_scored, setti
             train_logs={("d", "m", "basic", 42, 4): run / "train_log.jsonl"},
         )
     assert not (tmp_path / "tables").exists()
+
+
+# --- a run that stops learning is stopped, not published --------------------------------------------
+
+
+def test_a_loss_that_is_not_finite_at_step_one_stops_the_run_and_names_the_temperature(smoke_scored, settings):
+    """cosine / 1e-45 overflows float32: the base model's first loss is NaN."""
+    with pytest.raises(training.TrainingDiverged) as raised:
+        _finetune(smoke_scored, dataclasses.replace(settings, temperature=1e-45), "nan-first", method="basic")
+    message = str(raised.value)
+    for part in ("training stopped at step 1", "temperature (1e-45", "Nothing was published", "no checkpoint"):
+        assert part in message, (part, message)
+    assert not (smoke_scored / "ft" / "nan-first").exists()
+    assert not io.read_train_log(smoke_scored / "work" / "nan-first" / training.LOG_FILE)  # no step happened
+
+
+def test_weights_blown_up_by_the_lr_stop_the_run_at_the_first_non_finite_step(smoke_scored, settings):
+    """lr 1e30 makes finite but absurd weights after step 1; the next forward overflows. Every
+    checkpoint kept is of finite weights, and nothing is published."""
+    huge = dataclasses.replace(settings, lr=1e30, warmup_ratio=0.0, eval_every=1, max_steps=6)
+    with pytest.raises(training.TrainingDiverged) as raised:
+        _finetune(smoke_scored, huge, "nan-lr", method="basic")
+    message = str(raised.value)
+    stopped = int(message.split("training stopped at step ")[1].split(":")[0])
+    assert stopped >= 2 and "lr (1e+30) too large" in message, message
+    work = smoke_scored / "work" / "nan-lr"
+    kept = [int(p.name.removeprefix("step")) for p in sorted(work.glob("step*"))]
+    assert kept == list(range(1, stopped)) and f"steps {kept}" in message
+    assert all(torch.isfinite(w).all() for step in kept for w in _weights(work, step).values())
+    assert not (smoke_scored / "ft" / "nan-lr").exists()
+
+
+def test_fp16_steps_the_scaler_keeps_skipping_stop_the_run(smoke_scored, settings, monkeypatch):
+    """With fp16 a non-finite step is skipped by the gradient scaler, not applied: the run stops once
+    skips are more than half of the window. fp16 is a GPU precision; here the scaler runs on the CPU."""
+    monkeypatch.setattr(training.precision, "resolve", lambda requested, device: "fp16")
+    nan = dataclasses.replace(settings, temperature=1e-45, max_steps=training.SKIP_WINDOW, eval_every=100)
+    with pytest.raises(training.TrainingDiverged, match=r"stopped at step 11: fp16's gradient scaler skipped 11"):
+        _finetune(smoke_scored, nan, "nan-fp16", method="basic")
