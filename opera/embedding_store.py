@@ -63,10 +63,14 @@ def encode_corpus(
     layout: StoreLayout,
     checkpoint: str | Path | None = None,
     devices: Sequence[str | None] = (None,),
+    loaded=None,
     **meta,
 ) -> dict:
     """Encode the prepared corpus of ``data_dir`` with ``encoder`` (or its weights at
     ``checkpoint``) into a store at ``out_dir``, one shard of passages at a time.
+
+    ``loaded``: that model, already loaded on the one device by the caller, which goes on to
+    encode queries with it (loading it again costs a job seconds).
 
     With several ``devices`` (the GPUs a job holds) one process per device encodes every n-th
     shard; each shard's bytes do not depend on which process encoded it. The store appears at
@@ -87,7 +91,7 @@ def encode_corpus(
     )
     with io.atomic_dir(out_dir) as tmp:
         if len(devices) == 1:
-            written = _encode_shards(tmp, 0, 1, devices[0], **job)
+            written = _encode_shards(tmp, 0, 1, devices[0], loaded=loaded, **job)
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -127,6 +131,7 @@ def _encode_shards(
     layout,
     checkpoint,
     threads: int | None = None,
+    loaded=None,
 ) -> dict[int, tuple[int, int]]:
     """Encode shards ``worker``, ``worker + workers``, ... of the corpus into ``folder``; return
     {shard number: shape}. Runs in the job's process or in one spawned process per device."""
@@ -136,7 +141,7 @@ def _encode_shards(
         import torch
 
         torch.set_num_threads(threads)
-    model = encoders.load(encoder, device=device, path=checkpoint)
+    model = loaded if loaded is not None else encoders.load(encoder, device=device, path=checkpoint)
     written = {}
     for number, texts in enumerate(data.passage_text_batches(data_dir, layout.shard_passages, title_join)):
         if number % workers != worker:

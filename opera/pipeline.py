@@ -72,6 +72,9 @@ def score(
     query_text = dataset.queries.set_index("query_id")["text"]
     out_dir = Path(out_dir)
     began = time.perf_counter()
+    from opera import encoders
+
+    model = encoders.load(encoder, device=devices[0])  # the train queries' encoder, and the corpus's on one device
     manifest = embedding_store.encode_corpus(
         out_dir / "corpus_embeddings",
         data_dir=data_dir,
@@ -80,14 +83,12 @@ def score(
         batch_size=encode_batch_size,
         layout=layout or StoreLayout(),
         devices=devices,
+        loaded=model if len(devices) == 1 else None,
         model=encoder.path,
     )
     corpus = EmbeddingStore(out_dir / "corpus_embeddings")
     encoded = time.perf_counter()
     if query_ids:
-        from opera import encoders
-
-        model = encoders.load(encoder)
         query_emb = encoders.encode_side(
             model, encoder, "query", [query_text[q] for q in query_ids], encode_batch_size, desc="train queries"
         )
@@ -330,6 +331,7 @@ def index(
 
     began = time.perf_counter()
     _verify_checkpoint(checkpoint)  # a checkpoint changed after training is refused, not encoded
+    model = encoders.load(encoder, device=devices[0], path=str(checkpoint))  # queries', and corpus's on one device
     manifest = embedding_store.encode_corpus(
         out_dir,
         data_dir=data_dir,
@@ -339,9 +341,9 @@ def index(
         layout=layout,
         checkpoint=checkpoint,
         devices=devices,
+        loaded=model if len(devices) == 1 else None,
         model=str(checkpoint),
     )
-    model = encoders.load(encoder, device=devices[0], path=str(checkpoint))
     query_ids, query_emb, encoded_at = _encode_eval_queries(data_dir, encoder, model, split, encode_batch_size)
     io.save_array(out_queries, query_emb, split=split, query_ids=query_ids, encode_precision=encoded_at)
     return {

@@ -5,7 +5,7 @@ A config names ``precision`` (training autocast) and ``encode_precision`` (encod
 the device runs bf16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX that
 oneDNN uses, as PyTorch reports it), else fp32. fp16 is a GPU precision: asked for on a CPU it
 resolves as ``auto`` does. bf16 asked for explicitly on a CPU without native support still runs,
-with one warning: PyTorch then emulates it, 4-9x slower than fp32 (bench/precision.py).
+with one warning: PyTorch then emulates it, 4-23x slower than fp32 (bench/precision.py).
 
 The value stays ``auto`` in the config, so cached outputs do not depend on where the config was
 read; what a job resolved is logged at its start and recorded in what it writes (the finetune
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 PRECISIONS = (AUTO, "fp32", "bf16", "fp16")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Measured by bench/precision.py on a 2-core AVX2-only AMD EPYC (no native bf16), all-MiniLM-L6-v2.
-EMULATED_BF16_SLOWDOWN = "encoding 4.4x and a training step 9x slower than fp32"
+# Measured by bench/precision.py on 2-core AVX2-only AMD EPYCs (no native bf16), all-MiniLM-L6-v2,
+# on two machines of that class (README "Benchmarks").
+EMULATED_BF16_SLOWDOWN = "encoding 4-7x and a training step 9-23x slower than fp32"
 
 
 def device_type(device) -> str:

@@ -28,6 +28,7 @@ MODELS = list(config["models"])
 TRAINED_IN_CONFIG = opera_config.trained_methods(config)
 SEEDS = list(config["seeds"])
 RESOURCES = config["resources"]
+EVAL_THREADS = RESOURCES["eval_threads"] or RESOURCES["threads"]  # index and evaluate jobs
 RESULTS = config["results_dir"]
 
 

@@ -11,7 +11,7 @@ rule evaluate:
         log_file("evaluate/{dataset}/{model}/{run}.log"),
     benchmark:
         benchmark_file("evaluate/{dataset}/{model}/{run}.tsv")
-    threads: RESOURCES["threads"]
+    threads: EVAL_THREADS
     resources:
         mem_mb=job_resource("evaluate", "mem_mb"),
         runtime=job_resource("evaluate", "runtime"),

@@ -11,7 +11,7 @@ rule index:
         log_file("index/{dataset}/{model}/{run}.log"),
     benchmark:
         benchmark_file("index/{dataset}/{model}/{run}.tsv")
-    threads: RESOURCES["threads"]
+    threads: EVAL_THREADS
     resources:
         mem_mb=job_resource("index", "mem_mb"),
         runtime=job_resource("index", "runtime"),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -212,3 +213,31 @@ def test_train_query_counts_are_read_once_per_file_version(tmp_path):
     qrels.write_text(qrels.read_text() + "q3\td3\t1\n")  # a new version: counted again
     assert data.train_queries("mine", spec)[0] == 3
     assert data.train_queries("mine", {**spec, "positive_threshold": {"train": 2}})[0] == 0
+
+
+# --- threads of the evaluation jobs ------------------------------------------------------------------
+
+
+def _planned_threads(workdir: Path, configfile: Path) -> dict[str, set[int]]:
+    """rule -> the threads its planned jobs get (a dry run prints `threads:` only above 1)."""
+    text = snakemake(workdir, configfile, "-n", "--cores", "2").stdout
+    threads: dict[str, set[int]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        if rule:
+            found = re.search(r"threads: (\d+)", block)
+            threads.setdefault(rule.group(1), set()).add(int(found.group(1)) if found else 1)
+    return threads
+
+
+def test_index_and_evaluate_jobs_take_eval_threads(tmp_path):
+    """The embedded default runs its index and evaluate jobs on one thread each, two at a time
+    (bench/eval_threads.py); without eval_threads they take `threads`, as every other job."""
+    default = _planned_threads(tmp_path / "default", ROOT / "config" / "config.yaml")
+    assert default["finetune"] == default["score"] == {2}
+    assert default["index"] == default["evaluate"] == {1}
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    del config["resources"]["eval_threads"]
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump(config))
+    same = _planned_threads(tmp_path / "same", tmp_path / "same.yaml")
+    assert same["index"] == same["evaluate"] == same["finetune"] == {2}
