@@ -42,6 +42,7 @@ lint: $(STAMP)
 	$(VENV)/bin/snakefmt --check Snakefile rules/
 	$(VENV)/bin/python .ci/lint_workflow.py
 
-# Deletes everything CONFIG wrote (never results/reference/: no config may write there).
+# Deletes everything CONFIG wrote, only if its results folder's owner.json names CONFIG (never
+# results/reference/ or the checkout: no config may write there).
 clean-results: $(STAMP)
-	dir="$(RESULTS_DIR)" && test -n "$$dir" && rm -rf "$$dir"
+	$(VENV)/bin/python -m opera.preflight clean $(CONFIG)

@@ -7,7 +7,9 @@ stop on the same problems, with the config key and what is wrong:
   items as strings (``['1', '2']``); digit strings become integers, anything else is an error;
 * :func:`check_models`: a model's ``path`` is an existing checkpoint folder, a hub id
   (``owner/name``) or the shipped all-MiniLM-L6-v2;
-* :func:`check_results_dir`: a config never writes into the committed reference run;
+* :func:`check_results_dir`: a config never writes into the committed reference run, the checkout's
+  own folders or above the checkout; :func:`check_results_owner`: nor into the folder of another
+  config file of the same name (``owner.json`` records who first ran there);
 * :func:`check_evaluation_depth`: every metric cutoff is within the ranking evaluate keeps (``top_k``);
 * :func:`check_batch_sizes`: a model's global batch (batch_size x GPUs) is no larger than a
   dataset's train queries, where their number is known offline;
@@ -53,14 +55,130 @@ def default_results_dir(configfiles: Iterable[str | os.PathLike]) -> str:
     return f"{RESULTS_ROOT}/{'+'.join(stems)}" if stems else DEFAULT_RESULTS_DIR
 
 
-def check_results_dir(results_dir: str) -> None:
+# The checkout's own entries (tracked by git; tests/test_preflight.py keeps the list complete): a
+# results folder there, or above the checkout, would mix outputs with sources and be deleted with them.
+CHECKOUT_ROOT = Path(__file__).resolve().parents[1]
+CHECKOUT_ENTRIES = (
+    ".ci",
+    ".git",
+    ".gitignore",
+    ".venv",
+    "Makefile",
+    "README.md",
+    "Snakefile",
+    "bench",
+    "config",
+    "docs",
+    "environment.yml",
+    "opera",
+    "profiles",
+    "pyproject.toml",
+    "report",
+    "rules",
+    "tests",
+    "tools",
+    "workflow_scripts",
+)
+
+
+def check_results_dir(results_dir: str, workdir: str | os.PathLike = ".") -> None:
+    """Refuse a results folder whose deletion (``make clean-results``) or outputs would reach what
+    is not the config's: the committed reference run, the shared ``results/`` folder, the checkout
+    or a folder above it, or one of the checkout's own entries. Paths are compared after resolving
+    ``..`` and links, relative to ``workdir`` (where Snakemake runs)."""
+    where = (Path(workdir) / results_dir).resolve()
     normalized = os.path.normpath(results_dir)
-    if normalized in (".", RESULTS_ROOT) or normalized == os.path.normpath(REFERENCE_DIR):
+    problem = None
+    reference = os.path.normpath(REFERENCE_DIR)
+    if normalized == reference or normalized.startswith(reference + os.sep):  # wherever it is run
+        problem = "is (inside) the committed reference run"
+    elif normalized in (".", RESULTS_ROOT) or where == (Path(workdir) / RESULTS_ROOT).resolve():
+        problem = "would mix this config's outputs with those of other configs"
+    elif where == CHECKOUT_ROOT / REFERENCE_DIR or (CHECKOUT_ROOT / REFERENCE_DIR) in where.parents:
+        problem = "is (inside) the committed reference run"
+    elif where == CHECKOUT_ROOT / RESULTS_ROOT:
+        problem = "would mix this config's outputs with those of other configs"
+    elif where == CHECKOUT_ROOT or where in CHECKOUT_ROOT.parents or where == Path.home().resolve():
+        problem = f"is {where}, which holds the checkout {CHECKOUT_ROOT}"
+    elif CHECKOUT_ROOT in where.parents and where.relative_to(CHECKOUT_ROOT).parts[0] in CHECKOUT_ENTRIES:
+        problem = f"is inside the checkout's own {where.relative_to(CHECKOUT_ROOT).parts[0]!r}"
+    if problem:
         raise ConfigError(
-            f"config key 'results_dir': {results_dir!r} would mix this config's outputs with "
-            f"{'the committed reference run' if 'reference' in normalized else 'those of other configs'}; "
-            "choose another folder (the default is results/<config file stem>)"
+            f"config key 'results_dir': {results_dir!r} {problem}; choose another folder (the default is "
+            "results/<config file stem>)"
         )
+
+
+# --- which config a results folder belongs to ---------------------------------------------------------
+
+OWNER_FILE = "owner.json"
+
+
+def config_names(configfiles: Iterable[str | os.PathLike], workdir: str | os.PathLike = ".") -> list[str]:
+    """The config files as an owner record names them: relative to ``workdir`` where inside it (a
+    moved checkout keeps its owners), else absolute; links resolved."""
+    base = Path(workdir).resolve()
+    names = []
+    for path in configfiles:
+        resolved = (base / path).resolve()
+        names.append(str(resolved.relative_to(base)) if base in resolved.parents else str(resolved))
+    return names
+
+
+def results_owner(results_dir: str | os.PathLike) -> dict | None:
+    """The owner record of a results folder (written when a config first runs jobs there), or None."""
+    from opera import io
+
+    return io.read_json_if_exists(Path(results_dir) / OWNER_FILE)
+
+
+def check_results_owner(results_dir: str, configfiles: list[str], explicit: bool) -> None:
+    """A folder named after a config file's stem belongs to the config file that first ran there:
+    another file with the same stem (``experiments/a/tiny.yaml`` and ``tiny.yaml``, or a copy of
+    ``config.yaml`` kept elsewhere) would plan over its outputs. A config that names its
+    ``results_dir`` shares that folder on purpose (e.g. to reuse its scores) and is let through."""
+    record = results_owner(results_dir)
+    if record is None or not configfiles or explicit or record.get("configs") == configfiles:
+        return
+    raise ConfigError(
+        f"{results_dir} holds the outputs of {' + '.join(record.get('configs') or ['?'])} (recorded in "
+        f"{Path(results_dir) / OWNER_FILE}); {' + '.join(configfiles)} has the same file name, so it would "
+        "write there and plan over them. Set results_dir in it (e.g. results/<another name>) or rename the file."
+    )
+
+
+def claim_results_dir(results_dir: str, configfiles: list[str]) -> None:
+    """Record which config files own ``results_dir``, when a run first starts jobs there."""
+    import datetime
+
+    from opera import io
+
+    if not configfiles or results_owner(results_dir) is not None:
+        return
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    io.write_json(
+        Path(results_dir) / OWNER_FILE,
+        {"configs": configfiles, "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+    )
+
+
+def clean_results(configfile: str) -> str:
+    """Delete the results folder of ``configfile`` if its owner record names that file; returns
+    what was done. Never a folder it cannot prove is the config's."""
+    import shutil
+
+    from opera.config import load_config
+
+    results_dir = load_config(configfile)["results_dir"]  # validated: never a protected folder
+    if not Path(results_dir).exists():
+        return f"{results_dir}: nothing to delete"
+    ours = config_names([configfile])
+    record = results_owner(results_dir)
+    if record is None or record.get("configs") != ours:
+        whose = f"belongs to {' + '.join(record.get('configs') or ['?'])}" if record else f"has no {OWNER_FILE}"
+        raise ConfigError(f"{results_dir} {whose}, not to {configfile}: not deleted. Delete it by hand if it is yours.")
+    shutil.rmtree(results_dir)
+    return f"{results_dir}: deleted (owned by {configfile})"
 
 
 # --- values given on Snakemake's command line --------------------------------------------------------
@@ -178,17 +296,19 @@ def check_batch_sizes(config: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m opera.preflight results-dir CONFIG``: print the folder a config file writes to
-    (its results_dir, else results/<stem>), after validating it. The Makefile's report target uses it."""
+    (its results_dir, else results/<stem>), after validating it (the Makefile's report target).
+    ``python -m opera.preflight clean CONFIG``: delete that folder if it belongs to CONFIG
+    (``make clean-results``)."""
     import sys
 
     from opera.config import load_config
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "results-dir":
-        print("usage: python -m opera.preflight results-dir CONFIG", file=sys.stderr)
+    if len(args) != 2 or args[0] not in ("results-dir", "clean"):
+        print("usage: python -m opera.preflight {results-dir,clean} CONFIG", file=sys.stderr)
         return 2
     try:
-        print(load_config(args[1])["results_dir"])
+        print(load_config(args[1])["results_dir"] if args[0] == "results-dir" else clean_results(args[1]))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

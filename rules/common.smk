@@ -14,14 +14,23 @@ from opera import preflight
 # Each config writes to its own folder (outputs, logs, benchmarks): results/<config file stem>
 # (results/config for the embedded default) unless it sets results_dir, so configs never overwrite
 # each other. workflow.configfiles: the --configfile files, else the embedded default.
+EXPLICIT_RESULTS_DIR = "results_dir" in config
 config.setdefault("results_dir", preflight.default_results_dir(workflow.configfiles))
 
 try:
     # Validates against opera/schema.yaml (defaults filled in), resolves registry entries and checks
     # sources and model paths, so a bad config stops here, before any job, with the key path and the problem.
     opera_config.validate_config(config)
+    # A folder named after the config file's stem is that file's: owner.json says who ran there first.
+    OWNERS = preflight.config_names(workflow.configfiles)
+    preflight.check_results_owner(config["results_dir"], OWNERS, EXPLICIT_RESULTS_DIR)
 except opera_config.ConfigError as error:
     raise WorkflowError(str(error))
+
+
+onstart:
+    preflight.claim_results_dir(config["results_dir"], OWNERS)
+
 
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
@@ -237,7 +246,7 @@ def pruning_cards():
     """A pruning data card per dataset x model: what the score-pruning method (sp) keeps of the
     scored pairs, and query coverage from the first seed's train logs. None without training."""
     pruner = method_registry.score_pruned()[0]
-    if not TRAINED_IN_CONFIG:
+    if pruner not in TRAINED_IN_CONFIG:  # the card shows what the config's own pruning keeps
         return []
     return [
         {
@@ -257,7 +266,8 @@ def pruning_cards():
 
 
 def plot_files(ext):
-    kinds = ["metric_vs_time"] + (["pruning_card", "training_time"] if TRAINED_IN_CONFIG else [])
+    kinds = ["metric_vs_time"] + (["training_time"] if TRAINED_IN_CONFIG else [])
+    kinds += ["pruning_card"] if pruning_cards() else []
     # schedules: only when some method's sampler has one (dynamic pruning, InfoBatch)
     if any(method_registry.get(m).sampler != "uniform" for m in TRAINED_IN_CONFIG):
         kinds.append("schedules")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_data import write_beir
-from workflow_helpers import ROOT, plan, snakemake
+from workflow_helpers import ROOT, plan, snakemake, write_config
 
 from opera.config import ConfigError, load_config, validate_config
 from opera.preflight import default_results_dir
@@ -47,10 +47,114 @@ def test_results_dir_defaults_to_the_config_files_stem(tmp_path):
     assert load_config(mine)["results_dir"] == "out/here"
 
 
-@pytest.mark.parametrize("value", ["results/reference", "results/reference/", "results", "."])
-def test_results_dir_never_the_reference_run_or_the_shared_root(value):
+@pytest.mark.parametrize(
+    "value",
+    [
+        "results/reference",
+        "results/reference/",
+        "results/reference/tables",
+        "results/x/../reference",
+        "results",
+        ".",
+        str(ROOT / "results" / "reference" / "study"),
+        str(ROOT / "opera"),
+        str(ROOT / "rules" / "out"),
+        str(ROOT / "config" / ".." / "tests"),
+        str(ROOT),
+        str(ROOT.parent),
+        "/",
+    ],
+)
+def test_results_dir_never_the_reference_run_the_checkout_or_above_it(value):
     with pytest.raises(ConfigError, match=r"config key 'results_dir': .* choose another folder"):
         validate_config(_config(results_dir=value))
+
+
+def test_results_dir_through_a_link_is_compared_where_it_leads(tmp_path):
+    (tmp_path / "to_reference").symlink_to(ROOT / "results" / "reference")
+    (tmp_path / "to_opera").symlink_to(ROOT / "opera")
+    for link in ("to_reference", "to_opera"):
+        with pytest.raises(ConfigError, match=r"config key 'results_dir'"):
+            validate_config(_config(results_dir=str(tmp_path / link / "mine")))
+    validate_config(_config(results_dir=str(tmp_path / "mine")))  # an ordinary folder elsewhere
+
+
+def test_the_protected_checkout_entries_are_every_tracked_one():
+    """A new top-level folder of the checkout is protected as soon as it is committed."""
+    import subprocess
+
+    from opera import preflight
+
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode:
+        pytest.skip("not a git checkout")
+    tracked = {line.split("/")[0] for line in listed.stdout.splitlines()} - {preflight.RESULTS_ROOT}
+    assert tracked <= set(preflight.CHECKOUT_ENTRIES), sorted(tracked - set(preflight.CHECKOUT_ENTRIES))
+
+
+def _tiny(path: Path, **extra) -> Path:
+    """The smoke config, pretrain only, as a file at ``path``."""
+    config = {**yaml.safe_load(SMOKE.read_text()), "methods": ["pretrain"]}
+    config.pop("results_dir", None)
+    config.update(extra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _clean(workdir: Path, configfile: Path):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "opera.preflight", "clean", str(configfile)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_a_results_folder_belongs_to_the_config_file_that_first_ran_there(tmp_path):
+    """Two config files named tiny.yaml in different folders both default to results/tiny: the
+    second is refused once the first has run jobs there; `make clean-results` (opera.preflight
+    clean) deletes the folder only for its owner."""
+    first = _tiny(tmp_path / "tiny.yaml")
+    second = _tiny(tmp_path / "experiments" / "a" / "tiny.yaml")
+    snakemake(tmp_path, first, "--cores", "1", "--until", "download")  # a real run: it claims results/tiny
+    owner = io_json(tmp_path / "results" / "tiny" / "owner.json")
+    assert owner["configs"] == ["tiny.yaml"]  # relative to the working folder: a moved folder keeps its owner
+    refused = snakemake(tmp_path, second, "-n", "--cores", "1", check=False)
+    assert refused.returncode != 0
+    text = refused.stdout + refused.stderr
+    assert "results/tiny holds the outputs of tiny.yaml" in text, text[-2000:]
+    assert "experiments/a/tiny.yaml has the same file name" in text and "Set results_dir in it" in text
+    # naming the folder is a deliberate choice: allowed (e.g. to reuse its downloads and scores)
+    shared = _tiny(tmp_path / "experiments" / "b" / "tiny.yaml", results_dir="results/tiny")
+    assert plan(tmp_path, shared) == plan(tmp_path, first)
+
+    kept = _clean(tmp_path, second)
+    assert kept.returncode == 2 and f"belongs to tiny.yaml, not to {second}: not deleted" in kept.stderr
+    assert (tmp_path / "results" / "tiny" / "data").is_dir()
+    deleted = _clean(tmp_path, first)
+    assert deleted.returncode == 0, deleted.stderr
+    assert not (tmp_path / "results" / "tiny").exists()
+    assert "nothing to delete" in _clean(tmp_path, first).stdout
+
+
+def test_clean_refuses_a_folder_with_no_owner_record(tmp_path):
+    config = _tiny(tmp_path / "tiny.yaml")
+    (tmp_path / "results" / "tiny").mkdir(parents=True)
+    (tmp_path / "results" / "tiny" / "precious.txt").write_text("not the pipeline's")
+    result = _clean(tmp_path, config)
+    assert result.returncode == 2 and "has no owner.json" in result.stderr
+    assert (tmp_path / "results" / "tiny" / "precious.txt").exists()
+
+
+def io_json(path: Path) -> dict:
+    from opera import io
+
+    return io.read_json(path)
 
 
 @pytest.mark.parametrize(
@@ -241,3 +345,15 @@ def test_index_and_evaluate_jobs_take_eval_threads(tmp_path):
     (tmp_path / "same.yaml").write_text(yaml.safe_dump(config))
     same = _planned_threads(tmp_path / "same", tmp_path / "same.yaml")
     assert same["index"] == same["evaluate"] == same["finetune"] == {2}
+
+
+def test_only_the_configs_methods_are_planned_and_opera_plan_counts_them(tmp_path):
+    """Without sp there is no pruning card, so no prune job for sp; `opera plan` counts what
+    Snakemake plans."""
+    from opera import cost
+
+    config = write_config(tmp_path / "three.yaml", SMOKE, methods=["pretrain", "basic", "dp"], results_dir="out")
+    planned = plan(tmp_path, config)
+    assert planned["prune"] == 2 and planned["finetune"] == 2
+    planned.pop("all")
+    assert +cost.job_counts(load_config(config)) == planned  # + drops the stages with no job (mine)
