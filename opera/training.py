@@ -688,7 +688,14 @@ def _finished_run(work_dir: Path) -> dict | None:
     marker = work_dir / FINISHED_FILE
     if not marker.exists():
         return None
+    summary = io.read_json(marker)
     try:
+        # every checkpoint the run wrote (its summary lists them) is there and intact, and its log
+        present = [step for step, _ in _step_dirs(work_dir)]
+        if present != summary["checkpoints"]:
+            raise FileNotFoundError(f"checkpoints of steps {present} where the run wrote {summary['checkpoints']}")
+        if not (work_dir / LOG_FILE).is_file():
+            raise FileNotFoundError(f"{work_dir / LOG_FILE} is missing")
         for _, path in _step_dirs(work_dir):
             io.verify_dir(path)
     except (io.CorruptArtifactError, FileNotFoundError) as exc:
@@ -699,4 +706,4 @@ def _finished_run(work_dir: Path) -> dict | None:
             elif path.name != FINGERPRINT_FILE:
                 path.unlink()
         return None
-    return io.read_json(marker)
+    return summary

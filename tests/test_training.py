@@ -264,6 +264,30 @@ def test_a_finished_run_is_published_again_not_trained_again(smoke_scored, setti
     assert _same_weights(weights, _weights(run, 4))
 
 
+@pytest.mark.parametrize("removed", ["step2", "step4", "train_log.jsonl"])
+def test_a_finished_run_missing_a_checkpoint_or_its_log_is_trained_again_not_published(
+    smoke_scored, settings, caplog, removed
+):
+    """finished.json left beside a work folder whose step folders (or log) were deleted: the rerun
+    must not publish a run without them, nor again after the published run is deleted as advised."""
+    import shutil
+
+    name = f"gone-{removed}"
+    first = _finetune(smoke_scored, settings, name, method="basic")
+    run, work = smoke_scored / "ft" / name, smoke_scored / "work" / name
+    weights = {key: tensor.clone() for key, tensor in _weights(run, 4).items()}
+    shutil.rmtree(run)
+    target = work / removed
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with caplog.at_level("WARNING"):
+        again = _finetune(smoke_scored, settings, name, method="basic")
+    why = "train_log.jsonl is missing" if removed.endswith(".jsonl") else "where the run wrote [2, 4]"
+    assert "not using the finished run" in caplog.text and why in caplog.text, caplog.text
+    assert again["checkpoints"] == first["checkpoints"] == [2, 4]
+    assert sorted(p.name for p in run.glob("step*")) == ["step2", "step4"] and (run / "train_log.jsonl").is_file()
+    assert _same_weights(weights, _weights(run, 4))  # trained again from scratch: the same weights
+
+
 def test_resume_passes_over_a_damaged_checkpoint(smoke_scored, settings, caplog):
     every_step = dataclasses.replace(settings, eval_every=1)
     _finetune(smoke_scored, every_step, "whole", method="basic")
