@@ -353,19 +353,21 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     split = eval_split(config["datasets"][dataset], args.split or evaluation["split"])
     encoder = model_settings(config, model).encoder
     data = _data(config, dataset)
+    weights = args.checkpoint or encoder.path
     with tempfile.TemporaryDirectory(prefix="opera-evaluate-") as scratch:
         out = args.out or Path(scratch)
         out.mkdir(parents=True, exist_ok=True)
         pipeline.index(
             data_dir=data,
             encoder=encoder,
-            checkpoint=args.checkpoint or encoder.path,
+            checkpoint=weights,
             encode_batch_size=evaluation["encode_batch_size"],
             title_join=config["data"]["title_join"],
             layout=layout_of(evaluation),
             split=split,
             out_dir=Path(scratch) / "corpus_embeddings",
             out_queries=Path(scratch) / "query_embeddings.npy",
+            published=pipeline.is_published_checkpoint(weights),  # verified; other models have no checksums
         )
         record = pipeline.evaluate(
             data_dir=data,
@@ -377,10 +379,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             out_per_query=out / "per_query.parquet",
             out_metrics=out / "metrics.json",
             run_meta={"dataset": dataset, "model": model, "method": "cli", "checkpoint": args.checkpoint},
-            checkpoint=args.checkpoint,
-            # a checkpoint's queries come from its index job, as in the workflow; the base model's
-            # are encoded by evaluate (pretrain's path)
-            query_embeddings=Path(scratch) / "query_embeddings.npy" if args.checkpoint else None,
+            checkpoint=weights,
+            query_embeddings=Path(scratch) / "query_embeddings.npy",  # the index call's, as in the workflow
         )
     print(f"{dataset} {split}, {model} ({args.checkpoint or encoder.path}), {record['n_queries']} queries")
     _print_table([("metric", "value")] + [(name, f"{value:.4f}") for name, value in record["metrics"].items()])

