@@ -37,7 +37,12 @@ log = logging.getLogger(__name__)
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "datasets"  # package data: NFCorpus and SciFact, BEIR layout
 SPLIT_ORDER = ("train", "dev", "test")
-DEFAULT_OPTIONS = {"title_join": "space", "queries_without_positives": "drop", "duplicate_documents": "error"}
+DEFAULT_OPTIONS = {
+    "title_join": "space",
+    "queries_without_positives": "drop",
+    "duplicate_documents": "error",
+    "eval_overlap": "warn",
+}
 
 
 class DataError(ValueError):
@@ -773,7 +778,7 @@ def load_dataset(name: str, spec: dict, options: dict | None = None) -> Dataset:
     """Load, validate and normalize dataset ``name`` from its resolved registry entry ``spec``.
 
     ``options`` is ``config["data"]`` (``title_join``, ``queries_without_positives``,
-    ``duplicate_documents``). Steps, in order:
+    ``duplicate_documents``, ``eval_overlap``). Steps, in order:
 
     1. read the source (shipped name, local BEIR folder or ir_datasets ids) and validate it
        (:func:`_read_source`); an ir_datasets source with ``query_ids_per_split: true`` scopes
@@ -792,7 +797,10 @@ def load_dataset(name: str, spec: dict, options: dict | None = None) -> Dataset:
        every kept query, plus documents drawn from the sorted remaining ids up to ``docs`` in total
        (when the relevant documents alone exceed ``docs``, they are all kept and this is logged).
        Qrels keep only kept queries and kept documents;
-    5. the queries table keeps the queries judged in at least one split (those in no split's qrels
+    5. train queries that an evaluation split also has (same id, or same text) are counted in
+       ``eval_overlap`` and warned about, refused or dropped from train, per ``eval_overlap``
+       (:func:`_eval_overlap`);
+    6. the queries table keeps the queries judged in at least one split (those in no split's qrels
        from the start are counted as ``dropped.unjudged_queries``).
     """
     options = {**DEFAULT_OPTIONS, **(options or {})}
@@ -807,6 +815,7 @@ def load_dataset(name: str, spec: dict, options: dict | None = None) -> Dataset:
         summary["subsample"] = dict(spec["subsample"])
 
     qrels = {s: t.drop(columns="line").reset_index(drop=True) for s, t in qrels.items()}
+    qrels, summary["eval_overlap"] = _eval_overlap(name, raw.queries, qrels, options["eval_overlap"])
     judged = set().union(*(set(t["query_id"]) for t in qrels.values()))
     queries = raw.queries.loc[raw.queries["query_id"].isin(judged)].reset_index(drop=True)
     summary["splits"] = {
@@ -880,6 +889,48 @@ def _apply_thresholds_and_drops(raw: _Source, thresholds: dict, without_positive
         dropped["train_queries_without_positives"] = len(bad)
         log.warning("%s: dropped %d train queries without a relevant document", raw.where[split], len(bad))
     return qrels, dropped
+
+
+def _eval_overlap(name: str, queries: pd.DataFrame, qrels: dict[str, pd.DataFrame], policy: str):
+    """Step 6 of :func:`load_dataset`: train queries that an evaluation split also judges (same id)
+    or asks again (same text), which would let training see the test. Counted per split in the
+    summary; ``policy`` (``data.eval_overlap``) warns, stops, or drops them from train so that the
+    evaluation split stays the benchmark's."""
+    record: dict = {"policy": policy, "splits": {}, "dropped_train_queries": 0}
+    if "train" not in qrels:
+        return qrels, record
+    train_ids = set(qrels["train"]["query_id"])
+    text = queries.set_index("query_id")["text"]
+    train_texts = {text.get(q) for q in train_ids} - {None}
+    leaking: set = set()
+    for split, table in qrels.items():
+        if split == "train":
+            continue
+        eval_ids = set(table["query_id"])
+        same_id = train_ids & eval_ids
+        same_text = {q for q in eval_ids - same_id if text.get(q) in train_texts}
+        record["splits"][split] = {"same_id": len(same_id), "same_text": len(same_text)}
+        asked_again = {text.get(q) for q in same_text}
+        leaking |= same_id | {q for q in train_ids if text.get(q) in asked_again}
+        if not same_id and not same_text:
+            continue
+        examples = sorted(same_id | same_text)[:3]
+        message = (
+            f"dataset {name!r}: {len(same_id)} {split} queries are also train queries (same id) and "
+            f"{len(same_text)} more have a train query's text (e.g. {examples})"
+        )
+        if policy == "error":
+            raise DataError(
+                f"{message}; training would see the evaluation. Set data.eval_overlap: drop to "
+                "drop them from train, or warn to keep them"
+            )
+        kept = "kept (data.eval_overlap: warn; drop removes them from train)"
+        log.warning("%s; %s", message, kept if policy == "warn" else "their train queries are dropped")
+    if policy == "drop" and leaking:
+        qrels = {**qrels, "train": qrels["train"].loc[~qrels["train"]["query_id"].isin(leaking)].reset_index(drop=True)}
+        record["dropped_train_queries"] = len(leaking)
+        log.warning("dataset %r: dropped %d train queries that an evaluation split also has", name, len(leaking))
+    return qrels, record
 
 
 def _subsample(corpus: pd.DataFrame, qrels: dict[str, pd.DataFrame], sub: dict):

@@ -439,3 +439,45 @@ def test_train_queries_known_offline_only_for_local_files_or_a_subsample(tmp_pat
     count, where = train_queries("scifact", resolve_dataset("scifact"))
     assert count == 809 and "scifact/qrels/train.tsv" in where
     assert train_queries("scifact", resolve_dataset("scifact", {"subsample": {"queries": {"train": 900}}}))[0] == 809
+
+
+# --- train queries that the evaluation also has -------------------------------------------------------
+
+# q1 is judged in train and test (same id); q4 in test asks q2's question again (same text)
+LEAKY_QUERIES = [*QUERIES, {"_id": "q4", "text": "banana colour"}]
+LEAKY_QRELS = {"train": QRELS["train"], "test": [*QRELS["test"], ("q1", "d1", 1), ("q4", "d2", 1)]}
+
+
+@pytest.mark.parametrize("policy", ["warn", "drop"])
+def test_train_queries_the_evaluation_also_has_are_counted_and_kept_or_dropped(tmp_path, caplog, policy):
+    folder = write_beir(tmp_path / "toy", queries=LEAKY_QUERIES, qrels=LEAKY_QRELS)
+    with caplog.at_level("WARNING"):
+        summary = prepare("toy", beir_spec(folder), {"eval_overlap": policy}, tmp_path / "out")
+    assert summary["eval_overlap"]["splits"] == {"test": {"same_id": 1, "same_text": 1}}
+    assert "1 test queries are also train queries (same id) and 1 more have a train query's text" in caplog.text
+    train = set(read_prepared(tmp_path / "out").qrels["train"]["query_id"])
+    assert train == ({"q1", "q2"} if policy == "warn" else set())  # drop: both leave train, test stays whole
+    assert summary["eval_overlap"]["dropped_train_queries"] == (0 if policy == "warn" else 2)
+    assert set(read_prepared(tmp_path / "out").qrels["test"]["query_id"]) == {"q1", "q3", "q4"}
+
+
+def test_train_queries_the_evaluation_also_has_stop_the_download_when_asked(tmp_path):
+    folder = write_beir(tmp_path / "toy", queries=LEAKY_QUERIES, qrels=LEAKY_QRELS)
+    fails(
+        tmp_path,
+        beir_spec(folder),
+        "1 test queries are also train queries",
+        "data.eval_overlap: drop",
+        options={"eval_overlap": "error"},
+    )
+
+
+def test_shipped_datasets_overlap_counts():
+    """Measured on the shipped data: a few evaluation queries repeat a train query's text."""
+    counts = {
+        name: load_dataset(name, resolve_dataset(name), {}).summary["eval_overlap"]["splits"] for name in OFFICIAL
+    }
+    assert counts == {
+        "nfcorpus": {"dev": {"same_id": 0, "same_text": 2}, "test": {"same_id": 0, "same_text": 3}},
+        "scifact": {"test": {"same_id": 0, "same_text": 2}},
+    }
