@@ -10,7 +10,7 @@ CONFIG ?= config/config.yaml
 # The folder CONFIG writes to (evaluated when a recipe runs, once the venv exists).
 RESULTS_DIR = $$($(VENV)/bin/python -m opera.preflight results-dir $(CONFIG))
 
-.PHONY: run test test-slurm lint report clean-results
+.PHONY: run test test-slurm lint report check-reference clean-results
 
 # --no-compile: pip would byte-compile every module of every package (88 s of a 2-core machine's
 # install); Python compiles the ones a job imports on first use instead (about 10 s, once).
@@ -27,6 +27,11 @@ run: $(STAMP)
 # Snakemake's HTML report of a finished run: results/config/report.html for the default.
 report: $(STAMP)
 	$(VENV)/bin/snakemake --cores 1 --configfile $(CONFIG) --report "$(RESULTS_DIR)/report.html"
+
+# The default's metrics against the committed reference of the precision they ran at
+# (results/reference/ for bf16, results/reference/fp32/), within opera.reference.TOLERANCES.
+check-reference: $(STAMP)
+	$(VENV)/bin/python -m opera.reference "$(RESULTS_DIR)"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 PRECISIONS = (AUTO, "fp32", "bf16", "fp16")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Measured by bench/precision.py on 2-core AVX2-only AMD EPYCs (no native bf16), all-MiniLM-L6-v2,
-# on two machines of that class (README "Benchmarks").
+# all-MiniLM-L6-v2 on 2-core AVX2-only AMD EPYCs (no native bf16): 6.5x and 23x by bench/precision.py
+# (README "Benchmarks"), 4.4x and 9x in the measurement that found the problem, on a busier machine.
 EMULATED_BF16_SLOWDOWN = "encoding 4-7x and a training step 9-23x slower than fp32"
 
 
