@@ -367,7 +367,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             split=split,
             out_dir=Path(scratch) / "corpus_embeddings",
             out_queries=Path(scratch) / "query_embeddings.npy",
-            published=pipeline.is_published_checkpoint(weights),  # verified; other models have no checksums
+            published=pipeline.is_published_checkpoint(weights),  # a run's step folder: verified
         )
         record = pipeline.evaluate(
             data_dir=data,

@@ -892,10 +892,10 @@ def _apply_thresholds_and_drops(raw: _Source, thresholds: dict, without_positive
 
 
 def _eval_overlap(name: str, queries: pd.DataFrame, qrels: dict[str, pd.DataFrame], policy: str):
-    """Step 6 of :func:`load_dataset`: train queries that an evaluation split also judges (same id)
-    or asks again (same text), which would let training see the test. Counted per split in the
-    summary; ``policy`` (``data.eval_overlap``) warns, stops, or drops them from train so that the
-    evaluation split stays the benchmark's."""
+    """Step 5 of :func:`load_dataset`: train queries that an evaluation split (every split but train,
+    dev included) also judges (same id) or asks again (same text), which would let training see the
+    test. Counted per split in the summary; ``policy`` (``data.eval_overlap``) warns, stops, or drops
+    them from train so that the evaluation split stays the benchmark's."""
     record: dict = {"policy": policy, "splits": {}, "dropped_train_queries": 0}
     if "train" not in qrels:
         return qrels, record

@@ -74,7 +74,8 @@ def score(
     began = time.perf_counter()
     from opera import encoders
 
-    model = encoders.load(encoder, device=devices[0])  # the train queries' encoder, and the corpus's on one device
+    # on one device, one model encodes the corpus and the train queries; several devices load their own
+    model = encoders.load(encoder, device=devices[0]) if len(devices) == 1 else None
     manifest = embedding_store.encode_corpus(
         out_dir / "corpus_embeddings",
         data_dir=data_dir,
@@ -83,12 +84,13 @@ def score(
         batch_size=encode_batch_size,
         layout=layout or StoreLayout(),
         devices=devices,
-        loaded=model if len(devices) == 1 else None,
+        loaded=model,
         model=encoder.path,
     )
     corpus = EmbeddingStore(out_dir / "corpus_embeddings")
     encoded = time.perf_counter()
     if query_ids:
+        model = model or encoders.load(encoder, device=devices[0])
         query_emb = encoders.encode_side(
             model, encoder, "query", [query_text[q] for q in query_ids], encode_batch_size, desc="train queries"
         )
@@ -299,9 +301,10 @@ def finetune_job(*, gpus: int = 0, **job) -> dict | None:
 
 
 def is_published_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a finetune run's step folder (it carries checksums.json), rather than
-    another model: a hub id, the shipped model's name, a plain local model folder."""
-    return (Path(path) / io.DIR_CHECKSUMS).is_file()
+    """Whether ``path`` is a step folder of a published finetune run (its run.json beside it), to be
+    verified against its checksums.json (a missing one is an error), rather than another model: a
+    hub id, the shipped model's name, a plain local model folder."""
+    return (Path(path).parent / "run.json").is_file()
 
 
 def _verify_checkpoint(checkpoint: str | Path) -> None:
@@ -342,7 +345,8 @@ def index(
     began = time.perf_counter()
     if published:
         _verify_checkpoint(checkpoint)  # a checkpoint changed after training is refused, not encoded
-    model = encoders.load(encoder, device=devices[0], path=str(checkpoint))  # queries', and corpus's on one device
+    # on one device, one model encodes the corpus and the queries; several devices load their own
+    model = encoders.load(encoder, device=devices[0], path=str(checkpoint)) if len(devices) == 1 else None
     manifest = embedding_store.encode_corpus(
         out_dir,
         data_dir=data_dir,
@@ -352,9 +356,10 @@ def index(
         layout=layout,
         checkpoint=checkpoint,
         devices=devices,
-        loaded=model if len(devices) == 1 else None,
+        loaded=model,
         model=str(checkpoint),
     )
+    model = model or encoders.load(encoder, device=devices[0], path=str(checkpoint))
     query_ids, query_emb, encoded_at = _encode_eval_queries(data_dir, encoder, model, split, encode_batch_size)
     io.save_array(out_queries, query_emb, split=split, query_ids=query_ids, encode_precision=encoded_at)
     return {

@@ -98,8 +98,10 @@ def check_results_dir(results_dir: str, workdir: str | os.PathLike = ".") -> Non
         problem = "is (inside) the committed reference run"
     elif where == CHECKOUT_ROOT / RESULTS_ROOT:
         problem = "would mix this config's outputs with those of other configs"
-    elif where == CHECKOUT_ROOT or where in CHECKOUT_ROOT.parents or where == Path.home().resolve():
+    elif where == CHECKOUT_ROOT or where in CHECKOUT_ROOT.parents:
         problem = f"is {where}, which holds the checkout {CHECKOUT_ROOT}"
+    elif where == _home():
+        problem = f"is the home folder {where}"
     elif CHECKOUT_ROOT in where.parents and where.relative_to(CHECKOUT_ROOT).parts[0] in CHECKOUT_ENTRIES:
         problem = f"is inside the checkout's own {where.relative_to(CHECKOUT_ROOT).parts[0]!r}"
     if problem:
@@ -107,6 +109,13 @@ def check_results_dir(results_dir: str, workdir: str | os.PathLike = ".") -> Non
             f"config key 'results_dir': {results_dir!r} {problem}; choose another folder (the default is "
             "results/<config file stem>)"
         )
+
+
+def _home() -> Path | None:
+    try:  # no HOME and no passwd entry (some containers): nothing to compare with
+        return Path.home().resolve()
+    except (RuntimeError, KeyError):
+        return None
 
 
 # --- which config a results folder belongs to ---------------------------------------------------------
@@ -141,9 +150,10 @@ def check_results_owner(results_dir: str, configfiles: list[str], explicit: bool
     if record is None or not configfiles or explicit or record.get("configs") == configfiles:
         return
     raise ConfigError(
-        f"{results_dir} holds the outputs of {' + '.join(record.get('configs') or ['?'])} (recorded in "
-        f"{Path(results_dir) / OWNER_FILE}); {' + '.join(configfiles)} has the same file name, so it would "
-        "write there and plan over them. Set results_dir in it (e.g. results/<another name>) or rename the file."
+        f"{results_dir} holds the outputs of {' + '.join(record.get('configs') or ['?'])}, which first ran jobs "
+        f"there (recorded in {Path(results_dir) / OWNER_FILE}); {' + '.join(configfiles)} would write there too "
+        "(its file name gives the same folder) and plan over them. Set results_dir in it (e.g. "
+        "results/<another name>) or rename the file."
     )
 
 
@@ -175,7 +185,11 @@ def clean_results(configfile: str) -> str:
     ours = config_names([configfile])
     record = results_owner(results_dir)
     if record is None or record.get("configs") != ours:
-        whose = f"belongs to {' + '.join(record.get('configs') or ['?'])}" if record else f"has no {OWNER_FILE}"
+        whose = (
+            f"belongs to {' + '.join(record.get('configs') or ['?'])}"
+            if record
+            else f"has no {OWNER_FILE} (a run that starts jobs there writes it; folders from older runs lack it)"
+        )
         raise ConfigError(f"{results_dir} {whose}, not to {configfile}: not deleted. Delete it by hand if it is yours.")
     shutil.rmtree(results_dir)
     return f"{results_dir}: deleted (owned by {configfile})"

@@ -7,10 +7,10 @@ different metrics, so there is one reference per precision: ``results/reference/
 only where a query's top documents swap. ``TOLERANCES`` holds, per precision, the largest
 difference a run may have from its reference, per metric and checkpoint: for fp32, a run with
 other matrix and elementwise kernels (MKL limited to AVX, ATen to its scalar code) differed from the
-reference in its losses but in none of its 84 values, and 0.005 (one query's NDCG@10 moving by 1.5)
-leaves room for CPUs that swap a few rankings; for bf16, whose rounding is 65,000 times coarser, no
-second CPU was at hand and 0.01 is a bound, not a measurement. README "Results of the embedded
-default" says how it was measured.
+reference in its losses but in none of its 84 values, and 0.005 (per-query NDCG@10 changing by 1.5
+in all over 300 queries) leaves room for CPUs that swap a few rankings; for bf16, whose rounding is
+65,000 times coarser, no second CPU was at hand and 0.01 is a bound, not a measurement. README
+"Results of the embedded default" says how it was measured.
 
     python -m opera.reference results/config      # after `make run`; exits 1 outside the tolerance
 """

@@ -516,15 +516,16 @@ def _diverged_message(what: str, step: int, settings: ModelSettings, method: str
         likely = f"lr ({settings.lr}) too large for {clip}, or temperature ({settings.temperature})"
     kept = [number for number, _ in _step_dirs(work_dir)]
     left = (
-        f"the checkpoints of steps {kept} stay in {work_dir}, each from before the divergence"
+        f"the checkpoints of steps {kept} stay in {work_dir}, each of finite weights"
         if kept
         else f"no checkpoint was written before it ({work_dir} holds only the train log)"
     )
+    skipping = "gradient scaler skipped" in what  # fp16: the skipped steps changed no weight
+    consequence = "the run no longer learns" if skipping else "every later step would train on non-finite weights"
     return (
-        f"finetune {method}: training stopped at step {step}: {what}; every later step would train on "
-        f"non-finite weights. Most likely responsible: the model's {likely}. Nothing was published and no "
-        f"weight was updated with this step; {left}. Change the setting in the config and rerun (a run with "
-        "other settings starts over)."
+        f"finetune {method}: training stopped at step {step}: {what}; {consequence}. Most likely responsible: "
+        f"the model's {likely}. Nothing was published and no weight was updated with a non-finite step; "
+        f"{left}. Change the setting in the config and rerun (a run with other settings starts over)."
     )
 
 

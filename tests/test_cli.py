@@ -142,3 +142,6 @@ def test_score_finetune_and_evaluate_a_checkpoint(tmp_path, capsys):
     shutil.copytree(run / "step2", plain, ignore=shutil.ignore_patterns(io.DIR_CHECKSUMS))
     assert main(["evaluate", "--config", str(config), "--checkpoint", str(plain)]) == 0
     assert capsys.readouterr().out.startswith(f"scifact test, all-MiniLM-L6-v2 ({plain}), 6 queries")
+    (run / "step2" / io.DIR_CHECKSUMS).unlink()  # a run's step folder is verified, never taken for a plain one
+    with pytest.raises(io.CorruptArtifactError, match="no checksums.json"):
+        main(["evaluate", "--config", str(config), "--checkpoint", str(run / "step2")])

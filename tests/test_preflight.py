@@ -128,7 +128,7 @@ def test_a_results_folder_belongs_to_the_config_file_that_first_ran_there(tmp_pa
     assert refused.returncode != 0
     text = refused.stdout + refused.stderr
     assert "results/tiny holds the outputs of tiny.yaml" in text, text[-2000:]
-    assert "experiments/a/tiny.yaml has the same file name" in text and "Set results_dir in it" in text
+    assert "experiments/a/tiny.yaml would write there too" in text and "Set results_dir in it" in text
     # naming the folder is a deliberate choice: allowed (e.g. to reuse its downloads and scores)
     shared = _tiny(tmp_path / "experiments" / "b" / "tiny.yaml", results_dir="results/tiny")
     assert plan(tmp_path, shared) == plan(tmp_path, first)
