@@ -90,7 +90,8 @@ def score(
     corpus = EmbeddingStore(out_dir / "corpus_embeddings")
     encoded = time.perf_counter()
     if query_ids:
-        model = model or encoders.load(encoder, device=devices[0])
+        if model is None:
+            model = encoders.load(encoder, device=devices[0])
         query_emb = encoders.encode_side(
             model, encoder, "query", [query_text[q] for q in query_ids], encode_batch_size, desc="train queries"
         )
@@ -359,7 +360,8 @@ def index(
         loaded=model,
         model=str(checkpoint),
     )
-    model = model or encoders.load(encoder, device=devices[0], path=str(checkpoint))
+    if model is None:
+        model = encoders.load(encoder, device=devices[0], path=str(checkpoint))
     query_ids, query_emb, encoded_at = _encode_eval_queries(data_dir, encoder, model, split, encode_batch_size)
     io.save_array(out_queries, query_emb, split=split, query_ids=query_ids, encode_precision=encoded_at)
     return {

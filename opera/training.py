@@ -98,7 +98,13 @@ def draw_negatives(data: TrainingData, query: int, count: int, rng: np.random.Ge
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradient stopped being finite: training on would publish a model that learned nothing."""
+    """The loss or the gradient stopped being finite: training on would publish a model that learned nothing.
+
+    ``skipping``: fp16's scaler skipped the steps (the weights stayed finite), rather than a non-finite step."""
+
+    def __init__(self, message: str, skipping: bool = False):
+        super().__init__(message)
+        self.skipping = skipping
 
 
 # fp16's GradScaler skips a step whose gradients overflow and lowers its scale; a few skips while it
@@ -371,7 +377,8 @@ def _run_step(
         if sum(trainer.skipped) > SKIPPED_STEPS_LIMIT:
             raise TrainingDiverged(
                 f"fp16's gradient scaler skipped {sum(trainer.skipped)} of the last {len(trainer.skipped)} steps "
-                "(non-finite gradients)"
+                "(non-finite gradients)",
+                skipping=True,
             )
     trainer.sampler.update(batch, pos_scores, losses)
     done = time.perf_counter()
@@ -470,7 +477,7 @@ def _train(
             try:
                 entry = _run_step(trainer, data, settings, env, step, global_batch)
             except TrainingDiverged as exc:
-                message = _diverged_message(str(exc), step, settings, method, work_dir, env.device)
+                message = _diverged_message(exc, step, settings, method, work_dir, env.device)
                 raise TrainingDiverged(message) from None
             if env.main:
                 log_handle.write(json.dumps(entry) + "\n")
@@ -502,7 +509,9 @@ def _train(
     return summary
 
 
-def _diverged_message(what: str, step: int, settings: ModelSettings, method: str, work_dir: Path, device) -> str:
+def _diverged_message(
+    cause: TrainingDiverged, step: int, settings: ModelSettings, method: str, work_dir: Path, device
+) -> str:
     """Why a run stopped, which setting most likely caused it, and what is left of it."""
     resolved = precision.resolve(settings.precision, device)
     if step == 1:  # the base model's own forward: no update made it so
@@ -520,10 +529,9 @@ def _diverged_message(what: str, step: int, settings: ModelSettings, method: str
         if kept
         else f"no checkpoint was written before it ({work_dir} holds only the train log)"
     )
-    skipping = "gradient scaler skipped" in what  # fp16: the skipped steps changed no weight
-    consequence = "the run no longer learns" if skipping else "every later step would train on non-finite weights"
+    consequence = "the run no longer learns" if cause.skipping else "every later step would train on non-finite weights"
     return (
-        f"finetune {method}: training stopped at step {step}: {what}; {consequence}. Most likely responsible: "
+        f"finetune {method}: training stopped at step {step}: {cause}; {consequence}. Most likely responsible: "
         f"the model's {likely}. Nothing was published and no weight was updated with a non-finite step; "
         f"{left}. Change the setting in the config and rerun (a run with other settings starts over)."
     )
@@ -692,12 +700,13 @@ def _finished_run(work_dir: Path) -> dict | None:
     summary = io.read_json(marker)
     try:
         # every checkpoint the run wrote (its summary lists them) is there and intact, and its log
-        present = [step for step, _ in _step_dirs(work_dir)]
+        steps = _step_dirs(work_dir)
+        present = [step for step, _ in steps]
         if present != summary["checkpoints"]:
             raise FileNotFoundError(f"checkpoints of steps {present} where the run wrote {summary['checkpoints']}")
         if not (work_dir / LOG_FILE).is_file():
             raise FileNotFoundError(f"{work_dir / LOG_FILE} is missing")
-        for _, path in _step_dirs(work_dir):
+        for _, path in steps:
             io.verify_dir(path)
     except (io.CorruptArtifactError, FileNotFoundError) as exc:
         log.warning("not using the finished run in %s: %s; training again", work_dir, exc)
