@@ -120,6 +120,12 @@ class Sampler:
         self.scores = pairs.base_scores.copy()  # current pair scores (dp) / unused otherwise
         self.seen = np.zeros(pairs.n_queries, dtype=bool)
         self.step = 0
+        # diagnostics (logged, never used to sample): visits per query, pairs trained at least once
+        # (their score is "fresh": written back by training, not the base model's), and the
+        # total-variation distance from uniform of the last batch's positive draws
+        self.visits = np.zeros(pairs.n_queries, dtype=np.int64)
+        self.trained_pairs = np.zeros(pairs.n_pairs, dtype=bool)
+        self.positive_tv = 0.0
 
     # --- what subclasses override -------------------------------------------------------------
     def new_epoch(self) -> list[tuple[int, float]]:
@@ -144,14 +150,23 @@ class Sampler:
         queries = np.array([q for q, _ in drawn], dtype=np.int64)
         weights = np.array([w for _, w in drawn], dtype=np.float64)
         chosen = np.empty(len(queries), dtype=np.int64)
+        distances = np.zeros(len(queries))
         for i, query in enumerate(queries):
             lo, hi = self.pairs.offsets[query], self.pairs.offsets[query + 1]
             w = self.positive_weights(query)
-            chosen[i] = lo + (self.rng.integers(hi - lo) if w is None else self.rng.choice(hi - lo, p=w / w.sum()))
+            if w is None:
+                chosen[i] = lo + self.rng.integers(hi - lo)
+                continue
+            p = w / w.sum()
+            chosen[i] = lo + self.rng.choice(hi - lo, p=p)
+            distances[i] = 0.5 * np.abs(p - 1.0 / (hi - lo)).sum()
+        self.positive_tv = float(distances.mean())
         return Batch(queries, chosen, weights)
 
     def update(self, batch: Batch, pos_scores: np.ndarray, losses: np.ndarray) -> None:
         self.seen[batch.queries] = True
+        np.add.at(self.visits, batch.queries, 1)
+        self.trained_pairs[batch.pairs] = True
         self.learn(batch, np.asarray(pos_scores, dtype=np.float64), np.asarray(losses, dtype=np.float64))
 
     def log_state(self) -> dict:
@@ -159,7 +174,23 @@ class Sampler:
             "epoch": self.queue.epochs,
             "queries_seen": int(self.seen.sum()),
             "n_queries": self.pairs.n_queries,
+            **self.diagnostics(),
             **self.extra_log(),
+        }
+
+    def diagnostics(self) -> dict:
+        """How the sampler has spread training so far (docs/methods.md, "Sampler diagnostics").
+
+        ``positive_tv``: mean over the last batch of the total-variation distance between the
+        positive draw and a uniform one (0 for a uniform draw); ``visit_cv``: coefficient of
+        variation of the visits per training query (0 when every query is visited equally
+        often); ``distinct_positives``: pairs trained at least once."""
+        mean = float(self.visits.mean())
+        return {
+            "positive_tv": round(self.positive_tv, 6),
+            "visit_cv": round(float(self.visits.std()) / mean, 6) if mean > 0 else None,
+            "distinct_positives": int(self.trained_pairs.sum()),
+            "n_pairs": self.pairs.n_pairs,
         }
 
     def state_dict(self) -> dict:
@@ -169,6 +200,9 @@ class Sampler:
             "scores": self.scores.tolist(),
             "seen": self.seen.tolist(),
             "step": self.step,
+            "visits": self.visits.tolist(),
+            "trained_pairs": np.flatnonzero(self.trained_pairs).tolist(),
+            "positive_tv": self.positive_tv,
             **self.extra_state(),
         }
 
@@ -178,6 +212,10 @@ class Sampler:
         self.scores = np.asarray(state["scores"], dtype=np.float64)
         self.seen = np.asarray(state["seen"], dtype=bool)
         self.step = int(state["step"])
+        self.visits = np.asarray(state["visits"], dtype=np.int64)
+        self.trained_pairs = np.zeros(self.pairs.n_pairs, dtype=bool)
+        self.trained_pairs[np.asarray(state["trained_pairs"], dtype=np.int64)] = True
+        self.positive_tv = float(state["positive_tv"])
         self.load_extra_state(state)
 
     def extra_state(self) -> dict:
@@ -258,9 +296,11 @@ class DynamicPruningSampler(Sampler):
         self._tau_step = None  # scores changed: tau must be recomputed, even at the same step
 
     def extra_log(self) -> dict:
-        return {
-            key: (round(value, 6) if isinstance(value, float) else value) for key, value in self.epoch_stats.items()
-        }
+        log = {key: (round(value, 6) if isinstance(value, float) else value) for key, value in self.epoch_stats.items()}
+        if self.doc_level:  # which scores decide the weighting: fresh ones, or the base model's
+            above = self.scores > np.quantile(self.scores, 1 - self.cutoff(self.step))  # tau, without its cache
+            log["fresh_above_tau"] = round(float(self.trained_pairs[above].mean()), 6) if above.any() else None
+        return log
 
     def extra_state(self) -> dict:
         return {"last": dict(self.epoch_stats)}  # so a resumed run logs the same sampler fields

@@ -508,3 +508,37 @@ def test_uniform_sampler_draws_positives_uniformly():
     special = sampler.pairs.n_queries - 1
     counts = draw_counts(sampler, special, 3000)
     assert stats.chisquare(counts, np.full(6, counts.sum() / 6)).pvalue > 1e-3
+
+
+# --- 10. diagnostics (logged, never used to sample) ---------------------------------------------
+def test_uniform_diagnostics_after_one_epoch():
+    pairs = PairIndex(pair_table(8, [1, 2, 3, 4, 1, 2, 3, 4], seed=16))
+    sampler = make_sampler("basic", pairs, 20, 3, {})
+    chosen = set()
+    for step in range(2):  # 2 x 4 = 8 queries: exactly one epoch
+        batch = sampler.next_batch(step, 4)
+        chosen |= set(batch.pairs.tolist())
+        sampler.update(batch, *feed(step, batch))
+    log = sampler.log_state()
+    assert log["positive_tv"] == 0.0  # a uniform draw is at distance 0 from uniform
+    assert log["visit_cv"] == 0.0  # every query visited once
+    assert log["distinct_positives"] == len(chosen) == 8 and log["n_pairs"] == pairs.n_pairs == 20
+    batch = sampler.next_batch(2, 4)  # a second epoch begins: 4 queries visited twice, 4 once
+    sampler.update(batch, *feed(2, batch))
+    assert sampler.log_state()["visit_cv"] == pytest.approx(np.std([2] * 4 + [1] * 4) / 1.5, abs=1e-6)
+
+
+def test_dp_doc_diagnostics_match_hand_computation():
+    # one query, four positives: scores 0.9, 0.8 (above tau at c = 0.5), 0.1, 0.2; doc_weight 5
+    frame = pd.DataFrame({"query_id": ["q"] * 4, "doc_id": list("abcd"), "score": [0.9, 0.8, 0.1, 0.2]})
+    sampler = make_sampler("dp_doc", PairIndex(frame), 10, 0, {**DP, "c_start": 0.5, "c_end": 0.5})
+    batch = sampler.next_batch(0, 1)
+    p = np.array([5, 5, 1, 1]) / 12
+    # = 1/3, logged to 6 decimals
+    assert sampler.log_state()["positive_tv"] == pytest.approx(0.5 * np.abs(p - 0.25).sum(), abs=1e-6)
+    assert sampler.log_state()["fresh_above_tau"] == 0.0  # nothing trained yet: every score is the base model's
+    sampler.update(batch, np.array([0.95]) if batch.pairs[0] < 2 else np.array([0.05]), np.array([1.0]))
+    log = sampler.log_state()
+    above = sampler.scores > np.quantile(sampler.scores, 0.5)
+    assert log["fresh_above_tau"] == pytest.approx(sampler.trained_pairs[above].mean(), abs=1e-6)
+    assert log["distinct_positives"] == 1
