@@ -234,7 +234,7 @@ def _add_finetune(subparsers) -> argparse.ArgumentParser:
 def _run_finetune(args: argparse.Namespace) -> int:
     if args.job:
         return _run_finetune_job(args.job)
-    from opera import methods, pipeline
+    from opera import methods, pipeline, pruning
     from opera.config import method_params, model_settings
 
     config = load_config(args.config)
@@ -256,8 +256,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
     score = _score_dir(config, dataset, model)
     if not (score / "score.json").is_file():
         _score(config, dataset, model)
-    params = method_params(config, method, model)
-    prune_dir = results / "prune" / dataset / model / method
+    params = pruning.run_params(method, method_params(config, method, model), seed)
+    prune_dir = results / "prune" / dataset / model / method / pruning.subset(method, params)
     import torch
 
     gpus = min(settings.gpus, torch.cuda.device_count())  # one process per GPU (pipeline.finetune_job)

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from opera import data, io, methods
+from opera import data, io, methods, pruning
 from opera.config import EvaluatedRun, grid, method_params, model_settings, trained_methods
 
 # Peak dense bf16 (fp16 for V100) tensor FLOP/s per GPU in TFLOP/s, from the vendors' data sheets.
@@ -240,6 +240,11 @@ def _steps_saved(settings, budget: int) -> list[int]:
     return [s for s in settings.checkpoint_steps() if s <= budget] if budget == settings.max_steps else [budget]
 
 
+def _pair_subset(config: dict, model: str, method: str, seed: int) -> str:
+    """The pair set a run trains on (opera.pruning.subset): one per seed for a seeded pruner."""
+    return pruning.subset(method, pruning.run_params(method, method_params(config, method, model), seed))
+
+
 def job_counts(config: dict) -> Counter:
     """Jobs per stage, as the workflow plans them (the DAG's own count is `snakemake -n`)."""
     runs = grid(config)
@@ -247,10 +252,10 @@ def job_counts(config: dict) -> Counter:
     counts = Counter()
     counts["download"] = len(config["datasets"])
     counts["score"] = len(config["datasets"]) * len(config["models"])
-    pruned = {(r.dataset, r.model, r.method) for r in trained}
+    pruned = {(r.dataset, r.model, r.method, _pair_subset(config, r.model, r.method, r.seed)) for r in trained}
     counts["prune"] = len(pruned)
     counts["mine"] = sum(
-        1 for _, model, method in pruned if method_params(config, method, model).get("mine_after_prune")
+        1 for _, model, method, _ in pruned if method_params(config, method, model).get("mine_after_prune")
     )
     counts["finetune"] = len({(r.dataset, r.model, r.method, r.seed, r.budget) for r in trained})
     counts["index"] = len(trained)

@@ -4,8 +4,9 @@ A method's ``pruner`` (opera.methods) names one of :data:`PRUNERS`:
 
 - ``top_score`` (sp): keep the top ``kept_pct`` of pairs by base-model score; queries left without
   a positive drop out.
-- ``random`` (random): keep a uniform ``kept_pct`` of pairs, chosen with the params' ``seed``: the
-  control for sp.
+- ``random`` (random): keep a uniform ``kept_pct`` of pairs, chosen with the params' ``seed``, by
+  default the training run's own: the control for sp, whose spread over seeds then includes
+  subset-to-subset variance.
 
 A method without a pruner trains on all pairs.
 
@@ -51,6 +52,27 @@ def _top_score_prune(pairs: pd.DataFrame, params: dict) -> pd.DataFrame:
 
 # pruner name -> function(pairs, method params) -> kept pairs
 PRUNERS = {"top_score": _top_score_prune, "random": _random_prune}
+# pruners that draw at random: what they keep depends on a seed, so seeds may keep different pairs
+SEEDED = frozenset({"random"})
+
+
+def run_params(method: str, params: dict, run_seed: int) -> dict:
+    """The params one training run's pruning uses: a seeded pruner without a ``seed`` of its own
+    takes the run's."""
+    if methods.get(method).pruner in SEEDED and params.get("seed") is None:
+        return {**params, "seed": run_seed}
+    return params
+
+
+def subset(method: str, params: dict) -> str:
+    """The name of the pair set ``method`` keeps with ``params`` (from :func:`run_params`): ``all``
+    when its pruning draws nothing at random (one set serves every seed), else ``seed{S}``."""
+    return f"seed{params['seed']}" if methods.get(method).pruner in SEEDED else "all"
+
+
+def subset_seed(name: str) -> int | None:
+    """The seed a :func:`subset` name was drawn with (None for ``all``)."""
+    return int(name.removeprefix("seed")) if name.startswith("seed") else None
 
 
 def prune(pairs: pd.DataFrame, method: str, params: dict) -> tuple[pd.DataFrame, dict]:

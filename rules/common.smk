@@ -10,6 +10,7 @@ from opera import embedding_store as opera_embedding_store
 from opera import data as opera_data
 from opera import methods as method_registry
 from opera import preflight
+from opera import pruning as opera_pruning
 
 # Each config writes to its own folder (outputs, logs, benchmarks): results/<config file stem>
 # (results/config for the embedded default) unless it sets results_dir, so configs never overwrite
@@ -50,6 +51,7 @@ wildcard_constraints:
     model=_alternatives(MODELS),
     method=_alternatives(method_registry.trained()),
     seed=r"\d+",
+    subset=r"all|seed\d+",
     budget=r"\d+",
     run=opera_config.EvaluatedRun.ID_PATTERN,
 
@@ -80,8 +82,9 @@ def score_file(name, dataset="{dataset}", model="{model}"):
     return f"{RESULTS}/score/{dataset}/{model}/{name}"
 
 
-def prune_file(name, dataset="{dataset}", model="{model}", method="{method}"):
-    return f"{RESULTS}/prune/{dataset}/{model}/{method}/{name}"
+def prune_file(name, dataset="{dataset}", model="{model}", method="{method}", subset="{subset}"):
+    """A method's kept pairs; subset names the draw (opera.pruning.subset): all, or seed{S}."""
+    return f"{RESULTS}/prune/{dataset}/{model}/{method}/{subset}/{name}"
 
 
 def finetune_dir(dataset="{dataset}", model="{model}", method="{method}", seed="{seed}", budget="{budget}"):
@@ -137,6 +140,21 @@ def checkpoint_of(wildcards):
 # --- inputs and params of finetune ---
 
 
+def pair_subset(model, method, seed):
+    """Which of the method's pair sets a run of ``seed`` trains on (opera.pruning.subset)."""
+    params = opera_pruning.run_params(method, opera_config.method_params(config, method, model), seed)
+    return opera_pruning.subset(method, params)
+
+
+def prune_params(wildcards):
+    """What a prune job's pairs depend on: the method's params, and the seed its subset names."""
+    if not method_registry.get(wildcards.method).pruner:
+        return {}  # the others keep every pair
+    params = opera_config.method_params(config, wildcards.method, wildcards.model)
+    seed = opera_pruning.subset_seed(wildcards.subset)
+    return params if seed is None else {**params, "seed": seed}
+
+
 def mines_after_prune(wildcards):
     """Whether the method's negatives are mined again after its pruning (rule mine)."""
     return opera_config.method_params(config, wildcards.method, wildcards.model).get("mine_after_prune", False)
@@ -145,13 +163,14 @@ def mines_after_prune(wildcards):
 def finetune_inputs(wildcards):
     """Known positives (masked as in-batch negatives) and hard negatives: the scored ones, or, for a
     method that mines after pruning, its kept pairs and its own negatives (docs/comparability.md D6)."""
-    kept = prune_file("pairs.parquet", wildcards.dataset, wildcards.model, wildcards.method)
+    subset = pair_subset(wildcards.model, wildcards.method, int(wildcards.seed))
+    kept = prune_file("pairs.parquet", wildcards.dataset, wildcards.model, wildcards.method, subset)
     after_prune = mines_after_prune(wildcards)
     return {
         "data": data_dir(wildcards.dataset),
         "pairs": kept if after_prune else score_file("pairs.parquet", wildcards.dataset, wildcards.model),
         "negatives": (
-            prune_file("negatives.parquet", wildcards.dataset, wildcards.model, wildcards.method)
+            prune_file("negatives.parquet", wildcards.dataset, wildcards.model, wildcards.method, subset)
             if after_prune
             else score_file("negatives.parquet", wildcards.dataset, wildcards.model)
         ),
@@ -254,7 +273,7 @@ def pruning_cards():
             "model": m,
             "pruner": pruner,
             "score_pairs": score_file("pairs.parquet", d, m),
-            "pruned_pairs": prune_file("pairs.parquet", d, m, pruner),
+            "pruned_pairs": prune_file("pairs.parquet", d, m, pruner, pair_subset(m, pruner, config["seeds"][0])),
             "train_logs": {
                 method: f"{finetune_dir(d, m, method, SEEDS[0], main_budget(m))}/train_log.jsonl"
                 for method in TRAINED_IN_CONFIG

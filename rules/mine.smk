@@ -10,9 +10,9 @@ rule mine:
         negatives=prune_file("negatives.parquet"),
         checksums=checksums(prune_file("negatives.parquet")),
     log:
-        log_file("mine/{dataset}/{model}/{method}.log"),
+        log_file("mine/{dataset}/{model}/{method}/{subset}.log"),
     benchmark:
-        benchmark_file("mine/{dataset}/{model}/{method}.tsv")
+        benchmark_file("mine/{dataset}/{model}/{method}/{subset}.tsv")
     threads: RESOURCES["threads"]
     resources:
         mem_mb=job_resource("mine", "mem_mb"),

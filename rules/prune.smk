@@ -1,5 +1,6 @@
 rule prune:
-    """The pairs a method may train on: its registry entry's pruner, or every pair."""
+    """The pairs a method may train on: its registry entry's pruner, or every pair; a pruner that
+    draws at random keeps one set per seed (subset seed{S}), the others one set (subset all)."""
     input:
         pairs=score_file("pairs.parquet"),
     output:
@@ -7,18 +8,15 @@ rule prune:
         report=prune_file("report.json"),
         checksums=checksums(prune_file("pairs.parquet")),
     log:
-        log_file("prune/{dataset}/{model}/{method}.log"),
+        log_file("prune/{dataset}/{model}/{method}/{subset}.log"),
     benchmark:
-        benchmark_file("prune/{dataset}/{model}/{method}.tsv")
+        benchmark_file("prune/{dataset}/{model}/{method}/{subset}.tsv")
     threads: 1
     resources:
         mem_mb=job_resource("prune", "mem_mb"),
         runtime=job_resource("prune", "runtime"),
     params:
         method=lambda wc: wc.method,
-        # Only methods that prune depend on their params (the others keep every pair).
-        method_params=lambda wc: (
-            opera_config.method_params(config, wc.method, wc.model) if method_registry.get(wc.method).pruner else {}
-        ),
+        method_params=prune_params,
     script:
         "../workflow_scripts/prune.py"

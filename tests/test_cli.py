@@ -123,7 +123,7 @@ def test_score_finetune_and_evaluate_a_checkpoint(tmp_path, capsys):
     assert main(["finetune", "--config", str(config), "--method", "sp"]) == 0
     run = results / "finetune" / "scifact" / "all-MiniLM-L6-v2" / "sp" / "seed3" / "budget2"
     assert _rows(capsys.readouterr().out)["checkpoint"] == str(run / "step2")
-    assert (results / "prune" / "scifact" / "all-MiniLM-L6-v2" / "sp" / "report.json").is_file()
+    assert (results / "prune" / "scifact" / "all-MiniLM-L6-v2" / "sp" / "all" / "report.json").is_file()
     assert main(["finetune", "--config", str(config), "--method", "sp"]) == 2  # finished: not trained again
     assert "exists: this run is finished" in capsys.readouterr().err
 

@@ -357,3 +357,23 @@ def test_only_the_configs_methods_are_planned_and_opera_plan_counts_them(tmp_pat
     assert planned["prune"] == 2 and planned["finetune"] == 2
     planned.pop("all")
     assert +cost.job_counts(load_config(config)) == planned  # + drops the stages with no job (mine)
+
+
+@pytest.mark.parametrize(("random_params", "random_prunes"), [({}, 2), ({"seed": 0}, 1)])
+def test_random_prunes_once_per_seed_unless_its_seed_is_fixed(tmp_path, random_params, random_prunes):
+    """random draws its subset from each run's seed (one prune job per seed), or one subset for
+    every seed when method_params.random.seed is set; `opera plan` counts the same."""
+    from opera import cost
+
+    config = write_config(
+        tmp_path / "random.yaml",
+        SMOKE,
+        methods=["basic", "random"],
+        seeds=[1, 2],
+        method_params={"random": random_params},
+        results_dir="out",
+    )
+    planned = plan(tmp_path, config)
+    assert planned["prune"] == 1 + random_prunes  # basic's one pair set, random's per seed or shared
+    planned.pop("all")
+    assert +cost.job_counts(load_config(config)) == planned

@@ -127,3 +127,22 @@ def test_other_methods_keep_all_pairs(method):
     assert report["pairs_kept"] == report["pairs_total"] == len(pairs)
     assert report["queries_kept"] == report["queries_total"]
     assert "kept_pct" not in report and methods.get(method).pruner is None
+
+
+def test_random_draws_per_run_seed_unless_its_params_fix_one():
+    from opera.pruning import run_params, subset, subset_seed
+
+    unset = {"kept_pct": 0.25, "seed": None}
+    assert run_params("random", unset, 3) == {"kept_pct": 0.25, "seed": 3}
+    assert subset("random", run_params("random", unset, 3)) == "seed3"
+    fixed = {"kept_pct": 0.25, "seed": 0}
+    assert subset("random", run_params("random", fixed, 3)) == subset("random", run_params("random", fixed, 5))
+    assert subset("random", run_params("random", fixed, 3)) == "seed0"
+    # top-score pruning and no pruning draw nothing: one pair set serves every seed
+    assert subset("sp", run_params("sp", {"kept_pct": 0.25}, 3)) == "all"
+    assert subset("dp", run_params("dp", {}, 3)) == "all"
+    assert subset_seed("seed12") == 12 and subset_seed("all") is None
+    pairs = pair_table(40, seed=5)
+    first, _ = prune(pairs, "random", run_params("random", unset, 1))
+    second, _ = prune(pairs, "random", run_params("random", unset, 2))
+    assert not first.equals(second) and len(first) == len(second)
