@@ -1,4 +1,4 @@
-"""Aggregation of evaluated runs: result tables, average rank, significance and time to quality.
+"""Aggregation of evaluated runs: result tables, average rank, comparisons and time to quality.
 
 Input is one ``metrics.json`` per evaluated run (dataset, model, method, seed, step), each beside
 its ``per_query.parquet``. :func:`aggregate` turns them into the tables of ``results/tables/``:
@@ -7,25 +7,27 @@ its ``per_query.parquet``. :func:`aggregate` turns them into the tables of ``res
 - ``results.{csv,md,tex}``: per dataset x model x method, the final checkpoint of every seed,
   mean and standard deviation over seeds (metrics in [0, 1], 4 decimals; best method in bold);
 - ``avg_rank.{csv,md,tex}``: per model, each method's mean rank over (dataset, metric) cells;
-- ``significance.csv``: paired t-test and Wilcoxon signed-rank test over queries (dp vs basic,
-  sp vs basic) on the final checkpoints, per-query values averaged over seeds;
-- ``time_to_quality.csv``: the first training wall time at which each method reaches basic's
-  final NDCG@10, and its ratio to basic's own time.
+- ``comparisons.csv``: each method against basic and its controls, and each budget run against
+  basic's main run: differences with bootstrap intervals over queries and seeds, tests over seeds
+  and over queries, Holm-adjusted p-values, equivalence tests, verdicts (opera.comparisons);
+- ``time_to_quality.csv``: the training steps (and queries) at which each method first reaches
+  basic's final NDCG@10 within a few tolerances, with intervals over seeds (opera.time_to_quality);
+- ``paper.{csv,md,tex}``: datasets x methods in the paper's form, differences from basic in percent
+  with their intervals, and the average rank;
+- ``budgets.csv``: quality and training time per budget.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from opera import io
+from opera import comparisons, time_to_quality
 from opera import methods as method_registry
 from opera.io import read_json, read_train_log, write_text
 
@@ -49,37 +51,6 @@ RUN_KEY = ["dataset", "model", "method", "seed", "budget"]  # one finetune run (
 MAIN_METRICS = ("NDCG@10", "Recall@20")
 # Metrics shown in results.md / results.tex (the csv holds every metric); absent ones are skipped.
 DISPLAY_METRICS = ("NDCG@10", "NDCG@10_authors", "Recall@20", "MRR@10", "Recall@100")
-TEST_NAME = "paired t-test (two-sided); Wilcoxon signed-rank"
-SIGNIFICANCE_COLUMNS = [
-    "dataset",
-    "model",
-    "method",
-    "baseline",
-    "metric",
-    "n_queries",
-    "mean_method",
-    "mean_baseline",
-    "mean_diff",
-    "t_stat",
-    "p_ttest",
-    "p_wilcoxon",
-    "test",
-]
-TTQ_COLUMNS = [
-    "dataset",
-    "model",
-    "method",
-    "reading",
-    "target",
-    "tolerance",
-    "reached",
-    "budget",
-    "step_at_target",
-    "time_to_target",
-    "total_train_seconds",
-    "ratio_to_reference",
-    "ratio_to_reference_total",
-]
 AVG_RANK_COLUMNS = ["model", "method", "avg_rank", "n_cells"]
 _EPS = 1e-12
 
@@ -133,7 +104,7 @@ def main_runs(long: pd.DataFrame) -> pd.DataFrame:
     return long[long["main_run"]].reset_index(drop=True)
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+def write_table(frame: pd.DataFrame, path: Path) -> Path:
     write_text(path, frame.to_csv(index=False))
     log.info("wrote %s (%d rows)", path, len(frame))
     return path
@@ -226,6 +197,45 @@ def train_seconds_from_logs(train_logs: Mapping[tuple, str | Path]) -> dict[tupl
         for entry in read_train_log(path):
             seconds[(*run, int(entry["step"]))] = float(entry["elapsed"])
     return seconds
+
+
+# --- sampler diagnostics ---------------------------------------------------------------------------
+
+# what opera.sampling logs about how a sampler spread training (distinct_share is derived here)
+DIAGNOSTIC_FIELDS = ("positive_tv", "fresh_above_tau", "visit_cv", "distinct_share")
+
+
+def sampler_diagnostics(train_logs: Mapping[tuple, Sequence[Mapping]]) -> pd.DataFrame:
+    """One row per (run, step) from {(dataset, model, method, seed, budget): train log entries}:
+    the diagnostics fields the sampler logged (NaN where a log predates them);
+    ``distinct_share`` = distinct_positives / n_pairs."""
+    rows = []
+    for (dataset, model, method, seed, budget), entries in train_logs.items():
+        for entry in entries:
+            sampler = entry.get("sampler") or {}
+            row = {"dataset": dataset, "model": model, "method": method, "seed": seed, "budget": budget}
+            row["step"] = int(entry["step"])
+            row.update({field: sampler.get(field) for field in DIAGNOSTIC_FIELDS[:3]})
+            positives, pairs = sampler.get("distinct_positives"), sampler.get("n_pairs")
+            row["distinct_share"] = positives / pairs if positives is not None and pairs else None
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=[*RUN_KEY, "step", *DIAGNOSTIC_FIELDS])
+    return frame.astype({field: float for field in DIAGNOSTIC_FIELDS})
+
+
+def diagnostics_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset x model x method x budget, means over seeds of: the distance of the positive
+    draw from uniform averaged over steps, and at the last step the fresh share of above-tau
+    scores, the unevenness of query visits and the share of pairs trained on."""
+    if frame.empty:
+        return pd.DataFrame(columns=["dataset", "model", "method", "budget", "n_seeds", *DIAGNOSTIC_FIELDS])
+    per_run = frame.groupby(RUN_KEY, sort=False)
+    last = frame.loc[per_run["step"].idxmax()].set_index(RUN_KEY)
+    runs = last[list(DIAGNOSTIC_FIELDS[1:])].assign(positive_tv=per_run["positive_tv"].mean())
+    keys = ["dataset", "model", "method", "budget"]
+    summary = runs.reset_index().groupby(keys, sort=False)
+    out = summary[list(DIAGNOSTIC_FIELDS)].mean().assign(n_seeds=summary.size()).reset_index()
+    return _sort(out[[*keys, "n_seeds", *DIAGNOSTIC_FIELDS]], keys)
 
 
 # --- final results ---------------------------------------------------------------------------------
@@ -355,7 +365,7 @@ def results_tables(
     (``display_metrics`` as "mean ± std" with 4 decimals, best method per dataset x model in bold,
     plus training time in seconds and the number of seeds). Returns the written paths."""
     out_dir = Path(out_dir)
-    paths = [_write_csv(final, out_dir / "results.csv")]
+    paths = [write_table(final, out_dir / "results.csv")]
     shown = [m for m in display_metrics if f"{m}_mean" in final.columns]
     best = {m: _best_mask(final, f"{m}_mean") for m in shown}
     md_rows, tex_rows = [], []
@@ -432,7 +442,7 @@ def average_rank(
 def write_avg_rank(ranks: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Write ``avg_rank.csv``, ``avg_rank.md`` and ``avg_rank.tex`` (best rank per model in bold)."""
     out_dir = Path(out_dir)
-    paths = [_write_csv(ranks, out_dir / "avg_rank.csv")]
+    paths = [write_table(ranks, out_dir / "avg_rank.csv")]
     best = pd.Series(False, index=ranks.index)
     for _, group in ranks.groupby("model", sort=False):
         if len(group) > 1:
@@ -465,185 +475,83 @@ def write_avg_rank(ranks: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     return paths
 
 
-# --- significance ----------------------------------------------------------------------------------
+# --- the paper's table ------------------------------------------------------------------------------
+
+PAPER_METRICS = ("NDCG@10", "NDCG@10_authors", "Recall@20")
+PAPER_DELTAS = ("NDCG@10", "Recall@20")
 
 
-def _per_query_means(rows: pd.DataFrame, metric: str, cache: dict) -> pd.Series | None:
-    """Per-query values of ``metric`` over the given runs (one per seed), averaged over seeds."""
-    series = []
-    for path in rows["per_query_path"]:
-        if path not in cache:  # verified against its checksum; a missing one is an error, never a skipped run
-            frame = io.load_table(path)
-            frame["query_id"] = frame["query_id"].astype(str)
-            cache[path] = frame.set_index("query_id")
-        frame = cache[path]
-        if metric not in frame.columns:
-            continue
-        series.append(frame[metric].astype(float))
-    if not series:
-        return None
-    return pd.concat(series, axis=1, join="inner").mean(axis=1)
+def _pct(value: float) -> str:
+    return f"{100 * value:+.1f}"
 
 
-def paired_tests(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    """(t statistic, two-sided paired t-test p, Wilcoxon signed-rank p) for paired samples.
-
-    All-zero differences give t = 0 and both p = 1.0 (no evidence of a difference); fewer than two
-    pairs give NaN."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2:
-        return math.nan, math.nan, math.nan
-    diff = a - b
-    if np.all(np.abs(diff) <= _EPS):
-        return 0.0, 1.0, 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        t = stats.ttest_rel(a, b)
-        w = stats.wilcoxon(a, b, zero_method="wilcox")
-    return float(t.statistic), float(t.pvalue), float(w.pvalue)
-
-
-def tested_pairs() -> list[tuple[str, str]]:
-    """(method, baseline) pairs of the significance table: every method the registry marks as tested."""
-    reference = method_registry.REFERENCE_METHOD
-    return [(name, reference) for name, entry in method_registry.METHODS.items() if entry.tested]
-
-
-def significance(
-    long: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None, metrics: Sequence[str] = MAIN_METRICS
-) -> pd.DataFrame:
-    """Paired tests over queries at each run's final step, per dataset x model x pair x metric.
-
-    Per-query values are averaged over seeds, the two methods inner-joined on query_id, then a
-    two-sided paired t-test and a Wilcoxon signed-rank test (zero_method="wilcox") are run on the
-    differences (method - baseline). Pairs with an absent method are skipped; the default pairs
-    are :func:`tested_pairs`."""
-    pairs = tested_pairs() if pairs is None else pairs
-    last = _final_rows(long)
-    cache: dict = {}
+def paper_table(final: pd.DataFrame, compared: pd.DataFrame, ranks: pd.DataFrame) -> pd.DataFrame:
+    """Datasets x methods as the paper prints them: NDCG@10 (trec_eval), NDCG@10 as the authors
+    compute it, Recall@20 (means over seeds), the difference from basic in percent with its 95%
+    interval (opera.comparisons), and the method's average rank (per model)."""
+    main = comparisons.main_rows(compared)
     rows = []
-    for (dataset, model), group in last.groupby(["dataset", "model"], sort=True):
-        present = set(group["method"])
-        for method, baseline in pairs:
-            if method not in present or baseline not in present:
-                log.info("significance: %s/%s lacks %s or %s; skipped", dataset, model, method, baseline)
-                continue
-            for metric in metrics:
-                a = _per_query_means(group[group["method"] == method], metric, cache)
-                b = _per_query_means(group[group["method"] == baseline], metric, cache)
-                if a is None or b is None:
-                    continue
-                joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner")
-                t_stat, p_t, p_w = paired_tests(joined["a"].to_numpy(), joined["b"].to_numpy())
-                rows.append(
-                    {
-                        "dataset": dataset,
-                        "model": model,
-                        "method": method,
-                        "baseline": baseline,
-                        "metric": metric,
-                        "n_queries": len(joined),
-                        "mean_method": float(joined["a"].mean()),
-                        "mean_baseline": float(joined["b"].mean()),
-                        "mean_diff": float((joined["a"] - joined["b"]).mean()),
-                        "t_stat": t_stat,
-                        "p_ttest": p_t,
-                        "p_wilcoxon": p_w,
-                        "test": TEST_NAME,
-                    }
-                )
-    return pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
+    for _, row in final.iterrows():
+        record = {"dataset": row["dataset"], "model": row["model"], "method": row["method"], "n_seeds": row["n_seeds"]}
+        for metric in PAPER_METRICS:
+            record[metric] = row.get(f"{metric}_mean", math.nan)
+        for metric in PAPER_DELTAS:
+            match = main[
+                (main["dataset"] == row["dataset"])
+                & (main["model"] == row["model"])
+                & (main["method"] == row["method"])
+                & (main["metric"] == metric)
+            ]
+            found = not match.empty
+            for column, source in (("pct", "rel_diff"), ("pct_low", "rel_ci_low"), ("pct_high", "rel_ci_high")):
+                record[f"{metric}_{column}"] = 100 * float(match[source].iloc[0]) if found else math.nan
+            record[f"{metric}_verdict"] = match["verdict"].iloc[0] if found else ""
+        rank = ranks[(ranks["model"] == row["model"]) & (ranks["method"] == row["method"])]
+        record["avg_rank"] = float(rank["avg_rank"].iloc[0]) if not rank.empty else math.nan
+        rows.append(record)
+    return pd.DataFrame(rows)
 
 
-# --- time to quality -------------------------------------------------------------------------------
-
-
-def _first_reaching(curve: pd.DataFrame, metric: str, target: float) -> tuple[bool, float, object]:
-    """(reached, train seconds, index) of the first row of ``curve`` whose metric reaches ``target``."""
-    hit = curve[curve[metric] >= target - _EPS]
-    if hit.empty:
-        return False, math.nan, pd.NA
-    return True, float(hit["train_seconds"].iloc[0]), int(hit.index[0])
-
-
-def time_to_quality(
-    long: pd.DataFrame,
-    reference: str = method_registry.REFERENCE_METHOD,
-    metric: str = "NDCG@10",
-    tolerance: float = 0.0,
-) -> pd.DataFrame:
-    """Time to quality, in two readings (column ``reading``), per dataset x model x trained method.
-
-    The target is the reference method's final ``metric`` of its main run (mean over seeds) minus
-    ``tolerance`` ("comparable" quality).
-
-    - ``checkpoint``: along the seed-averaged (train_seconds, metric) curve of the method's main
-      run, the first checkpoint that reaches the target. A checkpoint half-way through a run is not
-      a run of half the length: its learning rate has not decayed and its schedules are half-way.
-    - ``budget`` (only when the grid has ``budgets``): among the method's runs of every budget, each
-      read at its last step, the smallest budget that reaches the target, and that run's training
-      time: the authors' reading (separate runs of different lengths).
-
-    ``budget`` is the run read (checkpoint reading: the main run; budget reading: the budget that
-    reaches the target). Two ratios: ``ratio_to_reference``, to the time at which the reference
-    itself reaches the target in the same reading, and ``ratio_to_reference_total``, to the
-    reference's total training time (the paper's "comparable performance in less than 50% of the
-    training time required by standard finetuning")."""
+def write_paper_table(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """``paper.csv``, ``paper.md`` and ``paper.tex`` from :func:`paper_table`."""
+    out_dir = Path(out_dir)
+    paths = [write_table(table, out_dir / "paper.csv")]
+    shown = [m for m in PAPER_METRICS if m in table.columns and table[m].notna().any()]
+    header = ["dataset", "model", "method", *shown, *(f"Δ{m} % [95% CI]" for m in PAPER_DELTAS), "avg rank"]
     rows = []
-    main = main_runs(long)
-    last = _final_rows(main)
-    has_budgets = not long["main_run"].all()
-    for (dataset, model), group in long.groupby(["dataset", "model"], sort=True):
-        ref_final = last[(last["dataset"] == dataset) & (last["model"] == model) & (last["method"] == reference)]
-        if ref_final.empty:
-            log.warning("time to quality: %s/%s has no %s runs; skipped", dataset, model, reference)
-            continue
-        target = float(ref_final[metric].mean()) - tolerance
-        cell = []
-        for method, runs in group.groupby("method", sort=False):
-            if not method_registry.get(method).trains:
-                continue
-            main_curve = runs[runs["main_run"]].groupby("step")[["train_seconds", metric]].mean().sort_index()
-            main_budget = (
-                int(runs.loc[runs["main_run"], "budget"].dropna().max()) if runs["budget"].notna().any() else pd.NA
+    for _, row in table.iterrows():
+        cells = [str(row["dataset"]), str(row["model"]), str(row["method"])]
+        cells += ["–" if math.isnan(row[m]) else f"{row[m]:.4f}" for m in shown]
+        for metric in PAPER_DELTAS:
+            pct = row[f"{metric}_pct"]
+            cells.append(
+                "–"
+                if math.isnan(pct)
+                else f"{pct:+.1f} [{row[f'{metric}_pct_low']:+.1f}, {row[f'{metric}_pct_high']:+.1f}]"
             )
-            readings = {"checkpoint": main_curve}
-            if has_budgets:
-                finals = runs[runs["step"] == runs["budget"]]
-                readings["budget"] = finals.groupby("budget")[["train_seconds", metric]].mean().sort_index()
-            for reading, curve in readings.items():
-                reached, seconds, index = _first_reaching(curve, metric, target)
-                cell.append(
-                    {
-                        "dataset": dataset,
-                        "model": model,
-                        "method": method,
-                        "reading": reading,
-                        "target": target,
-                        "tolerance": tolerance,
-                        "reached": reached,
-                        "budget": main_budget if reading == "checkpoint" else index,
-                        "step_at_target": index,
-                        "time_to_target": seconds,
-                        "total_train_seconds": float(main_curve["train_seconds"].iloc[-1]),
-                    }
-                )
-        for reading in ("checkpoint", "budget"):
-            of_reading = [r for r in cell if r["reading"] == reading]
-            ref = next((r for r in of_reading if r["method"] == reference), None)
-            for r in of_reading:
-                ref_time = ref["time_to_target"] if ref else math.nan
-                r["ratio_to_reference"] = (
-                    r["time_to_target"] / ref_time if ref_time and not math.isnan(ref_time) else math.nan
-                )
-                ref_total = ref["total_train_seconds"] if ref else math.nan
-                r["ratio_to_reference_total"] = r["time_to_target"] / ref_total if ref_total else math.nan
-        rows += cell
-    out = pd.DataFrame(rows, columns=TTQ_COLUMNS)
-    out["step_at_target"] = out["step_at_target"].astype("Int64")
-    out["budget"] = out["budget"].astype("Int64")
-    out["reached"] = out["reached"].astype(bool)
-    return _sort(out, ["dataset", "model", "method", "reading"])
+        cells.append("–" if math.isnan(row["avg_rank"]) else f"{row['avg_rank']:.2f}")
+        rows.append(cells)
+    align = ["l", "l", "l"] + ["r"] * (len(header) - 3)
+    note = (
+        "Means over seeds at each run's final checkpoint. NDCG@10: trec_eval; NDCG@10_authors: as the "
+        "authors' code computes it. Δ: difference from basic in percent of basic's value, with a 95% "
+        "interval from a bootstrap over queries and seeds (comparisons.csv). Average rank: per model, "
+        "over datasets x {NDCG@10, Recall@20}."
+    )
+    write_text(out_dir / "paper.md", f"{note}\n\n" + _markdown(header, rows, align))
+    tex_rows = [[_tex_escape(cell).replace("–", "--") for cell in cells] for cells in rows]
+    write_text(
+        out_dir / "paper.tex",
+        _latex(
+            [_tex_escape(h).replace("Δ", "$\\Delta$") for h in header],
+            tex_rows,
+            align,
+            _tex_escape(note),
+            "tab:paper",
+            group_cols=2,
+        ),
+    )
+    return paths + [out_dir / "paper.md", out_dir / "paper.tex"]
 
 
 def budget_table(long: pd.DataFrame, metrics: Sequence[str] = MAIN_METRICS) -> pd.DataFrame:
@@ -665,12 +573,16 @@ def aggregate(
     metrics_paths: Iterable[str | Path],
     tables_dir: str | Path,
     train_seconds: Mapping[tuple, float] | None = None,
-    ttq_tolerance: float = 0.0,
+    ttq_tolerance: float = 0.01,
+    equivalence_margin: float = 0.01,
     rank_pretrain: bool = True,
+    global_batch: Mapping[str, int] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Collect the runs and write every table into ``tables_dir``; return the DataFrames under the
-    keys long, final, avg_rank, significance, time_to_quality. ``rank_pretrain`` false leaves the
-    methods that do not train (pretrain) out of the average rank."""
+    keys long, main, final, avg_rank, comparisons, time_to_quality, budgets, paper.
+    ``rank_pretrain`` false leaves the methods that do not train (pretrain) out of the average
+    rank; ``global_batch`` (queries per optimizer step, per model) gives time to quality in
+    training queries as well as steps."""
     tables_dir = Path(tables_dir)
     long = collect(metrics_paths, train_seconds)
     if long.empty:
@@ -679,21 +591,24 @@ def aggregate(
     final = final_results(main)
     ranked = None if rank_pretrain else [m for m in final["method"].unique() if method_registry.get(m).trains]
     ranks = average_rank(final, methods=ranked)
-    sig = significance(main)
-    ttq = time_to_quality(long, tolerance=ttq_tolerance)
+    compared = comparisons.comparisons(_final_rows(long), MAIN_METRICS, equivalence_margin)
+    ttq = time_to_quality.time_to_quality(long, global_batch, tolerance=ttq_tolerance)
     budgets = budget_table(long)
-    _write_csv(long, tables_dir / "runs.csv")
-    _write_csv(budgets, tables_dir / "budgets.csv")
+    paper = paper_table(final, compared, ranks)
+    write_table(long, tables_dir / "runs.csv")
+    write_table(budgets, tables_dir / "budgets.csv")
     results_tables(final, tables_dir)
     write_avg_rank(ranks, tables_dir)
-    _write_csv(sig, tables_dir / "significance.csv")
-    _write_csv(ttq, tables_dir / "time_to_quality.csv")
+    write_table(compared, tables_dir / "comparisons.csv")
+    write_table(ttq, tables_dir / "time_to_quality.csv")
+    write_paper_table(paper, tables_dir)
     return {
         "long": long,
         "main": main,
         "final": final,
         "avg_rank": ranks,
-        "significance": sig,
+        "comparisons": compared,
         "time_to_quality": ttq,
         "budgets": budgets,
+        "paper": paper,
     }

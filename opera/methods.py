@@ -2,7 +2,7 @@
 
 An entry says whether the method trains, how its training pairs are pruned before finetuning
 (``pruner``), which online sampler draws its batches (``sampler`` and ``sampler_options``), which
-block of ``method_params`` configures it (``params_key``), what it is tested against, and how it
+block of ``method_params`` configures it (``params_key``), what it is compared with, and how it
 is drawn. Everything else (config validation, the schema's method enum, the workflow's wildcard
 constraints, pruning, sampling, tables and plots) reads these entries; adding a method that
 reuses an existing pruner and sampler is one entry below (plus its params in opera/schema.yaml
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-# The baseline that significance tests and time to quality compare against.
+# The baseline that every comparison and time to quality measure against.
 REFERENCE_METHOD = "basic"
 
 
@@ -31,8 +31,9 @@ class Method:
     sampler_options: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
     # The block of `method_params` in the config that parameterizes this method (None: no params).
     params_key: str | None = None
-    # Paired significance tests of this method against REFERENCE_METHOD are reported.
-    tested: bool = False
+    # Every method is compared with REFERENCE_METHOD; these are the further baselines it is compared
+    # with when the config has them: the control or ablations that isolate what the method adds.
+    controls: tuple[str, ...] = ()
     color: str = "#17becf"
     marker: str = "o"
     # Drawn bolder than the others in plots (the paper's method).
@@ -47,7 +48,7 @@ _ENTRIES = (
         "static pruning: the top kept_pct pairs by base-model score",
         pruner="top_score",
         params_key="sp",
-        tested=True,
+        controls=("random",),  # which pairs are kept, at the same number kept
         color="#1f77b4",
         marker="s",
     ),
@@ -73,7 +74,7 @@ _ENTRIES = (
         sampler="dp",
         sampler_options=MappingProxyType({"query_level": True, "doc_level": True}),
         params_key="dp",
-        tested=True,
+        controls=("dp_query", "dp_doc"),  # what each level adds to the other
         color="#d62728",
         marker="*",
         highlight=True,

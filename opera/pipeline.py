@@ -486,15 +486,18 @@ def aggregate(
     plots_dir: str | Path,
     train_logs: dict[tuple, str | Path],
     cards: list[dict] | None = None,
-    ttq_tolerance: float = 0.0,
+    ttq_tolerance: float = 0.01,
+    equivalence_margin: float = 0.01,
     rank_pretrain: bool = True,
+    global_batch: dict[str, int] | None = None,
 ) -> list[Path]:
     """Reads every metrics.json (with its per_query.parquet) and train log; writes the tables to
     ``tables_dir`` and the plots to ``plots_dir``.
 
-    ``train_logs`` maps (dataset, model, method, seed) to a run's train_log.jsonl (the source of
-    training wall times); ``cards`` lists pruning data cards as
-    {dataset, model, pruner, score_pairs, pruned_pairs, train_logs: {method: train_log path}}.
+    ``train_logs`` maps (dataset, model, method, seed, budget) to a run's train_log.jsonl (the
+    source of training wall times and sampler diagnostics); ``cards`` lists pruning data cards as
+    {dataset, model, pruner, score_pairs, pruned_pairs, train_logs: {method: train_log path}};
+    ``global_batch`` maps a model to the queries of one optimizer step.
     """
     from opera import aggregate as agg
     from opera import plots
@@ -506,12 +509,25 @@ def aggregate(
         tables_dir,
         agg.train_seconds_from_logs(train_logs),
         ttq_tolerance=ttq_tolerance,
+        equivalence_margin=equivalence_margin,
         rank_pretrain=rank_pretrain,
+        global_batch=global_batch,
     )
     plots_dir = Path(plots_dir)
-    written = plots.metric_vs_time(frames["main"], plots_dir) + plots.training_time(frames["final"], plots_dir)
+    written = []
+    for x in plots.PROGRESS_AXES:
+        written += plots.metric_vs_progress(frames["main"], plots_dir, x=x)
+    written += plots.training_time(frames["final"], plots_dir)
     if not frames["long"]["main_run"].all():  # the grid has extra budgets
         written += plots.metric_vs_budget(frames["budgets"], plots_dir)
+    if train_logs:
+        diagnostics = agg.sampler_diagnostics({run: io.read_train_log(path) for run, path in train_logs.items()})
+        agg.write_table(agg.diagnostics_summary(diagnostics), Path(tables_dir) / "sampler_diagnostics.csv")
+        main_steps = frames["long"].groupby("model")["step"].max()  # main runs only: budgets end earlier
+        for (dataset, model), cell in diagnostics.groupby(["dataset", "model"], sort=True):
+            main = cell[cell["budget"] == main_steps.get(model)]
+            stem = plots_dir / f"{dataset}__{model}__sampler_diagnostics"
+            written += plots.sampler_diagnostics(main, stem, title=f"{dataset} · {model}")
     for card in cards or []:
         logs = {method: io.read_train_log(path) for method, path in card["train_logs"].items()}
         stem = plots_dir / f"{card['dataset']}__{card['model']}__pruning_card"

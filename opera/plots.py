@@ -1,6 +1,7 @@
-"""Figures of ``results/plots/``: metric vs training time, training time per method, and the pruning
-data card (score distribution kept vs pruned by sp, query coverage). Every function saves a PNG and
-a PDF and returns the written paths."""
+"""Figures of ``results/plots/``: metric vs training steps and vs wall time, training time per
+method, the pruning data card (score distribution kept vs pruned by sp, query coverage), the
+samplers' schedules and their diagnostics. Every function saves a PNG and a PDF and returns the
+written paths."""
 
 from __future__ import annotations
 
@@ -91,26 +92,38 @@ def _save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-# --- metric vs training time -----------------------------------------------------------------------
+# --- metric vs training progress --------------------------------------------------------------------
+
+# x axes of the progress figures: the column read, the file's kind, and the axis label
+PROGRESS_AXES = {
+    "step": ("metric_vs_steps", "training steps"),
+    "train_seconds": ("metric_vs_time", "training wall time"),
+}
 
 
 @plt.rc_context(STYLE)
-def metric_vs_time(
+def metric_vs_progress(
     long: pd.DataFrame,
     out_dir: str | Path,
+    x: str = "step",
     metrics: Sequence[str] = MAIN_METRICS,
     reference: str = method_registry.REFERENCE_METHOD,
 ) -> list[Path]:
-    """Per dataset x model, one panel per metric vs training wall time: a line per method through
-    its checkpoints (mean over seeds, ± std band with several seeds), pretrain as a dashed line and
-    the reference's final value as a dotted line. Saves ``{dataset}__{model}__metric_vs_time``."""
+    """Per dataset x model, one panel per metric against training progress: ``x`` = ``step``
+    (optimizer steps, what every method pays alike; ``metric_vs_steps``) or ``train_seconds``
+    (wall time, which the machine's load moves; ``metric_vs_time``). A line per method through its
+    checkpoints (mean over seeds), a band of ± one standard deviation over seeds where there are
+    several, pretrain dashed, the reference's final value dotted; the caption says so."""
+    kind, label = PROGRESS_AXES[x]
     out_dir = Path(out_dir)
     paths: list[Path] = []
     for (dataset, model), group in long.groupby(["dataset", "model"], sort=True):
         trained = group[group["method"].map(_trains)]
-        max_seconds = float(trained["train_seconds"].max()) if not trained.empty else 0.0
-        scale, unit = (60.0, "min") if max_seconds > 600 else (1.0, "s")
-        fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.8, 4.2), squeeze=False)
+        scale, unit = 1.0, ""
+        if x == "train_seconds":
+            max_seconds = float(trained["train_seconds"].max()) if not trained.empty else 0.0
+            scale, unit = (60.0, " (min)") if max_seconds > 600 else (1.0, " (s)")
+        fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.8, 4.6), squeeze=False)
         axes = axes[0]
         for ax, metric in zip(axes, metrics, strict=True):
             for method in _ordered(group["method"]):
@@ -122,7 +135,7 @@ def metric_vs_time(
                     continue
                 curve = (
                     runs.groupby("step")
-                    .agg(t=("train_seconds", "mean"), y=(metric, "mean"), sd=(metric, "std"), n=(metric, "size"))
+                    .agg(t=(x, "mean"), y=(metric, "mean"), sd=(metric, "std"), n=(metric, "size"))
                     .sort_index()
                 )
                 band = curve["sd"].fillna(0.0).to_numpy() if (curve["n"] > 1).any() else None
@@ -136,14 +149,24 @@ def metric_vs_time(
                     linewidth=1.3,
                     label=f"{reference} final",
                 )
-            ax.set_xlabel(f"training wall time ({unit})")
+            ax.set_xlabel(label + unit)
             ax.set_ylabel(metric)
             ax.set_title(metric)
             ax.grid(True, alpha=0.3)
             ax.set_xlim(left=0)
         axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
+        seeds = int(trained["seed"].nunique()) if not trained.empty else 0
         fig.suptitle(f"{dataset} · {model}")
-        paths += _save(fig, out_dir / f"{_safe(dataset)}__{_safe(model)}__metric_vs_time")
+        fig.text(
+            0.01,
+            -0.02,
+            f"Lines: mean over {seeds} seed(s) at each evaluated checkpoint; bands: ± 1 standard deviation "
+            f"over seeds; dashed: pretrained model; dotted: {reference}'s final value.",
+            fontsize=9,
+            ha="left",
+            va="top",
+        )
+        paths += _save(fig, out_dir / f"{_safe(dataset)}__{_safe(model)}__{kind}")
     return paths
 
 
@@ -425,4 +448,52 @@ def schedules(train_logs: Mapping[str, Sequence[Mapping]], out_path_stem: str | 
         ax.set_axisbelow(True)
     if title:
         fig.suptitle(title)
+    return _save(fig, Path(out_path_stem))
+
+
+# --- sampler diagnostics ---------------------------------------------------------------------------
+
+# (train-log sampler field, y label, title) of each diagnostics panel; fields from opera.sampling
+DIAGNOSTICS = (
+    ("positive_tv", "total-variation distance", "positive draw vs uniform"),
+    ("fresh_above_tau", "share of above-tau pairs", "fresh scores above tau (doc level)"),
+    ("visit_cv", "coefficient of variation", "unevenness of query visits"),
+    ("distinct_share", "share of training pairs", "distinct positives trained on"),
+)
+
+
+@plt.rc_context(STYLE)
+def sampler_diagnostics(frame: pd.DataFrame, out_path_stem: str | Path, title: str = "") -> list[Path]:
+    """How each method's sampler spread training, per step (mean over seeds, ± std band): the
+    distance of the positive draw from uniform, the share of dynamic pruning's above-tau pairs
+    whose score was written back by training, how unevenly queries are visited, and the share of
+    training pairs trained on at least once. Panels without data (logs written before these
+    fields existed) say so. Saves ``out_path_stem``.png/.pdf."""
+    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(4.6 * len(DIAGNOSTICS) + 1.8, 4.2), squeeze=False)
+    for ax, (field, ylabel, panel_title) in zip(axes[0], DIAGNOSTICS, strict=True):
+        values = frame.dropna(subset=[field])
+        for method in _ordered(values["method"]):
+            curve = values[values["method"] == method].groupby("step")[field].agg(["mean", "std", "size"])
+            band = curve["std"].fillna(0.0).to_numpy() if (curve["size"] > 1).any() else None
+            color = method_color(method)
+            width = 2.2 if _highlighted(method) else 1.4
+            ax.plot(curve.index, curve["mean"], color=color, linewidth=width, label=method)
+            if band is not None:
+                ax.fill_between(curve.index, curve["mean"] - band, curve["mean"] + band, color=color, alpha=0.15)
+        if values.empty:
+            ax.text(0.5, 0.5, "not in these train logs", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel_title)
+        ax.grid(True, alpha=0.3)
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        legend = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "frameon": False}
+        axes[0][-1].legend(handles.values(), handles.keys(), **legend)
+    if title:
+        fig.suptitle(f"sampler diagnostics · {title}")
+    fig.text(0.01, -0.02, "Lines: mean over seeds per step; bands: ± 1 standard deviation over seeds.", fontsize=9)
     return _save(fig, Path(out_path_stem))

@@ -1,5 +1,5 @@
 rule aggregate:
-    """The paper's tables (results, average rank, significance, time to quality) and plots."""
+    """The paper's tables (results, average rank, comparisons, time to quality) and plots."""
     input:
         metrics=metrics_files(),
         per_query=metrics_files("per_query.parquet"),
@@ -12,8 +12,12 @@ rule aggregate:
         avg_rank=_report_table("avg_rank.csv"),
         avg_rank_md=table_file("avg_rank.md"),
         avg_rank_tex=table_file("avg_rank.tex"),
-        significance=_report_table("significance.csv"),
+        comparisons=_report_table("comparisons.csv"),
         time_to_quality=_report_table("time_to_quality.csv"),
+        paper=_report_table("paper.csv"),
+        paper_md=table_file("paper.md"),
+        paper_tex=table_file("paper.tex"),
+        diagnostics=_report_table("sampler_diagnostics.csv"),
         budgets=_report_table("budgets.csv"),
         runs=table_file("runs.csv"),
         plots=[_report_plot(path) for path in plot_files("png")],
@@ -30,6 +34,8 @@ rule aggregate:
         train_logs=[(*run, f"{finetune_dir(*run)}/train_log.jsonl") for run in finetune_runs()],
         cards=pruning_cards(),
         ttq_tolerance=config["aggregate"]["ttq_tolerance"],
+        equivalence_margin=config["aggregate"]["equivalence_margin"],
+        global_batch=opera_cost.global_batches(config),
         rank_pretrain=config["aggregate"]["rank_pretrain"],
         tables_dir=lambda wildcards, output: os.path.dirname(output.results),
         plots_dir=lambda wildcards, output: os.path.dirname(output.plots[0]),

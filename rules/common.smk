@@ -285,7 +285,9 @@ def pruning_cards():
 
 
 def plot_files(ext):
-    kinds = ["metric_vs_time"] + (["training_time"] if TRAINED_IN_CONFIG else [])
+    kinds = ["metric_vs_steps", "metric_vs_time"] + (
+        ["training_time", "sampler_diagnostics"] if TRAINED_IN_CONFIG else []
+    )
     kinds += ["pruning_card"] if pruning_cards() else []
     # schedules: only when some method's sampler has one (dynamic pruning, InfoBatch)
     if any(method_registry.get(m).sampler != "uniform" for m in TRAINED_IN_CONFIG):

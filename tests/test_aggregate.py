@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from opera import aggregate as agg
-from opera import io
+from opera import comparisons, io, time_to_quality, uncertainty
 from opera.io import save_table, write_json
 
 MODEL = "m"
@@ -182,54 +182,76 @@ def test_average_rank(final):
     assert dict(zip(only_one["method"], only_one["avg_rank"], strict=True)) == {"dp": 1.25, "basic": 1.75}
 
 
-def test_significance(long):
-    sig = agg.significance(long)
-    assert list(sig.columns) == agg.SIGNIFICANCE_COLUMNS
-    assert len(sig) == 2 * 2 * 2  # datasets x pairs x metrics
-    row = _row(sig, dataset="d1", method="dp", baseline="basic", metric="NDCG@10")
-    dp = (np.array(PER_QUERY_D1[("dp", 1)][:5]) + np.array(PER_QUERY_D1[("dp", 2)][:5])) / 2
-    basic = (np.array(PER_QUERY_D1[("basic", 1)]) + np.array(PER_QUERY_D1[("basic", 2)])) / 2
-    assert row["n_queries"] == 5
-    assert row["mean_diff"] == pytest.approx(float(np.mean(dp - basic)))
+def test_comparisons_read_final_per_query_values(long):
+    table = comparisons.comparisons(agg._final_rows(long), agg.MAIN_METRICS, margin=0.01)
+    assert list(table.columns) == comparisons.COLUMNS
+    # per dataset: pretrain, sp, dp vs basic; dp vs its controls is absent (no dp_query, dp_doc)
+    assert len(table) == 2 * 3 * 2  # datasets x pairs x metrics
+    row = _row(table, dataset="d1", method="dp", baseline="basic", metric="NDCG@10")
+    dp_runs = np.array([PER_QUERY_D1[("dp", 1)][:5], PER_QUERY_D1[("dp", 2)][:5]])  # q6: basic lacks it
+    basic_runs = np.array([PER_QUERY_D1[("basic", 1)], PER_QUERY_D1[("basic", 2)]])
+    dp, basic = dp_runs.mean(axis=0), basic_runs.mean(axis=0)
+    assert row["n_queries"] == 5 and row["n_seeds"] == 2 and row["steps"] == 100
+    assert row["diff"] == pytest.approx(float(np.mean(dp - basic)))
     assert row["mean_method"] == pytest.approx(dp.mean()) and row["mean_baseline"] == pytest.approx(basic.mean())
     expected = stats.ttest_rel(dp, basic)
-    assert row["t_stat"] == pytest.approx(expected.statistic)
-    assert row["p_ttest"] == pytest.approx(expected.pvalue)
+    assert row["t_queries"] == pytest.approx(expected.statistic)
+    assert row["p_queries"] == pytest.approx(expected.pvalue)
     assert row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(dp, basic, zero_method="wilcox").pvalue)
-    assert row["test"] == agg.TEST_NAME
-    recall = _row(sig, dataset="d1", method="dp", baseline="basic", metric="Recall@20")
-    assert recall["mean_diff"] == pytest.approx(float(np.mean(dp - basic)) / 2)
-    same = _row(sig, dataset="d1", method="sp", baseline="basic", metric="NDCG@10")
-    assert same["mean_diff"] == 0.0 and same["p_wilcoxon"] == 1.0 and same["p_ttest"] == 1.0
+    welch = stats.ttest_ind(dp_runs.mean(axis=1), basic_runs.mean(axis=1), equal_var=False)
+    assert row["p_seeds"] == pytest.approx(welch.pvalue) and row["test_level"] == "seeds"
+    assert row["ci_low"] <= row["diff"] <= row["ci_high"]
+    assert row["rel_diff"] == pytest.approx(row["diff"] / basic.mean())
+    recall = _row(table, dataset="d1", method="dp", baseline="basic", metric="Recall@20")
+    assert recall["diff"] == pytest.approx(float(np.mean(dp - basic)) / 2)
+    same = _row(table, dataset="d1", method="sp", baseline="basic", metric="NDCG@10")
+    assert same["diff"] == 0.0 and same["p_wilcoxon"] == 1.0 and same["p_queries"] == 1.0
+    assert same["p_seeds"] == pytest.approx(1.0)
+    assert same["ci_low"] < 0 < same["ci_high"]  # identical runs, but each side's seeds are resampled apart
+    pretrain = _row(table, dataset="d1", method="pretrain", baseline="basic", metric="NDCG@10")
+    assert pretrain["n_seeds"] == 1 and math.isnan(pretrain["p_seeds"]) and pretrain["test_level"] == "queries"
+    # Holm over the whole table, each level separately
+    assert table["p_seeds_holm"].to_numpy() == pytest.approx(uncertainty.holm(table["p_seeds"]), nan_ok=True)
+    assert table["p_queries_holm"].to_numpy() == pytest.approx(uncertainty.holm(table["p_queries"]), nan_ok=True)
+    assert set(table["verdict"]) <= set(comparisons.VERDICTS)
 
 
-def test_significance_skips_absent_methods(long):
-    sig = agg.significance(long, pairs=(("random", "basic"), ("dp", "infobatch")))
-    assert sig.empty and list(sig.columns) == agg.SIGNIFICANCE_COLUMNS
+def test_comparison_pairs_follow_the_registry():
+    assert comparisons.compared_pairs(["dp", "basic", "sp", "random", "dp_doc"]) == [
+        ("sp", "basic"),
+        ("random", "basic"),
+        ("dp", "basic"),
+        ("dp_doc", "basic"),
+        ("sp", "random"),
+        ("dp", "dp_doc"),
+    ]
+    assert comparisons.compared_pairs(["dp", "sp"]) == []  # no reference: nothing to compare with
 
 
-def test_time_to_quality(long):
-    ttq = agg.time_to_quality(long)
-    assert list(ttq.columns) == agg.TTQ_COLUMNS
-    assert "pretrain" not in set(ttq["method"])
-    basic = _row(ttq, dataset="d1", method="basic")
-    assert basic["target"] == pytest.approx(0.41) and basic["reached"]
-    assert basic["time_to_target"] == pytest.approx(102.0) and basic["ratio_to_reference"] == pytest.approx(1.0)
-    dp = _row(ttq, dataset="d1", method="dp")  # step 50 mean 0.42 >= 0.41 at mean 41 s
-    assert dp["reached"] and dp["time_to_target"] == pytest.approx(41.0) and dp["step_at_target"] == 50
-    assert dp["ratio_to_reference"] == pytest.approx(41.0 / 102.0)
-    assert dp["total_train_seconds"] == pytest.approx(82.0)
-    sp = _row(ttq, dataset="d1", method="sp")  # final mean 0.39 < 0.41: never reached
-    assert not sp["reached"] and math.isnan(sp["time_to_target"]) and math.isnan(sp["ratio_to_reference"])
-    assert sp["total_train_seconds"] == pytest.approx(61.0)
-    sp2 = _row(ttq, dataset="d2", method="sp")  # reaches basic's 0.30 at its first checkpoint
-    assert sp2["time_to_target"] == pytest.approx(10.0) and sp2["ratio_to_reference"] == pytest.approx(0.25)
-    assert not _row(ttq, dataset="d2", method="dp")["reached"]
+@pytest.mark.parametrize(
+    ("p_seeds", "p_queries", "p_equivalence", "level", "diff", "expected"),
+    [
+        (0.01, 0.9, 0.9, "seeds", 0.02, "higher"),
+        (0.01, 0.9, 0.9, "seeds", -0.02, "lower"),
+        (0.5, 0.001, 0.01, "seeds", 0.001, "equivalent"),  # the query test does not decide at the seed level
+        (math.nan, 0.001, 0.9, "queries", -0.1, "lower"),
+        (0.5, 0.5, 0.2, "seeds", 0.0, "inconclusive"),
+    ],
+)
+def test_verdict(p_seeds, p_queries, p_equivalence, level, diff, expected):
+    row = {
+        "p_seeds_holm": p_seeds,
+        "p_queries_holm": p_queries,
+        "p_equivalence": p_equivalence,
+        "test_level": level,
+        "diff": diff,
+    }
+    assert comparisons.verdict(row) == expected
 
 
 def test_aggregate_writes_tables(paths, tmp_path):
     out = agg.aggregate(paths, tmp_path / "tables")
-    assert set(out) == {"long", "main", "final", "avg_rank", "significance", "time_to_quality", "budgets"}
+    assert set(out) == {"long", "main", "final", "avg_rank", "comparisons", "time_to_quality", "budgets", "paper"}
     tables = tmp_path / "tables"
     for name in [
         "runs.csv",
@@ -239,9 +261,12 @@ def test_aggregate_writes_tables(paths, tmp_path):
         "avg_rank.csv",
         "avg_rank.md",
         "avg_rank.tex",
-        "significance.csv",
+        "comparisons.csv",
         "time_to_quality.csv",
         "budgets.csv",
+        "paper.csv",
+        "paper.md",
+        "paper.tex",
     ]:
         assert (tables / name).stat().st_size > 0, name
     results = pd.read_csv(tables / "results.csv")
@@ -257,8 +282,15 @@ def test_aggregate_writes_tables(paths, tmp_path):
     ]
     assert "train_seconds_mean" in results.columns and len(results) == 8
     assert list(pd.read_csv(tables / "avg_rank.csv").columns) == ["model", "method", "avg_rank", "n_cells"]
-    assert list(pd.read_csv(tables / "significance.csv").columns) == agg.SIGNIFICANCE_COLUMNS
-    assert list(pd.read_csv(tables / "time_to_quality.csv").columns) == agg.TTQ_COLUMNS
+    assert list(pd.read_csv(tables / "comparisons.csv").columns) == comparisons.COLUMNS
+    assert list(pd.read_csv(tables / "time_to_quality.csv").columns) == time_to_quality.COLUMNS
+    paper = pd.read_csv(tables / "paper.csv")
+    dp = paper[(paper["dataset"] == "d1") & (paper["method"] == "dp")].iloc[0]
+    dp_row = _row(out["comparisons"], dataset="d1", method="dp", baseline="basic", metric="NDCG@10")
+    assert dp["NDCG@10_pct"] == pytest.approx(100 * dp_row["rel_diff"])
+    assert dp["NDCG@10"] == pytest.approx(0.45) and dp["avg_rank"] == pytest.approx(1.875)
+    assert math.isnan(paper[(paper["dataset"] == "d1") & (paper["method"] == "basic")]["NDCG@10_pct"].iloc[0])
+    assert "Δ" in (tables / "paper.md").read_text() and "$\\Delta$" in (tables / "paper.tex").read_text()
 
     md = (tables / "results.md").read_text()
     assert "| dataset | model | method | NDCG@10 | Recall@20 |" in re.sub(" +", " ", md)
@@ -281,17 +313,6 @@ def test_read_train_log(tmp_path):
     path = tmp_path / "train_log.jsonl"
     path.write_text('{"step": 1, "elapsed": 0.5, "loss": 1.0, "lr": 0.1, "sampler": {}}\n\n{"step": 2}\n')
     assert [e["step"] for e in io.read_train_log(path)] == [1, 2]
-
-
-def test_time_to_quality_tolerance_and_ratio_to_total(long):
-    """Comparable quality within a tolerance, and the time as a share of basic's whole training."""
-    exact, loose = agg.time_to_quality(long), agg.time_to_quality(long, tolerance=0.02)
-    sp, loose_sp = _row(exact, dataset="d1", method="sp"), _row(loose, dataset="d1", method="sp")
-    assert not sp["reached"] and loose_sp["reached"]  # final 0.39 is within 0.02 of basic's 0.41
-    assert loose_sp["target"] == pytest.approx(0.39) and loose_sp["tolerance"] == 0.02
-    dp = _row(exact, dataset="d1", method="dp")
-    basic_total = _row(exact, dataset="d1", method="basic")["total_train_seconds"]
-    assert dp["ratio_to_reference_total"] == pytest.approx(41.0 / basic_total)
 
 
 def test_average_rank_without_pretrain(paths, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from opera import plots
 from opera.aggregate import final_results
@@ -53,11 +54,28 @@ def _check(paths, expected):
     assert {p.suffix for p in paths} == {".png", ".pdf"}
 
 
-def test_metric_vs_time(tmp_path):
-    paths = plots.metric_vs_time(_long(), tmp_path)
+@pytest.mark.parametrize(("x", "kind"), [("step", "metric_vs_steps"), ("train_seconds", "metric_vs_time")])
+def test_metric_vs_progress(tmp_path, x, kind):
+    paths = plots.metric_vs_progress(_long(), tmp_path, x=x)
     _check(paths, 4)  # 2 datasets x 1 model x (png, pdf)
-    assert (tmp_path / "d1__org_m__metric_vs_time.png").exists()
-    _check(plots.metric_vs_time(_long(seconds_scale=10.0), tmp_path / "minutes"), 4)  # > 600 s: minutes
+    assert (tmp_path / f"d1__org_m__{kind}.png").exists()
+    _check(plots.metric_vs_progress(_long(seconds_scale=10.0), tmp_path / "minutes", x=x), 4)  # > 600 s: minutes
+
+
+def test_sampler_diagnostics(tmp_path):
+    frame = pd.DataFrame(
+        [
+            {"method": method, "seed": seed, "step": step, "positive_tv": 0.1 * seed if method == "dp" else 0.0}
+            | {"fresh_above_tau": 0.1 * step if method == "dp" else None, "visit_cv": 1 / step}
+            | {"distinct_share": 0.1 * step}
+            for method in ("basic", "dp")
+            for seed in (1, 2)
+            for step in (1, 2, 3)
+        ]
+    ).astype({"fresh_above_tau": float})
+    _check(plots.sampler_diagnostics(frame, tmp_path / "d__m__sampler_diagnostics", title="d · m"), 2)
+    empty = frame.assign(fresh_above_tau=np.nan)  # logs without a field: the panel says so, no error
+    _check(plots.sampler_diagnostics(empty, tmp_path / "empty"), 2)
 
 
 def test_training_time(tmp_path):

@@ -46,7 +46,8 @@ SWITCHES = {
     "no_false_negative_mask": ({"model": {"mask_false_negatives": False}}, TRAINED_RUNS),
     "train_without_eos": ({"model": {"train_append_eos": False}}, TRAINED_RUNS),
     # time to quality and average rank are read off the same runs
-    "ttq_tolerance": ({"aggregate": {"ttq_tolerance": 0.01}}, {"aggregate": 1, "all": 1}),
+    "ttq_tolerance": ({"aggregate": {"ttq_tolerance": 0.02}}, {"aggregate": 1, "all": 1}),
+    "equivalence_margin": ({"aggregate": {"equivalence_margin": 0.02}}, {"aggregate": 1, "all": 1}),
     "rank_without_pretrain": ({"aggregate": {"rank_pretrain": False}}, {"aggregate": 1, "all": 1}),
 }
 

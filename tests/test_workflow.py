@@ -26,8 +26,14 @@ def test_smoke_run_writes_tables_plots_and_benchmarks(smoke_run):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
     final = pd.read_csv(results / "tables" / "results.csv")
     assert sorted(final["method"]) == sorted(["pretrain", "basic", "sp", "dp"])
-    assert set(pd.read_csv(results / "tables" / "significance.csv")["method"]) == {"dp", "sp"}
-    for kind in ("metric_vs_time", "training_time", "pruning_card"):
+    compared = pd.read_csv(results / "tables" / "comparisons.csv")
+    assert set(zip(compared["method"], compared["baseline"], strict=True)) == {
+        ("pretrain", "basic"),
+        ("sp", "basic"),
+        ("dp", "basic"),
+    }
+    assert set(compared["verdict"]) <= {"higher", "lower", "equivalent", "inconclusive"}
+    for kind in ("metric_vs_steps", "metric_vs_time", "training_time", "pruning_card", "sampler_diagnostics"):
         for ext in ("png", "pdf"):
             assert (results / "plots" / f"scifact__all-MiniLM-L6-v2__{kind}.{ext}").stat().st_size > 0
     # every checkpoint evaluated, pretrain once, from the corpus embeddings of `score`
@@ -190,13 +196,14 @@ def test_driver_killed_in_each_stage_then_recovered_gives_identical_metrics(smok
 
 def test_tables_have_the_reference_format(smoke_run):
     """The smoke run's tables have the columns (and markdown headers) of the committed reference run."""
-    ours, reference = results_dir(smoke_run, SMOKE) / "tables", ROOT / "results" / "reference" / "tables"
-    for name in ("results.csv", "avg_rank.csv", "significance.csv", "time_to_quality.csv", "runs.csv"):
+    ours, reference = results_dir(smoke_run, SMOKE) / "tables", ROOT / "results" / "reference" / "fp32" / "tables"
+    tables = ["results", "avg_rank", "comparisons", "time_to_quality", "paper", "sampler_diagnostics", "runs"]
+    for name in (f"{table}.csv" for table in tables):
         assert list(pd.read_csv(ours / name).columns) == list(pd.read_csv(reference / name).columns), name
 
     def header(path):
         first = next(line for line in path.read_text().splitlines() if line.startswith("|"))
         return [cell.strip() for cell in first.split("|")]
 
-    for name in ("results.md", "avg_rank.md"):
+    for name in ("results.md", "avg_rank.md", "paper.md"):
         assert header(ours / name) == header(reference / name), name

@@ -12,6 +12,8 @@ job.run(
         },
         cards=snakemake.params.cards,
         ttq_tolerance=snakemake.params.ttq_tolerance,
+        equivalence_margin=snakemake.params.equivalence_margin,
+        global_batch=snakemake.params.global_batch,
         rank_pretrain=snakemake.params.rank_pretrain,
     ),
 )
