@@ -14,6 +14,8 @@ its ``per_query.parquet``. :func:`aggregate` turns them into the tables of ``res
   basic's final NDCG@10 within a few tolerances, with intervals over seeds (opera.time_to_quality);
 - ``paper.{csv,md,tex}``: datasets x methods in the paper's form, differences from basic in percent
   with their intervals, and the average rank;
+- ``claims.{csv,md}``: the paper's three claims, each with its estimate, interval and verdict
+  (opera.claims);
 - ``budgets.csv``: quality and training time per budget.
 """
 
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from opera import comparisons, time_to_quality
+from opera import claims, comparisons, time_to_quality
 from opera import methods as method_registry
 from opera.io import read_json, read_train_log, write_text
 
@@ -579,7 +581,7 @@ def aggregate(
     global_batch: Mapping[str, int] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Collect the runs and write every table into ``tables_dir``; return the DataFrames under the
-    keys long, main, final, avg_rank, comparisons, time_to_quality, budgets, paper.
+    keys long, main, final, avg_rank, comparisons, time_to_quality, budgets, paper, claims.
     ``rank_pretrain`` false leaves the methods that do not train (pretrain) out of the average
     rank; ``global_batch`` (queries per optimizer step, per model) gives time to quality in
     training queries as well as steps."""
@@ -595,6 +597,7 @@ def aggregate(
     ttq = time_to_quality.time_to_quality(long, global_batch, tolerance=ttq_tolerance)
     budgets = budget_table(long)
     paper = paper_table(final, compared, ranks)
+    claimed = claims.claims(compared, ttq_tolerance)
     write_table(long, tables_dir / "runs.csv")
     write_table(budgets, tables_dir / "budgets.csv")
     results_tables(final, tables_dir)
@@ -602,6 +605,8 @@ def aggregate(
     write_table(compared, tables_dir / "comparisons.csv")
     write_table(ttq, tables_dir / "time_to_quality.csv")
     write_paper_table(paper, tables_dir)
+    write_table(claimed, tables_dir / "claims.csv")
+    write_text(tables_dir / "claims.md", claims.markdown(claimed))
     return {
         "long": long,
         "main": main,
@@ -611,4 +616,5 @@ def aggregate(
         "time_to_quality": ttq,
         "budgets": budgets,
         "paper": paper,
+        "claims": claimed,
     }

@@ -18,6 +18,8 @@ rule aggregate:
         paper_md=table_file("paper.md"),
         paper_tex=table_file("paper.tex"),
         diagnostics=_report_table("sampler_diagnostics.csv"),
+        claims=_report_table("claims.csv"),
+        claims_md=table_file("claims.md"),
         budgets=_report_table("budgets.csv"),
         runs=table_file("runs.csv"),
         plots=[_report_plot(path) for path in plot_files("png")],

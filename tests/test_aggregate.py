@@ -251,7 +251,17 @@ def test_verdict(p_seeds, p_queries, p_equivalence, level, diff, expected):
 
 def test_aggregate_writes_tables(paths, tmp_path):
     out = agg.aggregate(paths, tmp_path / "tables")
-    assert set(out) == {"long", "main", "final", "avg_rank", "comparisons", "time_to_quality", "budgets", "paper"}
+    assert set(out) == {
+        "long",
+        "main",
+        "final",
+        "avg_rank",
+        "comparisons",
+        "time_to_quality",
+        "budgets",
+        "paper",
+        "claims",
+    }
     tables = tmp_path / "tables"
     for name in [
         "runs.csv",
@@ -267,6 +277,8 @@ def test_aggregate_writes_tables(paths, tmp_path):
         "paper.csv",
         "paper.md",
         "paper.tex",
+        "claims.csv",
+        "claims.md",
     ]:
         assert (tables / name).stat().st_size > 0, name
     results = pd.read_csv(tables / "results.csv")

@@ -1,0 +1,91 @@
+"""opera.claims: each of the paper's claims read off a hand-made comparisons table."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from opera import claims, comparisons
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "claimed", "expected"),
+    [
+        (0.5, 3.0, 1.9, "supported"),
+        (0.1, 1.5, 1.9, "smaller than claimed"),
+        (-1.0, 1.5, 1.9, "contradicted"),  # excludes the paper's +1.9%, shows no gain
+        (-3.0, -0.5, 1.9, "contradicted"),
+        (-1.0, 2.5, 1.9, "inconclusive"),  # holds both 0 and +1.9%
+        (0.2, 0.4, 0.0, "supported"),  # "raises": any gain
+        (-0.4, -0.2, 0.0, "contradicted"),
+        (-0.4, 0.2, 0.0, "inconclusive"),
+    ],
+)
+def test_effect_verdict(low, high, claimed, expected):
+    assert claims.effect_verdict(low, high, claimed) == expected
+
+
+@pytest.mark.parametrize(
+    ("dp", "basic_low", "expected"),
+    [
+        ((-0.005, 0.01), -0.02, "supported"),
+        ((-0.03, -0.02), -0.02, "contradicted"),
+        ((-0.02, 0.0), -0.03, "inconclusive"),
+        ((-0.005, 0.01), -0.005, "untestable"),  # basic's own half run is within the tolerance
+    ],
+)
+def test_time_verdict(dp, basic_low, expected):
+    assert claims.time_verdict(*dp, basic_low, tolerance=0.01) == expected
+
+
+def comparison(method, steps, baseline, metric, diff, low, high, rel=None):
+    rel = rel or (diff * 10, low * 10, high * 10)
+    return {
+        "dataset": "d",
+        "model": "m",
+        "metric": metric,
+        "method": method,
+        "steps": steps,
+        "baseline": baseline,
+        "baseline_steps": 64,
+        "diff": diff,
+        "ci_low": low,
+        "ci_high": high,
+        "rel_diff": rel[0],
+        "rel_ci_low": rel[1],
+        "rel_ci_high": rel[2],
+    }
+
+
+def test_claims_from_a_comparisons_table():
+    rows = [
+        comparison("pretrain", None, "basic", "NDCG@10", -0.05, -0.06, -0.04),
+        comparison("sp", 64, "basic", "NDCG@10", -0.02, -0.03, -0.01, rel=(-0.06, -0.09, -0.03)),
+        comparison("dp", 64, "basic", "NDCG@10", 0.003, -0.002, 0.008, rel=(0.009, -0.006, 0.024)),
+        comparison("dp", 64, "basic", "Recall@20", 0.01, 0.005, 0.015, rel=(0.02, 0.01, 0.03)),
+        comparison("dp", 32, "basic", "NDCG@10", -0.004, -0.008, 0.0),
+        comparison("basic", 32, "basic", "NDCG@10", -0.02, -0.03, -0.012),
+        comparison("dp", 64, "dp_doc", "NDCG@10", 0.0, -0.01, 0.01),
+    ]
+    table = pd.DataFrame(rows)
+    table["steps"] = table["steps"].astype("Int64")
+    found = claims.claims(table, tolerance=0.01)
+    assert list(found.columns) == claims.COLUMNS
+    out = found.set_index(["claim", "metric"])
+    sp = out.loc[("sp_ndcg", "NDCG@10")]
+    assert sp["verdict"] == "contradicted" and sp["estimate"] == pytest.approx(-6.0) and sp["unit"] == "%"
+    assert out.loc[("dp_gain", "NDCG@10")]["verdict"] == "inconclusive"  # [-0.6%, +2.4%] holds 0 and 1.9%
+    assert out.loc[("dp_gain", "Recall@20")]["verdict"] == "supported"  # [+1%, +3%] above 0, reaches 0.7%
+    time = out.loc[("dp_time", "NDCG@10")]
+    assert time["verdict"] == "supported" and time["estimate"] == pytest.approx(-0.004) and time["unit"] == "abs"
+    assert "dp at 32 steps vs basic at 64" in time["evidence"] and "basic at 32: -0.0200" in time["evidence"]
+    markdown = claims.markdown(found)
+    assert "| dp_gain | Recall@20 | +0.7% |" in markdown and "+2.0% [+1.0, +3.0]" in markdown
+
+
+def test_claims_need_their_methods():
+    rows = [comparison("sp", 64, "basic", "NDCG@10", 0.01, 0.005, 0.02)]
+    out = claims.claims(pd.DataFrame(rows).astype({"steps": "Int64"}), tolerance=0.01)
+    assert list(out["claim"]) == ["sp_ndcg"]  # no dp: neither dp claim has evidence
+    empty = claims.claims(pd.DataFrame(columns=comparisons.COLUMNS), tolerance=0.01)
+    assert empty.empty and list(empty.columns) == claims.COLUMNS
