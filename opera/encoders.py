@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import re
 import weakref
 from collections.abc import Sequence
@@ -25,7 +24,8 @@ import torch
 
 from opera import io
 from opera import precision as precision_mod
-from opera.settings import EncoderSettings, Side
+from opera.preflight import HUB_PROBLEMS, hub_model_status
+from opera.settings import EncoderSettings, ModelLoadError, Side
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,6 @@ _ST_POOLING_KEYS = {
 _DOCUMENT_PROMPTS = ("document", "passage", "corpus")
 
 
-class ModelLoadError(RuntimeError):
-    """A model could not be located or loaded."""
-
-
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -62,12 +58,14 @@ def resolve_model_path(path: str) -> tuple[str, bool]:
     if candidate.exists():
         if not (candidate / "config.json").exists():
             raise ModelLoadError(
-                f"model path {candidate} exists but holds no config.json: not a transformers checkpoint"
+                f"model path {candidate} exists but holds no config.json: not a transformers checkpoint", field="path"
             )
         return str(candidate), True
     looks_local = path.startswith((".", "/", "~")) or path.count("/") != 1
     if looks_local:
-        raise ModelLoadError(f"model path {path!r} does not exist (and is not a hub id of the form 'owner/name')")
+        raise ModelLoadError(
+            f"model path {path!r} does not exist (and is not a hub id of the form 'owner/name')", field="path"
+        )
     return path, False
 
 
@@ -84,10 +82,12 @@ def load_model(
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
     if pooling not in _POOLING_MODES:
-        raise ModelLoadError(f"unknown pooling {pooling!r}; allowed: {sorted(_POOLING_MODES)}")
+        raise ModelLoadError(f"unknown pooling {pooling!r}; allowed: {sorted(_POOLING_MODES)}", field="pooling")
     location, is_local = resolve_model_path(path)
-    if not is_local and os.environ.get("HF_HUB_OFFLINE") == "1":
-        log.warning("HF_HUB_OFFLINE=1: %s must already be in the local hub cache", location)
+    if not is_local:  # fail in one sentence, not after the hub client's retries
+        status = hub_model_status(location)
+        if status in ("missing", "unreachable"):
+            raise ModelLoadError(HUB_PROBLEMS[status].format(id=location), field="path")
     try:
         transformer = Transformer(
             location,
@@ -96,7 +96,7 @@ def load_model(
             config_kwargs={"trust_remote_code": trust_remote_code},
         )
     except OSError as exc:
-        raise ModelLoadError(f"could not load model {path!r} from {location}: {exc}") from exc
+        raise ModelLoadError(f"could not load model {path!r} from {location}: {exc}", field="path") from exc
     tokenizer = transformer.processor
     tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None:  # decoder models (Qwen) may lack one; last-token pooling needs padding
@@ -201,13 +201,18 @@ def load(encoder: EncoderSettings, device: str | None = None, path: str | None =
     own side's length but not the other's is cut later there than here).
     """
     location = path or encoder.path
-    model = load_model(
-        location,
-        pooling=encoder.pooling,
-        padding_side=encoder.padding_side,
-        trust_remote_code=encoder.trust_remote_code,
-        device=device,
-    )
+    try:
+        model = load_model(
+            location,
+            pooling=encoder.pooling,
+            padding_side=encoder.padding_side,
+            trust_remote_code=encoder.trust_remote_code,
+            device=device,
+        )
+    except ModelLoadError as exc:
+        if path is not None and exc.field == "path":  # a checkpoint folder at fault, not the config's path
+            raise ModelLoadError(str(exc)) from exc
+        raise
     resolved, is_local = resolve_model_path(location)
     if is_local:
         for problem in checkpoint_prompt_differences(resolved, encoder):
@@ -223,7 +228,9 @@ def enable_gradient_checkpointing(model) -> None:
     save memory; in effect only in training mode."""
     backbone = _backbone(model)
     if backbone is None or not getattr(backbone, "supports_gradient_checkpointing", False):
-        raise ModelLoadError(f"{type(backbone).__name__} does not support gradient checkpointing")
+        raise ModelLoadError(
+            f"{type(backbone).__name__} does not support gradient checkpointing", field="gradient_checkpointing"
+        )
     backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 

