@@ -1,10 +1,12 @@
 """Corpus embeddings on disk in shards: written while the corpus is encoded, searched shard by shard.
 
 A store is a folder of ``shard-NNNNN.npy`` files (each with its checksum sidecar) and a
-``manifest.json`` naming them in corpus order. Encoding reads the prepared corpus one shard of
-passages at a time and writes each shard when it is done; search loads one shard, searches it with
-faiss and merges its top-k into the running top-k. Peak memory is one shard of passages and their
-embeddings plus the queries' top-k, whatever the corpus size (bench/scale.py measures it).
+checksummed ``manifest.json`` naming them in corpus order with their checksums and the identity
+of the model that encoded them (``model_identity``), which evaluation checks. Encoding reads the
+prepared corpus one shard of passages at a time and writes each shard when it is done; search
+loads one shard, searches it with faiss and merges its top-k into the running top-k. Peak memory
+is one shard of passages and their embeddings plus the queries' top-k, whatever the corpus size
+(bench/scale.py measures it).
 
 A corpus no larger than one shard is encoded and searched exactly as one array and one faiss index
 would be, so small configs give the same bytes as before stores existed. Ties between equal scores
@@ -153,15 +155,20 @@ def _encode_shards(
 
 
 def _write_manifest(folder: Path, names, rows, dim, layout: StoreLayout, meta: dict) -> dict:
+    """The manifest names each shard with its rows and the sha256 its sidecar recorded (a shard
+    from another store, sidecar and all, does not match it), and is checksummed itself."""
     manifest = {
-        "shards": [{"file": name, "rows": int(n)} for name, n in zip(names, rows, strict=True)],
+        "shards": [
+            {"file": name, "rows": int(n), "sha256": io.recorded_digest(folder / name)}
+            for name, n in zip(names, rows, strict=True)
+        ],
         "rows": int(sum(rows)),
         "dim": int(dim),
         "dtype": layout.dtype,
         "shard_passages": layout.shard_passages,
         **meta,
     }
-    io.write_json(folder / MANIFEST, manifest)
+    io.write_checked(folder / MANIFEST, lambda tmp: io.write_json(tmp, manifest))
     return manifest
 
 
@@ -177,6 +184,7 @@ class EmbeddingStore:
                 f"{self.folder}: no {MANIFEST}; the store was not written by a completed stage. "
                 "Delete it and rerun the workflow to recompute it."
             )
+        io.verify(path)  # an edited manifest is refused
         self.manifest = io.read_json(path)
         self.rows = int(self.manifest["rows"])
         self.dim = int(self.manifest["dim"])
@@ -188,10 +196,27 @@ class EmbeddingStore:
     def __len__(self) -> int:
         return self.rows
 
+    def check_encoded_by(self, identity: str, model: str) -> None:
+        """The store was encoded by the model whose :func:`opera.pipeline.model_identity` is
+        ``identity`` (``model`` names it in the message), or CorruptArtifactError."""
+        recorded = self.manifest.get("model_identity")
+        if recorded != identity:
+            raise io.CorruptArtifactError(
+                f"{self.folder}: encoded by {self.manifest.get('model')!r} ({recorded or 'no identity recorded'}), "
+                f"not by {model!r} ({identity}) that this evaluation reports. Delete the store and rerun the job "
+                "that writes it (index for a checkpoint, score for the base model)."
+            )
+
     def shard(self, number: int) -> np.ndarray:
         """Shard ``number`` as float32, verified."""
         entry = self.manifest["shards"][number]
-        block = io.load_array(self.folder / entry["file"])
+        path = self.folder / entry["file"]
+        if io.recorded_digest(path) != entry["sha256"]:
+            raise io.CorruptArtifactError(
+                f"{path}: not the shard this store's {MANIFEST} names (its checksum differs): a shard of another "
+                "store was put here. Delete the store and rerun the job that wrote it."
+            )
+        block = io.load_array(path)
         if block.shape != (entry["rows"], self.dim):
             raise io.CorruptArtifactError(
                 f"{self.folder / entry['file']}: shape {block.shape}, the manifest says ({entry['rows']}, {self.dim})"

@@ -86,6 +86,7 @@ def score(
         devices=devices,
         loaded=model,
         model=encoder.path,
+        model_identity=model_identity(encoder.path),
     )
     corpus = EmbeddingStore(out_dir / "corpus_embeddings")
     encoded = time.perf_counter()
@@ -308,6 +309,17 @@ def is_published_checkpoint(path: str | Path) -> bool:
     return (Path(path).parent / "run.json").is_file()
 
 
+def model_identity(path: str | Path) -> str:
+    """What encoded a store or a set of query embeddings, by content: a published checkpoint's
+    checksums.json digest (it binds every file of the checkpoint), else the model's files' digest
+    (opera.preflight.model_digest: the shipped model, a local folder, a cached hub snapshot)."""
+    from opera import preflight
+
+    if is_published_checkpoint(path):
+        return "checkpoint:" + io.sha256_of(Path(path) / io.DIR_CHECKSUMS)
+    return "model:" + preflight.model_digest(str(path))
+
+
 def _verify_checkpoint(checkpoint: str | Path) -> None:
     """A published checkpoint matches its checksums.json, or CorruptArtifactError says how to get it back."""
     try:
@@ -346,6 +358,7 @@ def index(
     began = time.perf_counter()
     if published:
         _verify_checkpoint(checkpoint)  # a checkpoint changed after training is refused, not encoded
+    identity = model_identity(checkpoint)
     # on one device, one model encodes the corpus and the queries; several devices load their own
     model = encoders.load(encoder, device=devices[0], path=str(checkpoint)) if len(devices) == 1 else None
     manifest = embedding_store.encode_corpus(
@@ -359,11 +372,14 @@ def index(
         devices=devices,
         loaded=model,
         model=str(checkpoint),
+        model_identity=identity,
     )
     if model is None:
         model = encoders.load(encoder, device=devices[0], path=str(checkpoint))
     query_ids, query_emb, encoded_at = _encode_eval_queries(data_dir, encoder, model, split, encode_batch_size)
-    io.save_array(out_queries, query_emb, split=split, query_ids=query_ids, encode_precision=encoded_at)
+    io.save_array(
+        out_queries, query_emb, split=split, query_ids=query_ids, encode_precision=encoded_at, model_identity=identity
+    )
     return {
         "documents": manifest["rows"],
         "shards": len(manifest["shards"]),
@@ -393,9 +409,17 @@ def _encode_eval_queries(data_dir, encoder: EncoderSettings, model, split: str, 
     return query_ids, embeddings, precision.resolve(encoder.encode_precision, model.device)
 
 
-def _read_eval_queries(path: str | Path, split: str, query_ids: list[str]) -> tuple[np.ndarray, str | None]:
-    """The query embeddings an index job wrote, checked to be those of ``split``'s judged queries."""
+def _read_eval_queries(
+    path: str | Path, split: str, query_ids: list[str], identity: str
+) -> tuple[np.ndarray, str | None]:
+    """The query embeddings an index job wrote, checked to be those of ``split``'s judged queries,
+    encoded by the model whose :func:`model_identity` is ``identity``."""
     record = io.verify(path)
+    if record.get("model_identity") != identity:
+        raise StageError(
+            f"{path}: query embeddings encoded by another model ({record.get('model_identity')}) than the "
+            f"checkpoint this evaluation reports ({identity}); delete it and rerun its index job"
+        )
     if record.get("split") != split or record.get("query_ids") != list(query_ids):
         raise StageError(
             f"{path}: query embeddings of split {record.get('split')!r} with {len(record.get('query_ids') or [])} "
@@ -432,8 +456,10 @@ def evaluate(
     doc_ids = data_mod.CorpusIds(data_dir)
     if len(corpus) != len(doc_ids):
         raise StageError(f"{index_path}: {len(corpus)} embeddings but {data_dir} has {len(doc_ids)} documents")
+    identity = model_identity(checkpoint or encoder.path)
+    corpus.check_encoded_by(identity, str(checkpoint or encoder.path))
     if checkpoint and query_embeddings:
-        query_emb, encoded_at = _read_eval_queries(query_embeddings, split, query_ids)
+        query_emb, encoded_at = _read_eval_queries(query_embeddings, split, query_ids, identity)
         published = is_published_checkpoint(checkpoint)  # only a finetune run has a training precision
         trained_at = io.read_json(Path(checkpoint).parent / "run.json").get("precision") if published else None
     elif checkpoint is None and query_embeddings is None:

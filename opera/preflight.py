@@ -320,19 +320,25 @@ def local_model_folder(path: str) -> Path | None:
     return None
 
 
-@functools.cache
 def model_digest(path: str) -> str:
     """What the model at ``path`` is, by content: the sha256 of its files (names and bytes, README
     excluded) when it is on this machine, so that replacing its weights reruns every job that
     read them; the path itself for a hub id not downloaded yet (its download is pinned by the hub
-    cache from then on)."""
+    cache from then on). Hashed once per process for as long as no file's size or mtime changes."""
     folder = local_model_folder(path)
     if folder is None:
         return f"hub:{path}"
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name != "README.md")
+    stats = tuple((f.relative_to(folder).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _files_digest(str(folder), stats)
+
+
+@functools.lru_cache(maxsize=64)
+def _files_digest(folder: str, stats: tuple) -> str:
     digest = hashlib.sha256()
-    for file in sorted(f for f in folder.rglob("*") if f.is_file() and f.name != "README.md"):
-        digest.update(file.relative_to(folder).as_posix().encode() + b"\0")
-        with open(file, "rb") as handle:
+    for name, _, _ in stats:
+        digest.update(name.encode() + b"\0")
+        with open(Path(folder) / name, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()

@@ -79,6 +79,31 @@ def test_store_without_manifest_or_with_edited_shard_is_refused(tmp_path):
         EmbeddingStore(store.folder)
 
 
+def test_a_shard_from_another_store_with_its_sidecar_is_refused(tmp_path):
+    ours = _store(tmp_path / "ours", [_unit(10, 4, 5), _unit(10, 4, 6)])
+    theirs = _store(tmp_path / "theirs", [_unit(10, 4, 8), _unit(10, 4, 9)])
+    for name in ("shard-00001.npy", "shard-00001.npy.sha256"):  # shard and sidecar agree with each other
+        (ours.folder / name).write_bytes((theirs.folder / name).read_bytes())
+    with pytest.raises(io.CorruptArtifactError, match=r"shard-00001.npy: not the shard this store's manifest"):
+        EmbeddingStore(ours.folder).search(_unit(1, 4, 7), 3)
+
+
+def test_an_edited_manifest_is_refused(tmp_path):
+    store = _store(tmp_path / "s", [_unit(10, 4, 5), _unit(10, 4, 6)])
+    manifest = store.folder / "manifest.json"
+    record = io.read_json(manifest)
+    record["model_identity"] = "checkpoint:another"
+    io.write_json(manifest, record)  # rewritten without its checksum
+    with pytest.raises(io.CorruptArtifactError, match="manifest.json: content does not match"):
+        EmbeddingStore(store.folder)
+
+
+def test_check_encoded_by_names_both_models(tmp_path):
+    store = _store(tmp_path / "s", [_unit(10, 4, 5)])
+    with pytest.raises(io.CorruptArtifactError, match=r"no identity recorded.*not by 'ckpt' \(checkpoint:abc\)"):
+        store.check_encoded_by("checkpoint:abc", "ckpt")
+
+
 # --- the prepared corpus, streamed ---------------------------------------------------------------------
 
 

