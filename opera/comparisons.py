@@ -214,6 +214,5 @@ def comparisons(final: pd.DataFrame, metrics: Sequence[str], margin: float) -> p
 def main_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of main runs against the reference's main run (what the paper's table shows)."""
     reference = method_registry.REFERENCE_METHOD
-    steps = table.groupby(["dataset", "model", "method"])["steps"].transform("max")
-    main = table["steps"].isna() | (table["steps"] == steps)
-    return table[main & (table["baseline"] == reference)].reset_index(drop=True)
+    main = table["steps"].isna() | (table["steps"] == table["baseline_steps"])  # budget runs differ in steps
+    return table[main.fillna(False).astype(bool) & (table["baseline"] == reference)].reset_index(drop=True)

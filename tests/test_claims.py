@@ -79,6 +79,7 @@ def test_claims_from_a_comparisons_table():
     time = out.loc[("dp_time", "NDCG@10")]
     assert time["verdict"] == "supported" and time["estimate"] == pytest.approx(-0.004) and time["unit"] == "abs"
     assert "dp at 32 steps vs basic at 64" in time["evidence"] and "basic at 32: -0.0200" in time["evidence"]
+    assert list(comparisons.main_rows(table)["method"]) == ["pretrain", "sp", "dp", "dp"]  # no budget rows
     markdown = claims.markdown(found)
     assert "| dp_gain | Recall@20 | +0.7% |" in markdown and "+2.0% [+1.0, +3.0]" in markdown
 
