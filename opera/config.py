@@ -135,6 +135,7 @@ def validate_config(config: dict) -> dict:
                 f"{trained} finetune on it; add a train split or use methods: [pretrain]"
             )
     preflight.check_batch_sizes(config)
+    preflight.check_negatives(config)
     # Sorted keys everywhere: Snakemake compares params by their text, so the same settings written
     # in another key order must not look like a change (and rerun everything).
     canonical = _sorted_dicts(config)

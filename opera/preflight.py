@@ -406,6 +406,24 @@ def check_batch_sizes(config: dict) -> None:
         raise ConfigError("\n  ".join(problems))
 
 
+def check_negatives(config: dict) -> None:
+    """A training step must hold at least one negative: with a global batch of one query and
+    group_size 1 (no hard negative) the InfoNCE loss has a single candidate, is 0 whatever the
+    model, and training would learn nothing while reporting success."""
+    from opera.config import trained_methods
+    from opera.cost import global_batch
+
+    if not trained_methods(config):
+        return
+    for model, entry in config["models"].items():
+        if global_batch(config, model) == 1 and entry["group_size"] == 1:
+            raise ConfigError(
+                f"config keys 'models.{model}.batch_size' and 'models.{model}.group_size': a step of one query "
+                "with its positive only (no in-batch and no hard negative) has a loss that cannot depend on the "
+                "model; raise batch_size to 2 or more, or group_size to 2 or more"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m opera.preflight results-dir CONFIG``: print the folder a config file writes to
     (its results_dir, else results/<stem>), after validating it (the Makefile's report target).

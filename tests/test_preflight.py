@@ -278,6 +278,19 @@ def test_a_model_changed_in_place_reruns_the_jobs_that_read_it(tmp_path):
     assert plan(tmp_path / "w", config, target)["score"] == 1
 
 
+@pytest.mark.parametrize(("batch_size", "group_size", "refused"), [(1, 1, True), (1, 2, False), (2, 1, False)])
+def test_a_step_without_any_negative_is_refused(batch_size, group_size, refused):
+    """One query and its positive alone: the loss is 0 whatever the model (nothing to learn)."""
+    config = _config(models={"all-MiniLM-L6-v2": {"batch_size": batch_size, "group_size": group_size}})
+    config["methods"] = ["pretrain", "basic"]
+    keys = r"'models.all-MiniLM-L6-v2.batch_size' and 'models.all-MiniLM-L6-v2.group_size'"
+    if refused:
+        with pytest.raises(ConfigError, match=keys + ": .*cannot depend"):
+            validate_config(config)
+    else:
+        validate_config(config)
+
+
 # --- seeds from the command line ---------------------------------------------------------------------
 
 
