@@ -256,15 +256,16 @@ def _run_finetune(args: argparse.Namespace) -> int:
     score = _score_dir(config, dataset, model)
     if not (score / "score.json").is_file():
         _score(config, dataset, model)
-    params = pruning.run_params(method, method_params(config, method, model), seed)
-    prune_dir = results / "prune" / dataset / model / method / pruning.subset(method, params)
+    params = method_params(config, method, model)
+    prune_params = pruning.run_params(method, params, seed)  # a seeded pruner draws with the run's seed
+    prune_dir = results / "prune" / dataset / model / method / pruning.subset(method, prune_params)
     import torch
 
     gpus = min(settings.gpus, torch.cuda.device_count())  # one process per GPU (pipeline.finetune_job)
     pipeline.prune(
         pairs_path=score / "pairs.parquet",
         method=method,
-        params=params if methods.get(method).pruner else {},
+        params=prune_params if methods.get(method).pruner else {},
         out_pairs=prune_dir / "pairs.parquet",
         out_report=prune_dir / "report.json",
         global_batch=settings.batch_size * max(1, gpus),

@@ -10,10 +10,12 @@ evaluated at its last step, with one run per seed. Compared, per dataset x model
   basic@64 says whether the setting can tell (opera.claims reads both).
 
 Each row: both means, the difference with its two-level bootstrap interval (absolute and
-relative), Welch's test over seed-level means, paired t and Wilcoxon tests over queries,
-Holm-adjusted p-values over the whole table (every method x metric x dataset x model row is one
-family), a TOST equivalence test against ``margin``, the design's minimum detectable effects, and
-a verdict. opera.uncertainty holds the statistics; docs/methods.md ("Uncertainty") the design.
+relative) and its Welch t-interval over seed-level means, Welch's test over seed-level means,
+paired t and Wilcoxon tests over queries, the row's primary test (over seeds when both arms have
+two or more, else over queries) Holm-adjusted over the whole table (every method x baseline x
+metric x dataset x model row is one family), a TOST equivalence test against ``margin``, the
+design's minimum detectable effects, and a verdict. opera.uncertainty holds the statistics;
+docs/methods.md ("Uncertainty") the design.
 """
 
 from __future__ import annotations
@@ -48,12 +50,14 @@ COLUMNS = [
     "rel_diff",
     "rel_ci_low",
     "rel_ci_high",
+    "seed_ci_low",
+    "seed_ci_high",
     "p_seeds",
-    "p_seeds_holm",
     "t_queries",
     "p_queries",
-    "p_queries_holm",
     "p_wilcoxon",
+    "p_primary",
+    "p_holm",
     "margin",
     "p_equivalence",
     "mde_seeds",
@@ -109,6 +113,8 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, margin: float) -> dict:
         else uncertainty.equivalence_test_queries(a_queries, b_queries, margin)
     )
     mde_seeds, mde_queries = uncertainty.minimum_detectable_effect(a_values, b_values)
+    p_seeds = uncertainty.seed_test(a_seeds, b_seeds)
+    seed_low, seed_high = uncertainty.seed_interval(a_seeds, b_seeds)
     return {
         "n_seeds": len(a_seeds),
         "n_baseline_seeds": len(b_seeds),
@@ -121,10 +127,13 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, margin: float) -> dict:
         "rel_diff": difference.relative,
         "rel_ci_low": difference.relative_low,
         "rel_ci_high": difference.relative_high,
-        "p_seeds": uncertainty.seed_test(a_seeds, b_seeds),
+        "seed_ci_low": seed_low,
+        "seed_ci_high": seed_high,
+        "p_seeds": p_seeds,
         "t_queries": t_queries,
         "p_queries": p_queries,
         "p_wilcoxon": p_wilcoxon,
+        "p_primary": p_seeds if level == "seeds" else p_queries,
         "margin": margin,
         "p_equivalence": equivalence,
         "mde_seeds": mde_seeds,
@@ -134,10 +143,10 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, margin: float) -> dict:
 
 
 def verdict(row: pd.Series | dict) -> str:
-    """``higher`` / ``lower``: the Holm-adjusted test of the row's level (seeds when both arms have
-    two or more, else queries) rejects no difference; ``equivalent``: TOST rejects a difference of
+    """``higher`` / ``lower``: the Holm-adjusted primary test (over seeds when both arms have two
+    or more, else over queries) rejects no difference; ``equivalent``: TOST rejects a difference of
     the margin or more; else ``inconclusive``."""
-    p = row["p_seeds_holm"] if row["test_level"] == "seeds" else row["p_queries_holm"]
+    p = row["p_holm"]
     if not math.isnan(p) and p < uncertainty.ALPHA:
         return "higher" if row["diff"] > 0 else "lower"
     if not math.isnan(row["p_equivalence"]) and row["p_equivalence"] < uncertainty.ALPHA:
@@ -205,8 +214,7 @@ def comparisons(final: pd.DataFrame, metrics: Sequence[str], margin: float) -> p
     table = pd.DataFrame(records, columns=COLUMNS)
     table["steps"] = table["steps"].astype("Int64")
     table["baseline_steps"] = table["baseline_steps"].astype("Int64")
-    table["p_seeds_holm"] = uncertainty.holm(table["p_seeds"].to_numpy(dtype=float))
-    table["p_queries_holm"] = uncertainty.holm(table["p_queries"].to_numpy(dtype=float))
+    table["p_holm"] = uncertainty.holm(table["p_primary"].to_numpy(dtype=float))  # one family: every row's primary test
     table["verdict"] = [verdict(row) for _, row in table.iterrows()] if len(table) else []
     return table
 

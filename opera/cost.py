@@ -340,10 +340,7 @@ def job_resources(config: dict, stage: str, dataset: str | None, model: str | No
     mem = base["finetune_mem_mb"] if finetune else base["mem_mb"]
     runtime = base["finetune_runtime"] if finetune else base["runtime"]
     if stage in {"score", "index", "evaluate", "finetune"}:
-        try:
-            return _model_job_resources(config, stage, dataset, model, mem, runtime, attempt)
-        except CostError as exc:  # a job's resources are sized while Snakemake schedules: name the key to fix
-            raise CostError(f"config key 'models.{model}.path': {exc}") from None
+        return _model_job_resources(config, stage, dataset, model, mem, runtime, attempt)
     return {"mem_mb": int(mem * attempt), "runtime": int(runtime * attempt), "gpu": 0}
 
 
@@ -358,7 +355,10 @@ def _model_job_resources(
         gpus, minutes = _gpu_time(config, stage, settings, size, model)
         runtime = max(runtime, math.ceil(2 * minutes) + 15)  # twice the estimate, plus loading
     shard = min(config["evaluation"]["shard_passages"], size.documents)
-    dim = model_dimension(settings.encoder.path)
+    try:
+        dim = model_dimension(settings.encoder.path)
+    except CostError as exc:  # sized while Snakemake schedules the job: name the key to fix
+        raise CostError(f"config key 'models.{model}.path': {exc}") from None
     # per process: a shard's texts (~1 KB each), token ids (64 B a token as Python ints) and
     # embeddings (3 copies); the model's weights and libraries in the 4 GB
     per_passage = 1000 + 64 * settings.encoder.passage_max_length + 12 * dim

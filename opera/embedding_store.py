@@ -184,6 +184,12 @@ class EmbeddingStore:
                 f"{self.folder}: no {MANIFEST}; the store was not written by a completed stage. "
                 "Delete it and rerun the workflow to recompute it."
             )
+        if not Path(f"{path}.sha256").is_file():
+            raise io.CorruptArtifactError(
+                f"{path}: no checksum beside it: a store written by an older opera (before manifests were "
+                f"checksummed) or by a job that did not finish. Delete {self.folder} and rerun the job that writes "
+                "it (score for the base model, index for a checkpoint)."
+            )
         io.verify(path)  # an edited manifest is refused
         self.manifest = io.read_json(path)
         self.rows = int(self.manifest["rows"])

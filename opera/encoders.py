@@ -210,7 +210,7 @@ def load(encoder: EncoderSettings, device: str | None = None, path: str | None =
             device=device,
         )
     except ModelLoadError as exc:
-        if path is not None and exc.field == "path":  # a checkpoint folder at fault, not the config's path
+        if location != encoder.path and exc.field == "path":  # a checkpoint folder at fault, not the config's path
             raise ModelLoadError(str(exc)) from exc
         raise
     resolved, is_local = resolve_model_path(location)

@@ -546,9 +546,9 @@ def aggregate(
     written += plots.training_time(frames["final"], plots_dir)
     if not frames["long"]["main_run"].all():  # the grid has extra budgets
         written += plots.metric_vs_budget(frames["budgets"], plots_dir)
-    if train_logs:
-        diagnostics = agg.sampler_diagnostics({run: io.read_train_log(path) for run, path in train_logs.items()})
-        agg.write_table(agg.diagnostics_summary(diagnostics), Path(tables_dir) / "sampler_diagnostics.csv")
+    diagnostics = agg.sampler_diagnostics({run: io.read_train_log(path) for run, path in train_logs.items()})
+    agg.write_table(agg.diagnostics_summary(diagnostics), Path(tables_dir) / "sampler_diagnostics.csv")
+    if train_logs:  # a plot only where something trained (a pretrain-only config has a header-only table)
         main_steps = frames["long"].groupby("model")["step"].max()  # main runs only: budgets end earlier
         for (dataset, model), cell in diagnostics.groupby(["dataset", "model"], sort=True):
             main = cell[cell["budget"] == main_steps.get(model)]

@@ -263,7 +263,8 @@ HUB_PROBLEMS = {
 def hub_model_status(repo_id: str) -> str:
     """What can be known about a hub id without downloading it: ``cached`` (its config.json is in
     the local hub cache), ``exists`` (the hub has it), ``missing`` (the hub says there is no such
-    model), or ``unreachable`` (not cached, and the hub cannot be asked: offline)."""
+    model), ``unreachable`` (not cached, and no connection to the hub: offline), or ``unknown``
+    (the hub did not answer clearly: a timeout, a rate limit)."""
     from huggingface_hub import model_info, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
@@ -277,8 +278,11 @@ def hub_model_status(repo_id: str) -> str:
         return "exists"
     except RepositoryNotFoundError:
         return "missing"
-    except Exception:  # noqa: BLE001 - no network, a proxy, a rate limit: nothing is known
-        return "unreachable"
+    except Exception as exc:  # noqa: BLE001 - httpx or requests, whichever the hub client uses
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        # no connection at all (no network, no DNS): a download would fail too; anything else (a
+        # timeout, a rate limit, a server error) says nothing about the model
+        return "unreachable" if names & {"ConnectError", "ConnectionError", "OfflineModeIsEnabled"} else "unknown"
     return "exists"
 
 
@@ -321,16 +325,30 @@ def local_model_folder(path: str) -> Path | None:
 
 
 def model_digest(path: str) -> str:
-    """What the model at ``path`` is, by content: the sha256 of its files (names and bytes, README
-    excluded) when it is on this machine, so that replacing its weights reruns every job that
-    read them; the path itself for a hub id not downloaded yet (its download is pinned by the hub
-    cache from then on). Hashed once per process for as long as no file's size or mtime changes."""
+    """What the model at ``path`` is: for the shipped model and a local folder, the sha256 of its
+    files (names and bytes; README and dot-folders such as .git or .cache excluded), so that
+    replacing its weights reruns every job that read them, hashed once per process for as long as
+    no file's size or mtime changes; for a hub id, the id (the same before and after its download;
+    to pin and track a model's bytes, download it to a local folder and give that path)."""
+    if _is_hub_id(path):  # stable before and after its download (snapshots are immutable per revision)
+        return f"hub:{path}"
     folder = local_model_folder(path)
     if folder is None:
-        return f"hub:{path}"
-    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name != "README.md")
+        return f"missing:{path}"
+    files = sorted(
+        f
+        for f in folder.rglob("*")
+        if f.is_file()
+        and f.name != "README.md"
+        and not any(part.startswith(".") for part in f.relative_to(folder).parts)
+    )
     stats = tuple((f.relative_to(folder).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return _files_digest(str(folder), stats)
+
+
+def _is_model_file(relative: Path) -> bool:
+    """A file that makes the model: not its README, nothing under a dot-folder (.git, .cache)."""
+    return relative.name != "README.md" and not any(part.startswith(".") for part in relative.parts)
 
 
 @functools.lru_cache(maxsize=64)

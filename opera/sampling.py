@@ -212,10 +212,11 @@ class Sampler:
         self.scores = np.asarray(state["scores"], dtype=np.float64)
         self.seen = np.asarray(state["seen"], dtype=bool)
         self.step = int(state["step"])
-        self.visits = np.asarray(state["visits"], dtype=np.int64)
+        # state written before the diagnostics existed resumes the same draws; its counts restart here
+        self.visits = np.asarray(state.get("visits", np.zeros(self.pairs.n_queries)), dtype=np.int64)
         self.trained_pairs = np.zeros(self.pairs.n_pairs, dtype=bool)
-        self.trained_pairs[np.asarray(state["trained_pairs"], dtype=np.int64)] = True
-        self.positive_tv = float(state["positive_tv"])
+        self.trained_pairs[np.asarray(state.get("trained_pairs", []), dtype=np.int64)] = True
+        self.positive_tv = float(state.get("positive_tv", 0.0))
         self.load_extra_state(state)
 
     def extra_state(self) -> dict:

@@ -23,6 +23,9 @@ class ModelLoadError(RuntimeError):
         super().__init__(message)
         self.field = field
 
+    def __reduce__(self):  # keeps ``field`` across processes (multi-GPU encoding workers)
+        return type(self), (str(self), self.field)
+
 
 Side = Literal["query", "passage"]
 

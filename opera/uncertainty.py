@@ -8,8 +8,9 @@ Everything here takes two such matrices, ``a`` (the method) and ``b`` (its basel
 - :func:`bootstrap_difference`: the difference of means ``mean(a) - mean(b)``, absolute and
   relative to ``mean(b)``, with a percentile confidence interval from a two-level bootstrap that
   resamples the queries (the same ones for both) and, independently, each method's seeds.
-- :func:`seed_test`: Welch's t-test over the seed-level means (each run averaged over queries):
-  the test that treats each trained model as one draw, as a replication would.
+- :func:`seed_test` and :func:`seed_interval`: Welch's t-test and t-interval over the seed-level
+  means (each run averaged over queries): they treat each trained model as one draw, as a
+  replication would.
 - :func:`query_tests`: paired t-test and Wilcoxon signed-rank over queries, on per-query values
   averaged over seeds (conditional on the trained models: seed spread is left out).
 - :func:`equivalence_test`: TOST over the seed-level means against a margin, so that "no
@@ -34,7 +35,7 @@ import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
-from statsmodels.stats.weightstats import ttost_ind, ttost_paired
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttost_ind, ttost_paired
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -124,6 +125,21 @@ def seed_test(a_seed_means: np.ndarray, b_seed_means: np.ndarray) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # near-identical samples: scipy warns, the p stays valid
         return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def seed_interval(
+    a_seed_means: np.ndarray, b_seed_means: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """Welch's t-interval for ``mean(a) - mean(b)`` over seed-level means (the interval of
+    :func:`seed_test`); NaN with fewer than two seeds on a side."""
+    a, b = np.asarray(a_seed_means, dtype=float), np.asarray(b_seed_means, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan
+    if _degenerate(a, b) is not None:
+        diff = float(a.mean() - b.mean())
+        return diff, diff
+    low, high = CompareMeans(DescrStatsW(a), DescrStatsW(b)).tconfint_diff(alpha=1 - confidence, usevar="unequal")
+    return float(low), float(high)
 
 
 def query_tests(a_query_means: np.ndarray, b_query_means: np.ndarray) -> tuple[float, float, float]:

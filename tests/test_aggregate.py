@@ -210,9 +210,11 @@ def test_comparisons_read_final_per_query_values(long):
     assert same["ci_low"] < 0 < same["ci_high"]  # identical runs, but each side's seeds are resampled apart
     pretrain = _row(table, dataset="d1", method="pretrain", baseline="basic", metric="NDCG@10")
     assert pretrain["n_seeds"] == 1 and math.isnan(pretrain["p_seeds"]) and pretrain["test_level"] == "queries"
-    # Holm over the whole table, each level separately
-    assert table["p_seeds_holm"].to_numpy() == pytest.approx(uncertainty.holm(table["p_seeds"]), nan_ok=True)
-    assert table["p_queries_holm"].to_numpy() == pytest.approx(uncertainty.holm(table["p_queries"]), nan_ok=True)
+    low, high = row["seed_ci_low"], row["seed_ci_high"]  # Welch's t-interval over the two seed means a side
+    assert low < row["diff"] < high and row["p_primary"] == row["p_seeds"]
+    assert pretrain["p_primary"] == pretrain["p_queries"]  # one run: the test over queries is primary
+    # Holm once over the whole table: every row's primary test is one member of the family
+    assert table["p_holm"].to_numpy() == pytest.approx(uncertainty.holm(table["p_primary"]), nan_ok=True)
     assert set(table["verdict"]) <= set(comparisons.VERDICTS)
 
 
@@ -229,24 +231,17 @@ def test_comparison_pairs_follow_the_registry():
 
 
 @pytest.mark.parametrize(
-    ("p_seeds", "p_queries", "p_equivalence", "level", "diff", "expected"),
+    ("p_holm", "p_equivalence", "diff", "expected"),
     [
-        (0.01, 0.9, 0.9, "seeds", 0.02, "higher"),
-        (0.01, 0.9, 0.9, "seeds", -0.02, "lower"),
-        (0.5, 0.001, 0.01, "seeds", 0.001, "equivalent"),  # the query test does not decide at the seed level
-        (math.nan, 0.001, 0.9, "queries", -0.1, "lower"),
-        (0.5, 0.5, 0.2, "seeds", 0.0, "inconclusive"),
+        (0.01, 0.9, 0.02, "higher"),
+        (0.01, 0.9, -0.02, "lower"),
+        (0.5, 0.01, 0.001, "equivalent"),
+        (math.nan, 0.01, 0.001, "equivalent"),  # no primary test (one run a side, one query): TOST may still say
+        (0.5, 0.2, 0.0, "inconclusive"),
     ],
 )
-def test_verdict(p_seeds, p_queries, p_equivalence, level, diff, expected):
-    row = {
-        "p_seeds_holm": p_seeds,
-        "p_queries_holm": p_queries,
-        "p_equivalence": p_equivalence,
-        "test_level": level,
-        "diff": diff,
-    }
-    assert comparisons.verdict(row) == expected
+def test_verdict(p_holm, p_equivalence, diff, expected):
+    assert comparisons.verdict({"p_holm": p_holm, "p_equivalence": p_equivalence, "diff": diff}) == expected
 
 
 def test_aggregate_writes_tables(paths, tmp_path):

@@ -38,8 +38,11 @@ def test_time_verdict(dp, basic_low, expected):
     assert claims.time_verdict(*dp, basic_low, tolerance=0.01) == expected
 
 
-def comparison(method, steps, baseline, metric, diff, low, high, rel=None):
-    rel = rel or (diff * 10, low * 10, high * 10)
+def comparison(method, steps, baseline, metric, diff, low, high, level="seeds", mean_baseline=0.5):
+    """A comparisons row whose primary interval is [low, high] (Welch over seeds, or the bootstrap
+    for a one-run arm); the other interval is deliberately different, so a test sees which is read."""
+    seed = (low, high) if level == "seeds" else (float("nan"), float("nan"))
+    boot = (diff - 0.001, diff + 0.001) if level == "seeds" else (low, high)
     return {
         "dataset": "d",
         "model": "m",
@@ -48,21 +51,22 @@ def comparison(method, steps, baseline, metric, diff, low, high, rel=None):
         "steps": steps,
         "baseline": baseline,
         "baseline_steps": 64,
+        "mean_baseline": mean_baseline,
         "diff": diff,
-        "ci_low": low,
-        "ci_high": high,
-        "rel_diff": rel[0],
-        "rel_ci_low": rel[1],
-        "rel_ci_high": rel[2],
+        "ci_low": boot[0],
+        "ci_high": boot[1],
+        "seed_ci_low": seed[0],
+        "seed_ci_high": seed[1],
+        "test_level": level,
     }
 
 
 def test_claims_from_a_comparisons_table():
     rows = [
-        comparison("pretrain", None, "basic", "NDCG@10", -0.05, -0.06, -0.04),
-        comparison("sp", 64, "basic", "NDCG@10", -0.02, -0.03, -0.01, rel=(-0.06, -0.09, -0.03)),
-        comparison("dp", 64, "basic", "NDCG@10", 0.003, -0.002, 0.008, rel=(0.009, -0.006, 0.024)),
-        comparison("dp", 64, "basic", "Recall@20", 0.01, 0.005, 0.015, rel=(0.02, 0.01, 0.03)),
+        comparison("pretrain", None, "basic", "NDCG@10", -0.05, -0.06, -0.04, level="queries"),
+        comparison("sp", 64, "basic", "NDCG@10", -0.02, -0.03, -0.01),  # -4% [-6%, -2%] of 0.5
+        comparison("dp", 64, "basic", "NDCG@10", 0.003, -0.002, 0.012),  # +0.6% [-0.4%, +2.4%]
+        comparison("dp", 64, "basic", "Recall@20", 0.01, 0.005, 0.015),  # +2% [+1%, +3%]
         comparison("dp", 32, "basic", "NDCG@10", -0.004, -0.008, 0.0),
         comparison("basic", 32, "basic", "NDCG@10", -0.02, -0.03, -0.012),
         comparison("dp", 64, "dp_doc", "NDCG@10", 0.0, -0.01, 0.01),
@@ -73,15 +77,23 @@ def test_claims_from_a_comparisons_table():
     assert list(found.columns) == claims.COLUMNS
     out = found.set_index(["claim", "metric"])
     sp = out.loc[("sp_ndcg", "NDCG@10")]
-    assert sp["verdict"] == "contradicted" and sp["estimate"] == pytest.approx(-6.0) and sp["unit"] == "%"
-    assert out.loc[("dp_gain", "NDCG@10")]["verdict"] == "inconclusive"  # [-0.6%, +2.4%] holds 0 and 1.9%
+    assert sp["verdict"] == "contradicted" and sp["unit"] == "%" and sp["interval"] == "Welch t over seeds"
+    assert (sp["estimate"], sp["ci_low"], sp["ci_high"]) == pytest.approx((-4.0, -6.0, -2.0))  # Welch, not bootstrap
+    assert out.loc[("dp_gain", "NDCG@10")]["verdict"] == "inconclusive"  # [-0.4%, +2.4%] holds 0 and 1.9%
     assert out.loc[("dp_gain", "Recall@20")]["verdict"] == "supported"  # [+1%, +3%] above 0, reaches 0.7%
     time = out.loc[("dp_time", "NDCG@10")]
     assert time["verdict"] == "supported" and time["estimate"] == pytest.approx(-0.004) and time["unit"] == "abs"
-    assert "dp at 32 steps vs basic at 64" in time["evidence"] and "basic at 32: -0.0200" in time["evidence"]
+    assert "dp at 32 steps vs basic at 64" in time["evidence"]
+    assert "basic at 32: -0.0200 [-0.0300, -0.0120]" in time["evidence"]
     assert list(comparisons.main_rows(table)["method"]) == ["pretrain", "sp", "dp", "dp"]  # no budget rows
     markdown = claims.markdown(found)
     assert "| dp_gain | Recall@20 | +0.7% |" in markdown and "+2.0% [+1.0, +3.0]" in markdown
+
+
+def test_a_one_run_arm_is_judged_by_the_bootstrap_over_queries():
+    rows = [comparison("sp", 64, "basic", "NDCG@10", 0.01, 0.005, 0.02, level="queries")]
+    found = claims.claims(pd.DataFrame(rows).astype({"steps": "Int64"}), tolerance=0.01).iloc[0]
+    assert found["interval"] == "bootstrap over queries" and found["ci_low"] == pytest.approx(1.0)
 
 
 def test_claims_need_their_methods():

@@ -122,3 +122,12 @@ def test_minimum_detectable_effect_matches_the_normal_approximation(queries):
     sd_seed = math.sqrt((a.mean(axis=1).var(ddof=1) + b.mean(axis=1).var(ddof=1)) / 2)
     assert seed_mde > 1.3 * z * sd_seed * math.sqrt(2 / 3)
     assert math.isnan(uncertainty.minimum_detectable_effect(a[:1], b)[0])
+
+
+def test_seed_interval_is_welchs_and_agrees_with_its_test():
+    a, b = np.array([0.52, 0.55, 0.50]), np.array([0.45, 0.46, 0.44])
+    expected = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert uncertainty.seed_interval(a, b) == pytest.approx((expected.low, expected.high))
+    assert uncertainty.seed_interval(a, b)[0] > 0 and uncertainty.seed_test(a, b) < 0.05  # excludes 0 iff p < 0.05
+    assert all(math.isnan(v) for v in uncertainty.seed_interval(a[:1], b))
+    assert uncertainty.seed_interval([0.5, 0.5], [0.4, 0.4]) == pytest.approx((0.1, 0.1))
