@@ -353,6 +353,24 @@ def grid(config: dict) -> list[EvaluatedRun]:
     return runs
 
 
+def method_params_with_defaults(method: str, params: dict | None = None) -> dict:
+    """``params`` for ``method`` checked against the schema's ``method_params`` block and completed
+    with its defaults, outside any config (opera.samplers: a user's own training loop)."""
+    key = methods.get(method).params_key
+    if not key:
+        if params:
+            raise ConfigError(f"method {method!r} takes no params; got {sorted(params)}")
+        return {}
+    schema = _load_schema()
+    block = {**schema["properties"]["method_params"], "definitions": schema["definitions"]}
+    instance = {key: copy.deepcopy(dict(params or {}))}
+    errors = sorted(_Validator(block).iter_errors(instance), key=lambda error: list(error.absolute_path))
+    if errors:
+        explained = (_explain(error).replace("config key '", "'method_params.", 1) for error in errors)
+        raise ConfigError("\n  ".join(explained))
+    return instance[key]
+
+
 def method_params(config: dict, method: str, model: str | None = None) -> dict:
     """The parameters that affect one method (and nothing else), for Snakemake's params trigger:
     the top-level ``method_params`` block of its params key, overridden by the model's own."""
