@@ -2,7 +2,7 @@
 
 OPERA (arXiv 2603.17205) claims, against standard finetuning (basic):
 
-1. ``sp_ndcg``: static pruning raises NDCG@10 (while Recall can fall);
+1. ``sp_ndcg``: static pruning raises NDCG@10 by 0.5% (while Recall can fall);
 2. ``dp_gain``: dynamic pruning raises NDCG@10 by 1.9% and Recall@20 by 0.7% (relative gains);
 3. ``dp_time``: dynamic pruning reaches comparable quality in under half of basic's training.
 
@@ -34,9 +34,10 @@ import pandas as pd
 from opera import comparisons
 from opera import methods as method_registry
 
-# the paper's effects, as relative gains over basic (claim 2) and the share of basic's steps (claim 3)
+# the paper's effects (its abstract), as relative gains over basic in percent, and the share of
+# basic's steps in which dp is claimed to reach comparable quality
 DP_GAIN_PCT = {"NDCG@10": 1.9, "Recall@20": 0.7}
-SP_GAIN_PCT = 0.0  # "raises": any gain
+SP_GAIN_PCT = 0.5
 TIME_SHARE = 0.5
 COLUMNS = [
     "dataset",
@@ -55,10 +56,10 @@ COLUMNS = [
 
 
 def effect_verdict(low: float, high: float, claimed: float) -> str:
-    """Verdict of a claimed effect ``claimed`` (> 0 a gain of that size, 0 any gain) from an interval."""
+    """Verdict of a claimed gain of size ``claimed`` (> 0) from an interval."""
     if low > 0:
         return "supported" if high >= claimed else "smaller than claimed"
-    if high < claimed or (claimed == 0 and high < 0):
+    if high < claimed:
         return "contradicted"
     return "inconclusive"
 
@@ -128,7 +129,7 @@ def claims(compared: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         main = comparisons.main_rows(cell)
         found = _find(main, "sp", None, reference, "NDCG@10")
         if found is not None:
-            row = _row(keys, "sp_ndcg", "NDCG@10", "sp vs basic", "raises NDCG@10", found, "%")
+            row = _row(keys, "sp_ndcg", "NDCG@10", "sp vs basic", f"+{SP_GAIN_PCT}%", found, "%")
             rows.append({**row, "verdict": effect_verdict(row["ci_low"], row["ci_high"], SP_GAIN_PCT)})
         for metric, claimed in DP_GAIN_PCT.items():
             found = _find(main, "dp", None, reference, metric)

@@ -16,9 +16,10 @@ from opera import claims, comparisons
         (-1.0, 1.5, 1.9, "contradicted"),  # excludes the paper's +1.9%, shows no gain
         (-3.0, -0.5, 1.9, "contradicted"),
         (-1.0, 2.5, 1.9, "inconclusive"),  # holds both 0 and +1.9%
-        (0.2, 0.4, 0.0, "supported"),  # "raises": any gain
-        (-0.4, -0.2, 0.0, "contradicted"),
-        (-0.4, 0.2, 0.0, "inconclusive"),
+        (0.2, 0.8, 0.5, "supported"),  # sp's +0.5%
+        (0.1, 0.4, 0.5, "smaller than claimed"),
+        (-0.4, 0.2, 0.5, "contradicted"),
+        (-0.4, 0.6, 0.5, "inconclusive"),
     ],
 )
 def test_effect_verdict(low, high, claimed, expected):
