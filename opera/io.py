@@ -64,6 +64,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def readable_by_group(folder: str | os.PathLike) -> None:
+    """Give every file under ``folder`` the mode the umask allows (0644 under umask 022): libraries
+    that write through a private temporary file (safetensors) leave 0600, which colleagues on a
+    shared file system cannot read."""
+    mode = 0o666 & ~_umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; it replaces ``path`` only if the block succeeds."""

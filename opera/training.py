@@ -641,6 +641,7 @@ def _save_checkpoint(model, path: Path, env: Dist, state: dict) -> None:
             with io.atomic_dir(path) as tmp:
                 model.save(str(tmp))
                 torch.save(state, tmp / STATE_FILE)
+                io.readable_by_group(tmp)
                 io.write_dir_checksums(tmp)
         except (OSError, RuntimeError) as exc:
             if not io.is_disk_full(exc):

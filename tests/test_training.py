@@ -63,6 +63,8 @@ def test_finetune_writes_checkpoints_and_log(smoke_scored, settings):
     assert (work / training.FINISHED_FILE).exists() and not list(work.rglob(training.STATE_FILE))
     weights = next((run / "step4").rglob("model.safetensors"))
     assert weights.stat().st_ino == (work / weights.relative_to(run)).stat().st_ino
+    expected = 0o666 & ~io._umask()  # 0644 under umask 022: colleagues on a shared file system can read it
+    assert all(f.stat().st_mode & 0o777 == expected for f in (run / "step4").rglob("*") if f.is_file())
     io.verify_dir(run / "step4")
     assert sorted(io.verify_dir(run)) == ["run.json", "train_log.jsonl"]  # the run's own files, read by aggregate
     log = io.read_train_log(run / "train_log.jsonl")
