@@ -225,7 +225,9 @@ def _add_finetune(subparsers) -> argparse.ArgumentParser:
         "checkpoints go to RESULTS_DIR/finetune/DATASET/MODEL/METHOD/seedSEED/budgetSTEPS/stepK/.",
     )
     _add_dataset_model(parser)
-    parser.add_argument("--method", help="a finetuning method (basic, sp, random, infobatch, dp, dp_query, dp_doc)")
+    parser.add_argument(
+        "--method", required=True, help="a finetuning method (basic, sp, random, infobatch, dp, dp_query, dp_doc)"
+    )
     parser.add_argument("--seed", type=int, help="random seed (default: the config's first seed)")
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # the workflow's torchrun workers
     return parser
@@ -250,8 +252,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
     settings = model_settings(config, model)
     run = Path(dataset, model, method, f"seed{seed}", f"budget{settings.max_steps}")  # the workflow's layout
     out = results / "finetune" / run
-    if out.exists():
-        raise UsageError(f"{out} exists: this run is finished (delete the folder to train it again)")
+    if out.exists():  # done already: say where, succeed (a rerun of the same command is not an error)
+        print(f"{out}: this run is finished; its checkpoints are there (delete the folder to train it again)")
+        return 0
     data = _data(config, dataset)
     score = _score_dir(config, dataset, model)
     if not (score / "score.json").is_file():
@@ -348,6 +351,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     dataset = _one_of(config, "datasets", args.dataset, "--dataset")
     model = _one_of(config, "models", args.model, "--model")
+    if args.checkpoint and (steps := sorted(Path(args.checkpoint).glob("step*/config.json"))):
+        folders = ", ".join(str(step.parent) for step in steps)
+        raise UsageError(f"--checkpoint {args.checkpoint} is a finetune run; give one of its step folders: {folders}")
     if args.checkpoint and (problem := model_path_problem(args.checkpoint)):
         raise UsageError(f"--checkpoint: {problem}")
     evaluation = config["evaluation"]
@@ -403,13 +409,27 @@ def _add_plan(subparsers) -> argparse.ArgumentParser:
         "come from the prepared data or ir_datasets' bundled metadata.",
     )
     _add_config(parser)
+    parser.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="table (default: the table, totals and assumptions), or the rows per dataset x model as csv or json",
+    )
     return parser
 
 
 def _run_plan(args: argparse.Namespace) -> int:
-    from opera.cost import format_plan
+    import pandas as pd
 
-    print(format_plan(load_config(args.config)), flush=True)
+    from opera.cost import format_plan, plan_rows
+
+    config = load_config(args.config)
+    if args.format == "table":
+        print(format_plan(config), flush=True)
+        return 0
+    rows = pd.DataFrame(plan_rows(config))
+    text = rows.to_csv(index=False) if args.format == "csv" else rows.to_json(orient="records", indent=1)
+    print(text.rstrip("\n"), flush=True)
     return 0
 
 

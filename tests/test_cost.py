@@ -43,6 +43,20 @@ def test_plan_prints_the_table_totals_and_assumptions(capsys, offline):
     assert "assumptions:" in text and "35% of A100 peak 312 TFLOP/s" in text and "ir_datasets" in text
 
 
+def test_plan_as_csv_and_json_gives_the_rows(capsys, offline):
+    import io as text_io
+    import json
+
+    import pandas as pd
+
+    assert cli.main(["plan", "--config", str(PAPER), "--format", "csv"]) == 0
+    frame = pd.read_csv(text_io.StringIO(capsys.readouterr().out))
+    assert len(frame) == 16 and {"dataset", "model", "passages_encoded", "gpu_hours"} <= set(frame.columns)
+    assert cli.main(["plan", "--config", str(PAPER), "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == 16 and records[0]["passages_encoded"] == int(frame["passages_encoded"][0])
+
+
 def test_measured_throughput_replaces_the_flop_estimate(tmp_path, paper):
     text = PAPER.read_text() + "cost:\n  throughput:\n    bge-large-en-v1.5: {passages_per_s: 100, steps_per_s: 1}\n"
     (tmp_path / "paper.yaml").write_text(text)
