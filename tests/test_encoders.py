@@ -307,3 +307,22 @@ def test_the_tokenizer_never_sees_more_than_the_bound_of_a_long_document(family,
     _unbounded(monkeypatch)  # the spy does see whole texts without the bound
     encoders.tokenize_side(model, encoder, "passage", documents[:2])
     assert max(seen) == len(documents[1])
+
+
+def test_a_saved_model_encodes_long_queries_as_the_pipeline_with_its_query_length(tmp_path):
+    """sentence-transformers holds one max_seq_length (the longer side's); a query longer than the
+    query side's length is embedded as the pipeline embeds it when encode_query gets that length
+    (the README's recipe), and differs without it."""
+    from sentence_transformers import SentenceTransformer
+
+    from opera.settings import EncoderSettings
+
+    encoder = EncoderSettings(MODEL, "mean", "right", "", "", 24, 48, "fp32", False)
+    model = encoders.load(encoder, device="cpu")
+    model.save(str(tmp_path / "ckpt"))
+    saved = SentenceTransformer(str(tmp_path / "ckpt"), device="cpu")
+    query = ["vitamin d deficiency and bone density fractures falls and muscle weakness in nursing homes " * 3]
+    ours = encoders.encode_side(model, encoder, "query", query, 8, desc="query")
+    recipe = {"text": {"max_length": encoder.query_max_length, "truncation": True}}
+    np.testing.assert_allclose(saved.encode_query(query, processing_kwargs=recipe), ours, atol=1e-6)
+    assert float(_cos(saved.encode_query(query), ours)[0]) < 0.99  # cut at 48 tokens: another embedding
