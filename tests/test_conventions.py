@@ -94,3 +94,12 @@ def test_modules_read_files_only_through_the_reader_modules():
                 found.append((path.name, _dotted(node.func), node.lineno))
     bad = [f"opera/{name}:{line}: {call}" for name, call, line in found if (name, call) not in READ_ALLOWLIST]
     assert not bad, "read files through opera.io (read_json, read_yaml, ...) or opera.data instead:\n" + "\n".join(bad)
+
+
+def test_report_captions_render_metric_names_as_text():
+    """docutils turns NDCG@10 into a mailto link unless the @ is escaped (NDCG\\@10)."""
+    from docutils.core import publish_parts
+
+    for caption in sorted((ROOT / "report").glob("*.rst")):
+        html = publish_parts(caption.read_text(), writer="html")["body"]
+        assert "mailto:" not in html, caption.name
