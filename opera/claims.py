@@ -88,7 +88,9 @@ def interval(found: pd.Series) -> tuple[float, float, str]:
 def _row(cell_keys: dict, claim: str, metric: str, evidence: str, paper: str, found: pd.Series, unit: str) -> dict:
     low, high, name = interval(found)
     diff = float(found["diff"])
-    scale = 100.0 / float(found["mean_baseline"]) if unit == "%" else 1.0  # relative to the baseline, in percent
+    baseline = float(found["mean_baseline"])
+    # relative to the baseline, in percent; undefined (NaN, so inconclusive) when the baseline scores 0
+    scale = (100.0 / baseline if baseline > 0 else math.nan) if unit == "%" else 1.0
     return {
         **cell_keys,
         "claim": claim,

@@ -226,7 +226,7 @@ def _add_finetune(subparsers) -> argparse.ArgumentParser:
     )
     _add_dataset_model(parser)
     parser.add_argument(
-        "--method", required=True, help="a finetuning method (basic, sp, random, infobatch, dp, dp_query, dp_doc)"
+        "--method", help="required: a finetuning method (basic, sp, random, infobatch, dp, dp_query, dp_doc)"
     )
     parser.add_argument("--seed", type=int, help="random seed (default: the config's first seed)")
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # the workflow's torchrun workers
@@ -243,6 +243,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
     dataset = _one_of(config, "datasets", args.dataset, "--dataset")
     model = _one_of(config, "models", args.model, "--model")
     trained = methods.trained()
+    if args.method is None:  # not argparse's required=: the workflow's torchrun workers pass only --job
+        raise UsageError(f"--method is required: one of the finetuning methods {trained}")
     if args.method not in trained:
         raise UsageError(f"--method {args.method!r}: choose one of the finetuning methods {trained}")
     if "train" not in config["datasets"][dataset]["splits"]:

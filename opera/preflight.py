@@ -67,6 +67,8 @@ CHECKOUT_ENTRIES = (
     ".git",
     ".gitignore",
     ".venv",
+    "CITATION.cff",
+    "LICENSE",
     "Makefile",
     "README.md",
     "Snakefile",

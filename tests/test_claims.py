@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -103,3 +105,10 @@ def test_claims_need_their_methods():
     assert list(out["claim"]) == ["sp_ndcg"]  # no dp: neither dp claim has evidence
     empty = claims.claims(pd.DataFrame(columns=comparisons.COLUMNS), tolerance=0.01)
     assert empty.empty and list(empty.columns) == claims.COLUMNS
+
+
+def test_a_baseline_of_zero_gives_no_relative_claim():
+    rows = [comparison("sp", 64, "basic", "NDCG@10", 0.0, 0.0, 0.0, mean_baseline=0.0)]  # random weights: NDCG 0
+    found = claims.claims(pd.DataFrame(rows).astype({"steps": "Int64"}), tolerance=0.01).iloc[0]
+    assert found["verdict"] == "inconclusive" and math.isnan(found["estimate"])
+    assert "| – |" in claims.markdown(pd.DataFrame([found]))
