@@ -31,7 +31,7 @@ import pandas as pd
 
 from opera import claims, comparisons, time_to_quality
 from opera import methods as method_registry
-from opera.io import read_json, read_train_log, write_text
+from opera.io import read_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +192,11 @@ def _check_one_precision(frame: pd.DataFrame) -> None:
             )
 
 
-def train_seconds_from_logs(train_logs: Mapping[tuple, str | Path]) -> dict[tuple, float]:
-    """{(*run, step): elapsed} from {run: train_log path}, run = (dataset, model, method, seed, budget)."""
+def train_seconds_from_logs(train_logs: Mapping[tuple, Sequence[Mapping]]) -> dict[tuple, float]:
+    """{(*run, step): elapsed} from {run: train log entries}, run = (dataset, model, method, seed, budget)."""
     seconds = {}
-    for run, path in train_logs.items():
-        for entry in read_train_log(path):
+    for run, entries in train_logs.items():
+        for entry in entries:
             seconds[(*run, int(entry["step"]))] = float(entry["elapsed"])
     return seconds
 

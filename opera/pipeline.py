@@ -530,10 +530,11 @@ def aggregate(
 
     for path in train_logs.values():  # a finished run records its log's checksum
         io.verify_dir(Path(path).parent)
+    logs = {run: io.read_train_log(path) for run, path in train_logs.items()}  # read once: times and diagnostics
     frames = agg.aggregate(
         metrics_paths,
         tables_dir,
-        agg.train_seconds_from_logs(train_logs),
+        agg.train_seconds_from_logs(logs),
         ttq_tolerance=ttq_tolerance,
         equivalence_margin=equivalence_margin,
         rank_pretrain=rank_pretrain,
@@ -546,7 +547,7 @@ def aggregate(
     written += plots.training_time(frames["final"], plots_dir)
     if not frames["long"]["main_run"].all():  # the grid has extra budgets
         written += plots.metric_vs_budget(frames["budgets"], plots_dir)
-    diagnostics = agg.sampler_diagnostics({run: io.read_train_log(path) for run, path in train_logs.items()})
+    diagnostics = agg.sampler_diagnostics(logs)
     agg.write_table(agg.diagnostics_summary(diagnostics), Path(tables_dir) / "sampler_diagnostics.csv")
     if train_logs:  # a plot only where something trained (a pretrain-only config has a header-only table)
         main_steps = frames["long"].groupby("model")["step"].max()  # main runs only: budgets end earlier
