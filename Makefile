@@ -1,5 +1,6 @@
 # The two set-up commands of the README: `make run` and `make test`.
-# Each creates .venv on first use; a second call reinstalls nothing unless pyproject.toml changed.
+# Each creates .venv on first use; a second call reinstalls nothing unless pyproject.toml or
+# constraints.txt changed.
 # `make run CONFIG=config/pretrain_check.yaml` runs another config; every config writes to its own
 # results folder (results/<config file stem>, or the config's results_dir).
 PYTHON ?= python3
@@ -14,10 +15,11 @@ RESULTS_DIR = $$($(VENV)/bin/python -m opera.preflight results-dir $(CONFIG))
 
 # --no-compile: pip would byte-compile every module of every package (88 s of a 2-core machine's
 # install); Python compiles the ones a job imports on first use instead (about 10 s, once).
-$(STAMP): pyproject.toml
+# -c constraints.txt: the exact tested versions (pyproject.toml itself declares compatible ranges).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet --no-compile -e '.[test,lint]'
+	$(VENV)/bin/python -m pip install --quiet --no-compile -c constraints.txt -e '.[test,lint]'
 	touch $@
 
 run: $(STAMP)

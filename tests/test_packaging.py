@@ -1,5 +1,7 @@
 """Packaging: a non-editable install works on its own (schema, registry and shipped datasets are
-package data), environment.yml pins what pyproject.toml pins, and every README link resolves."""
+package data), pyproject.toml declares ranges that admit the tested versions of constraints.txt,
+environment.yml pins those versions, an install beside another torch keeps it, and every README
+link resolves."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 import opera
 
@@ -38,7 +42,34 @@ def _pins(requirements) -> dict[str, str]:
     return pins
 
 
-def test_environment_yml_pins_what_pyproject_pins():
+# The exact tested versions, one `name==version` per line (make installs with `pip -c` this file).
+CONSTRAINTS = _pins(
+    line for line in (ROOT / "constraints.txt").read_text().splitlines() if line.strip() and not line.startswith("#")
+)
+DECLARED = [
+    Requirement(text)
+    for text in [
+        *PYPROJECT["project"]["dependencies"],
+        *(text for extra in PYPROJECT["project"]["optional-dependencies"].values() for text in extra),
+    ]
+]
+
+
+def test_pyproject_declares_ranges_that_admit_the_tested_versions():
+    """Ranges, not pins (a user's own torch stays), and each admits what constraints.txt says was tested."""
+    for requirement in DECLARED:
+        name = _normalize(requirement.name)
+        assert name in CONSTRAINTS, f"{name}: no tested version in constraints.txt"
+        tested = Version(CONSTRAINTS[name])
+        assert requirement.specifier.contains(tested), (str(requirement), str(tested))
+        assert not any(spec.operator in ("==", "===") for spec in requirement.specifier), f"{requirement}: a pin"
+        # the next patch release is admitted too: a bug-fix release never forces a downgrade
+        assert requirement.specifier.contains(Version(f"{tested.major}.{tested.minor}.{tested.micro + 1}")), str(
+            requirement
+        )
+
+
+def test_environment_yml_pins_the_tested_versions():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert env["channels"][0] == "conda-forge" and "pytorch" not in env["channels"], env["channels"]
     conda, pip = {}, {}
@@ -53,8 +84,64 @@ def test_environment_yml_pins_what_pyproject_pins():
             required = re.fullmatch(r">=(\d+)\.(\d+)", PYPROJECT["project"]["requires-python"]).groups()
             assert tuple(map(int, version.split("."))) >= tuple(map(int, required))
     assert not set(conda) & set(pip), "a package both from conda and from pip"
-    project = _pins(PYPROJECT["project"]["dependencies"]) | _pins(PYPROJECT["project"]["optional-dependencies"]["test"])
-    assert {**conda, **pip} == project
+    wanted = [*PYPROJECT["project"]["dependencies"], *PYPROJECT["project"]["optional-dependencies"]["test"]]
+    assert {**conda, **pip} == {
+        _normalize(Requirement(text).name): CONSTRAINTS[_normalize(Requirement(text).name)] for text in wanted
+    }
+
+
+def _stub_wheel(folder: Path, name: str, version: str) -> Path:
+    """An empty wheel that only says it is ``name`` ``version``: what pip sees of an installed torch."""
+    import base64
+    import hashlib
+    import zipfile
+
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: opera-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text)}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+def test_install_beside_another_torch_patch_keeps_it(tmp_path):
+    """`pip install .` into a venv that holds another torch patch release (a stub of 2.13.<tested+1>)
+    resolves without touching it: pip's own report of what it would install names no torch. Needs
+    the package index pip is configured with (it resolves every dependency)."""
+    tested = Version(CONSTRAINTS["torch"])
+    theirs = f"{tested.major}.{tested.minor}.{tested.micro + 1}"
+    venv = tmp_path / "theirs"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--no-deps", str(_stub_wheel(tmp_path, "torch", theirs))], check=True)
+    report = tmp_path / "report.json"
+    source = tmp_path / "source"  # pip builds in place; the checkout stays clean
+    shutil.copytree(ROOT / "opera", source / "opera", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    resolved = subprocess.run(
+        [*pip, "install", "--dry-run", "--report", str(report), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert resolved.returncode == 0, resolved.stderr[-3000:]
+    import json
+
+    planned = {
+        item["metadata"]["name"].lower(): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert "torch" not in planned, f"pip would replace their torch {theirs} with {planned.get('torch')}"
+    assert "opera" in planned
 
 
 def test_declared_dependencies_are_imported():
