@@ -1,5 +1,5 @@
 # OPERA: data-pruned finetuning of dense retrievers.
-# download -> score -> prune -> finetune -> index -> evaluate -> aggregate, for every
+# download -> score -> prune -> finetune -> index -> evaluate -> publish, aggregate, for every
 # dataset x model x method x seed in the config. Logic lives in the `opera` package;
 # rules only wire files, workflow_scripts/ only translate.
 import os
@@ -28,6 +28,7 @@ include: "rules/mine.smk"
 include: "rules/finetune.smk"
 include: "rules/index.smk"
 include: "rules/evaluate.smk"
+include: "rules/publish.smk"
 include: "rules/aggregate.smk"
 
 
@@ -43,3 +44,4 @@ rule all:
     default_target: True
     input:
         rules.aggregate.output,
+        [models_dir(*run) for run in finetune_runs()],

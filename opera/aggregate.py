@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from opera import claims, comparisons, time_to_quality
+from opera import claims, comparisons, html_tables, time_to_quality
 from opera import methods as method_registry
 from opera.io import read_json, write_text
 
@@ -378,7 +378,7 @@ def results_tables(
             time = "–"
         else:
             time = _fmt(row["train_seconds_mean"], row["train_seconds_std"], n, digits=1)
-        ids = [str(row["dataset"]), str(row["model"]), str(row["method"])]
+        ids = [str(row["dataset"]), str(row["model"]), method_registry.display_name(row["method"])]
         md_rows.append(
             ids + [f"**{c}**" if best[m][i] else c for m, c in zip(shown, cells, strict=True)] + [time, str(n)]
         )
@@ -455,12 +455,17 @@ def write_avg_rank(ranks: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     for i, row in ranks.iterrows():
         value = f"{row['avg_rank']:.2f}"
         md_rows.append(
-            [str(row["model"]), str(row["method"]), f"**{value}**" if best[i] else value, str(row["n_cells"])]
+            [
+                str(row["model"]),
+                method_registry.display_name(row["method"]),
+                f"**{value}**" if best[i] else value,
+                str(row["n_cells"]),
+            ]
         )
         tex_rows.append(
             [
                 _tex_escape(row["model"]),
-                _tex_escape(row["method"]),
+                _tex_escape(method_registry.display_name(row["method"])),
                 f"\\textbf{{{value}}}" if best[i] else value,
                 str(row["n_cells"]),
             ]
@@ -522,7 +527,7 @@ def write_paper_table(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     header = ["dataset", "model", "method", *shown, *(f"Δ{m} % [95% CI]" for m in PAPER_DELTAS), "avg rank"]
     rows = []
     for _, row in table.iterrows():
-        cells = [str(row["dataset"]), str(row["model"]), str(row["method"])]
+        cells = [str(row["dataset"]), str(row["model"]), method_registry.display_name(row["method"])]
         cells += ["–" if math.isnan(row[m]) else f"{row[m]:.4f}" for m in shown]
         for metric in PAPER_DELTAS:
             pct = row[f"{metric}_pct"]
@@ -566,6 +571,23 @@ def budget_table(long: pd.DataFrame, metrics: Sequence[str] = MAIN_METRICS) -> p
         columns[f"{name}_std"] = (name, "std")
     table = finals.groupby(["dataset", "model", "method", "budget", "main_run"], sort=False).agg(**columns)
     return _sort(table.reset_index(), ["dataset", "model", "method", "budget"])
+
+
+# --- the report's pages ------------------------------------------------------------------------------
+
+
+def write_html_pages(tables_dir: str | Path, frames: Mapping[str, pd.DataFrame]) -> list[Path]:
+    """``<stem>.html`` of every report table: from its ``.md`` where it has one, else from its frame
+    in ``frames`` (so that Snakemake's report shows tables, not only CSV downloads)."""
+    tables_dir = Path(tables_dir)
+    written = []
+    for stem, title in html_tables.REPORT_TABLES.items():
+        markdown = tables_dir / f"{stem}.md"
+        if markdown.exists():
+            written.append(html_tables.write_markdown_page(markdown, title))
+        else:
+            written.append(html_tables.write_frame_page(frames[stem], tables_dir / f"{stem}.html", title))
+    return written
 
 
 # --- everything ------------------------------------------------------------------------------------

@@ -238,6 +238,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         return _run_finetune_job(args.job)
     from opera import methods, pipeline, pruning
     from opera.config import method_params, model_settings
+    from opera.tracking import Tracking
 
     config = load_config(args.config)
     dataset = _one_of(config, "datasets", args.dataset, "--dataset")
@@ -304,6 +305,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
         title_join=config["data"]["title_join"],
         out_dir=out,
         work_dir=results / "finetune_work" / run,
+        tracking_settings=Tracking.for_run(config, dataset, model, method, seed, settings.max_steps),
     )
     steps = sorted(out.glob("step*"), key=lambda p: int(p.name[4:]))
     _print_table([("finetuned", str(out))] + [("checkpoint", str(step)) for step in steps])
@@ -314,9 +316,12 @@ def _run_finetune_job(job_file: Path) -> int:
     """One finetuning job described by a JSON file (the workflow runs this under torchrun)."""
     from opera import io, pipeline
     from opera.settings import ModelSettings
+    from opera.tracking import Tracking
 
     job = io.read_json(job_file)
     job["settings"] = ModelSettings.from_dict(job["settings"])
+    if job.get("tracking_settings"):
+        job["tracking_settings"] = Tracking.from_dict(job["tracking_settings"])
     pipeline.finetune(**job)
     return 0
 

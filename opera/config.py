@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema
 
-from opera import methods
+from opera import methods, tracking
 from opera.settings import ModelSettings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -134,6 +134,14 @@ def validate_config(config: dict) -> dict:
                 f"config key 'datasets.{name}.splits': {dataset['splits']} has no 'train' split, but methods "
                 f"{trained} finetune on it; add a train split or use methods: [pretrain]"
             )
+    absent = sorted(set(config["display_names"]) - set(config["methods"]))
+    if absent:
+        raise ConfigError(f"config key 'display_names': {absent} are not methods of this config ({config['methods']})")
+    if missing := tracking.missing_backends(config["tracking"]["backends"]):
+        raise ConfigError(
+            f"config key 'tracking.backends': {missing} named but not installed (pip install {' '.join(missing)}), "
+            "or take them out of the list"
+        )
     preflight.check_batch_sizes(config)
     preflight.check_negatives(config)
     # Sorted keys everywhere: Snakemake compares params by their text, so the same settings written

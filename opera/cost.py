@@ -250,6 +250,7 @@ def job_counts(config: dict) -> Counter:
         1 for _, model, method, _ in pruned if method_params(config, method, model).get("mine_after_prune")
     )
     counts["finetune"] = len({(r.dataset, r.model, r.method, r.seed, r.budget) for r in trained})
+    counts["publish"] = counts["finetune"]  # each finished run's checkpoints, with model cards
     counts["index"] = len(trained)
     counts["evaluate"] = len(runs)
     counts["aggregate"] = 1

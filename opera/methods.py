@@ -11,6 +11,8 @@ when it brings a new ``params_key``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -126,3 +128,28 @@ def order_key(name: str) -> tuple[int, str]:
     """Sort key: registry order, then unknown names alphabetically."""
     known = names()
     return (known.index(name), "") if name in known else (len(known), name)
+
+
+# --- display names ---------------------------------------------------------------------------------
+
+# The config's `display_names` while plots and the report's tables are drawn (opera.pipeline.aggregate):
+# a scoped setting, so the same process draws another config's figures with its own names.
+_DISPLAY_NAMES: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "display_names", default=MappingProxyType({})
+)
+
+
+def display_name(name: str) -> str:
+    """What plots and the Markdown, LaTeX and HTML tables call ``name``: the config's display name,
+    else the method's id (CSV tables always hold the id)."""
+    return _DISPLAY_NAMES.get().get(name, name)
+
+
+@contextlib.contextmanager
+def display_names(names: Mapping[str, str] | None):
+    """Use ``names`` (method -> display name) for :func:`display_name` inside the block."""
+    token = _DISPLAY_NAMES.set(dict(names or {}))
+    try:
+        yield
+    finally:
+        _DISPLAY_NAMES.reset(token)

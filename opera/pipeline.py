@@ -20,6 +20,7 @@ from opera import data as data_mod
 from opera import embedding_store, io, metrics, pruning, scoring
 from opera.embedding_store import EmbeddingStore, StoreLayout
 from opera.settings import EncoderSettings, Mining, ModelSettings
+from opera.tracking import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +231,12 @@ def finetune(
     out_dir: str | Path,
     work_dir: str | Path,
     stop_after: int | None = None,
+    tracking_settings: Tracking | None = None,
 ) -> dict:
     """Reads the prepared data, the scored pairs, the mined negatives and the method's kept pairs; writes
     the finished run (checkpoints, train_log.jsonl, run.json) to ``out_dir``, resuming from
-    ``work_dir`` if an earlier attempt left checkpoints there."""
+    ``work_dir`` if an earlier attempt left checkpoints there; its curves also go to
+    ``tracking_settings`` (opera.tracking) while it trains."""
     from opera import training
 
     dataset = data_mod.read_prepared(data_dir)
@@ -259,6 +262,7 @@ def finetune(
         work_dir,
         stop_after=stop_after,
         data_fingerprint=fingerprint,
+        tracking_settings=tracking_settings,
     )
 
 
@@ -274,7 +278,7 @@ def finetune_job(*, gpus: int = 0, **job) -> dict | None:
         job_file = Path(f"{job['work_dir']}.job.json")  # beside the work dir, which the trainer owns
         job_file.parent.mkdir(parents=True, exist_ok=True)
         serialized = {
-            k: (v.to_dict() if isinstance(v, ModelSettings) else str(v) if isinstance(v, Path) else v)
+            k: (v.to_dict() if isinstance(v, ModelSettings | Tracking) else str(v) if isinstance(v, Path) else v)
             for k, v in job.items()
         }
         job_file.write_text(json.dumps(serialized))
@@ -502,7 +506,35 @@ def evaluate(
     return record
 
 
-# --- 7. aggregate -----------------------------------------------------------------------------------
+# --- 7. publish -------------------------------------------------------------------------------------
+
+
+def publish(
+    *,
+    finetune_dir: str | Path,
+    metrics_paths: list[str | Path],
+    out_dir: str | Path,
+    settings: ModelSettings,
+    method_params: dict,
+    tracking_settings: Tracking | None = None,
+) -> list[Path]:
+    """Reads a finished finetune run and its checkpoints' metrics.json; writes each evaluated
+    checkpoint as a model folder with a model card into ``out_dir`` and the metrics to the run's
+    tracking (opera.publish)."""
+    from opera import publish as publish_mod
+
+    io.verify_dir(finetune_dir)  # the run's log and run.json, as the finetune job recorded them
+    return publish_mod.publish_run(
+        finetune_dir=finetune_dir,
+        metrics_paths=metrics_paths,
+        out_dir=out_dir,
+        settings=settings,
+        method_params=method_params,
+        tracking_settings=tracking_settings,
+    )
+
+
+# --- 8. aggregate -----------------------------------------------------------------------------------
 
 
 def aggregate(
@@ -516,6 +548,7 @@ def aggregate(
     equivalence_margin: float = 0.01,
     rank_pretrain: bool = True,
     global_batch: dict[str, int] | None = None,
+    display_names: dict[str, str] | None = None,
 ) -> list[Path]:
     """Reads every metrics.json (with its per_query.parquet) and train log; writes the tables to
     ``tables_dir`` and the plots to ``plots_dir``.
@@ -523,8 +556,36 @@ def aggregate(
     ``train_logs`` maps (dataset, model, method, seed, budget) to a run's train_log.jsonl (the
     source of training wall times and sampler diagnostics); ``cards`` lists pruning data cards as
     {dataset, model, pruner, score_pairs, pruned_pairs, train_logs: {method: train_log path}};
-    ``global_batch`` maps a model to the queries of one optimizer step.
+    ``global_batch`` maps a model to the queries of one optimizer step; ``display_names`` (method
+    -> name) label the plots and the Markdown, LaTeX and HTML tables (the CSVs keep method ids).
     """
+    from opera import methods as method_registry
+
+    with method_registry.display_names(display_names):  # plots and the tables' md, tex and html
+        return _aggregate(
+            metrics_paths,
+            tables_dir,
+            plots_dir,
+            train_logs,
+            cards,
+            ttq_tolerance,
+            equivalence_margin,
+            rank_pretrain,
+            global_batch,
+        )
+
+
+def _aggregate(
+    metrics_paths,
+    tables_dir,
+    plots_dir,
+    train_logs,
+    cards,
+    ttq_tolerance,
+    equivalence_margin,
+    rank_pretrain,
+    global_batch,
+) -> list[Path]:
     from opera import aggregate as agg
     from opera import plots
 
@@ -548,7 +609,9 @@ def aggregate(
     if not frames["long"]["main_run"].all():  # the grid has extra budgets
         written += plots.metric_vs_budget(frames["budgets"], plots_dir)
     diagnostics = agg.sampler_diagnostics(logs)
-    agg.write_table(agg.diagnostics_summary(diagnostics), Path(tables_dir) / "sampler_diagnostics.csv")
+    summary = agg.diagnostics_summary(diagnostics)
+    agg.write_table(summary, Path(tables_dir) / "sampler_diagnostics.csv")
+    agg.write_html_pages(tables_dir, frames | {"sampler_diagnostics": summary})
     if train_logs:  # a plot only where something trained (a pretrain-only config has a header-only table)
         main_steps = frames["long"].groupby("model")["step"].max()  # main runs only: budgets end earlier
         for (dataset, model), cell in diagnostics.groupby(["dataset", "model"], sort=True):

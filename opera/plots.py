@@ -16,6 +16,7 @@ import pandas as pd
 
 from opera import methods as method_registry
 from opera.aggregate import MAIN_METRICS, _final_rows
+from opera.methods import display_name
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def _method_line(ax, method: str, x, y, band=None) -> None:
         marker=method_marker(method),
         markersize=8 if emphasis else 5,
         linewidth=2.4 if emphasis else 1.5,
-        label=method,
+        label=display_name(method),
         zorder=3 if emphasis else 2,
     )
     if band is not None:
@@ -130,7 +131,11 @@ def metric_vs_progress(
                 runs = group[group["method"] == method]
                 if not _trains(method):
                     ax.axhline(
-                        runs[metric].mean(), color=method_color(method), linestyle="--", linewidth=1.5, label=method
+                        runs[metric].mean(),
+                        color=method_color(method),
+                        linestyle="--",
+                        linewidth=1.5,
+                        label=display_name(method),
                     )
                     continue
                 curve = (
@@ -147,7 +152,7 @@ def metric_vs_progress(
                     color=method_color(reference),
                     linestyle=":",
                     linewidth=1.3,
-                    label=f"{reference} final",
+                    label=f"{display_name(reference)} final",
                 )
             ax.set_xlabel(label + unit)
             ax.set_ylabel(metric)
@@ -161,7 +166,7 @@ def metric_vs_progress(
             0.01,
             -0.02,
             f"Lines: mean over {seeds} seed(s) at each evaluated checkpoint; bands: ± 1 standard deviation "
-            f"over seeds; dashed: pretrained model; dotted: {reference}'s final value.",
+            f"over seeds; dashed: pretrained model; dotted: {display_name(reference)}'s final value.",
             fontsize=9,
             ha="left",
             va="top",
@@ -229,7 +234,7 @@ def training_time(final: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         top = float(np.nanmax(means + stds)) if len(means) else 1.0
         for pos, mean, std in zip(positions, means, stds, strict=True):
             ax.text(mean + std + 0.01 * top, pos, f"{mean:,.1f} s", va="center", ha="left", fontsize=10)
-        ax.set_yticks(positions, methods)
+        ax.set_yticks(positions, [display_name(method) for method in methods])
         ax.invert_yaxis()
         ax.set_xlim(0, top * 1.25 if top > 0 else 1.0)
         ax.set_xlabel("training wall time (s)")
@@ -284,7 +289,10 @@ def _score_panel(ax, scores: pd.DataFrame, pruner: str) -> None:
         color=["#bdbdbd", method_color(pruner)],
         edgecolor="white",
         linewidth=0.4,
-        label=[f"pruned by {pruner} (n={len(pruned):,})", f"kept by {pruner} (n={len(kept):,})"],
+        label=[
+            f"pruned by {display_name(pruner)} (n={len(pruned):,})",
+            f"kept by {display_name(pruner)} (n={len(kept):,})",
+        ],
     )
     ax.set_xlabel("base-model cosine score of positive pair")
     ax.set_ylabel("pairs (count)")
@@ -297,11 +305,11 @@ def _final_coverage_panel(ax, scores: pd.DataFrame, pruner: str, has_kept: bool,
     n_queries = scores["query_id"].nunique()
     labels, fractions, colors = [], [], []
     if has_kept and n_queries:
-        labels.append(f"{pruner}\n(kept pairs)")
+        labels.append(f"{display_name(pruner)}\n(kept pairs)")
         fractions.append(scores.loc[scores["kept"], "query_id"].nunique() / n_queries)
         colors.append(method_color(pruner))
     for method in _ordered(curves):
-        labels.append(f"{method}\n(seen)")
+        labels.append(f"{display_name(method)}\n(seen)")
         fractions.append(curves[method][-1][1])
         colors.append(method_color(method))
     positions = np.arange(len(labels))
@@ -329,7 +337,7 @@ def _coverage_curve_panel(ax, curves: Mapping[str, list]) -> None:
             marker=method_marker(method),
             markersize=4,
             linewidth=2.2 if _highlighted(method) else 1.4,
-            label=method,
+            label=display_name(method),
         )
     ax.set_xlabel("training step")
     ax.set_ylabel("fraction of train queries seen")
@@ -415,13 +423,15 @@ def schedules(train_logs: Mapping[str, Sequence[Mapping]], out_path_stem: str | 
             color = method_color(method)
             steps, x = _sampler_series(dynamic[method], "x")
             if steps:
-                ax.step(steps, x, where="post", color=color, linewidth=2, label=f"{method}: x(t)")
+                ax.step(steps, x, where="post", color=color, linewidth=2, label=f"{display_name(method)}: x(t)")
             steps, c = _sampler_series(dynamic[method], "c")
             if steps:
-                twin.plot(steps, c, color=color, linestyle="--", linewidth=1.4, label=f"{method}: c(t)")
+                twin.plot(steps, c, color=color, linestyle="--", linewidth=1.4, label=f"{display_name(method)}: c(t)")
             steps, threshold = _sampler_series(dynamic[method], "query_threshold")
             if steps:
-                axes["threshold"].step(steps, threshold, where="post", color=color, linewidth=1.8, label=method)
+                axes["threshold"].step(
+                    steps, threshold, where="post", color=color, linewidth=1.8, label=display_name(method)
+                )
         ax.set_xlabel("training step")
         ax.set_ylabel("query-level strength x(t) (solid)")
         twin.set_ylabel("document-level cutoff c(t) (dashed)")
@@ -439,7 +449,13 @@ def schedules(train_logs: Mapping[str, Sequence[Mapping]], out_path_stem: str | 
         width = 0.8 / len(infobatch)
         for i, method in enumerate(_ordered(infobatch)):
             epochs, shares = zip(*infobatch[method], strict=True)
-            ax.bar(np.array(epochs) + i * width, shares, width=width, color=method_color(method), label=method)
+            ax.bar(
+                np.array(epochs) + i * width,
+                shares,
+                width=width,
+                color=method_color(method),
+                label=display_name(method),
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel("share of training queries skipped")
         ax.set_title("InfoBatch pruning per epoch")
@@ -477,7 +493,7 @@ def sampler_diagnostics(frame: pd.DataFrame, out_path_stem: str | Path, title: s
             band = curve["std"].fillna(0.0).to_numpy() if (curve["size"] > 1).any() else None
             color = method_color(method)
             width = 2.2 if _highlighted(method) else 1.4
-            ax.plot(curve.index, curve["mean"], color=color, linewidth=width, label=method)
+            ax.plot(curve.index, curve["mean"], color=color, linewidth=width, label=display_name(method))
             if band is not None:
                 ax.fill_between(curve.index, curve["mean"] - band, curve["mean"] + band, color=color, alpha=0.15)
         if values.empty:

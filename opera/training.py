@@ -33,9 +33,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from opera import encoders, io, precision
+from opera import encoders, io, precision, tracking
 from opera.sampling import Batch, PairIndex, Sampler, make_sampler
 from opera.settings import ModelSettings
+from opera.tracking import Tracker, Tracking
 
 log = logging.getLogger(__name__)
 
@@ -404,6 +405,7 @@ def finetune(
     work_dir: str | Path,
     stop_after: int | None = None,
     data_fingerprint: dict | None = None,
+    tracking_settings: Tracking | None = None,
 ) -> dict:
     """Finetune ``settings.encoder.path`` with ``method``; write checkpoints and the train log to ``out_dir``.
 
@@ -412,7 +414,9 @@ def finetune(
     from, e.g. its files' checksums and the passage format). A run of the same job that finished
     in ``work_dir`` is published again, not trained again. One process at a time owns ``work_dir``
     (a lock beside it): a second waits. ``stop_after`` stops (resumably) after that many steps in
-    this call: for tests and time-sliced schedulers. Returns a run summary (also written as ``run.json``).
+    this call: for tests and time-sliced schedulers. ``tracking_settings``: where the train log's
+    scalars also go while training (opera.tracking; not part of the job: it changes no result).
+    Returns a run summary (also written as ``run.json``).
     """
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     env = init_distributed()
@@ -439,7 +443,9 @@ def finetune(
         _barrier(env)
         if (work_dir / FINISHED_FILE).exists():
             return io.read_json(work_dir / FINISHED_FILE)
-        return _train(data, settings, method, method_params, seed, out_dir, work_dir, env, stop_after)
+        return _train(
+            data, settings, method, method_params, seed, out_dir, work_dir, env, stop_after, tracking_settings
+        )
 
 
 def _train(
@@ -452,6 +458,7 @@ def _train(
     work_dir: Path,
     env: Dist,
     stop_after: int | None,
+    tracking_settings: Tracking | None = None,
 ) -> dict:
     """The loop of :func:`finetune`, from the newest checkpoint in ``work_dir`` (a claimed work folder)."""
     global_batch = settings.batch_size * env.world
@@ -466,6 +473,7 @@ def _train(
     if checkpoint:
         trainer.restore(torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True))
     log_handle = _open_log(work_dir / LOG_FILE, start_step, env)
+    tracker = Tracker(tracking_settings, "train", resumed_at=start_step) if env.main and tracking_settings else None
 
     from tqdm.auto import tqdm
 
@@ -482,6 +490,8 @@ def _train(
             if env.main:
                 log_handle.write(json.dumps(entry) + "\n")
                 log_handle.flush()
+                if tracker:
+                    tracker.log(tracking.scalars(entry), step)
                 progress.set_postfix(loss=f"{entry['loss']:.4f}")
             if step in checkpoints:
                 _save_checkpoint(trainer.model, work_dir / f"step{step}", env, trainer.state(step))
@@ -491,6 +501,8 @@ def _train(
     finally:
         if log_handle:
             log_handle.close()
+        if tracker:
+            tracker.close()
 
     summary = {
         "method": method,

@@ -22,6 +22,7 @@ rule aggregate:
         claims_md=table_file("claims.md"),
         budgets=_report_table("budgets.csv"),
         runs=table_file("runs.csv"),
+        pages=[_report_page(stem) for stem in opera_html_tables.REPORT_TABLES],
         plots=[_report_plot(path) for path in plot_files("png")],
         plots_pdf=plot_files("pdf"),
     log:
@@ -39,6 +40,7 @@ rule aggregate:
         equivalence_margin=config["aggregate"]["equivalence_margin"],
         global_batch=opera_cost.global_batches(config),
         rank_pretrain=config["aggregate"]["rank_pretrain"],
+        display_names=config["display_names"],
         tables_dir=lambda wildcards, output: os.path.dirname(output.results),
         plots_dir=lambda wildcards, output: os.path.dirname(output.plots[0]),
     script:

@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 from opera import config as opera_config
 from opera import cost as opera_cost
 from opera import embedding_store as opera_embedding_store
+from opera import html_tables as opera_html_tables
 from opera import data as opera_data
 from opera import methods as method_registry
 from opera import preflight
@@ -90,6 +91,11 @@ def prune_file(name, dataset="{dataset}", model="{model}", method="{method}", su
 def finetune_dir(dataset="{dataset}", model="{model}", method="{method}", seed="{seed}", budget="{budget}"):
     """A finetune run of ``budget`` steps (the model's max_steps for the main run)."""
     return f"{RESULTS}/finetune/{dataset}/{model}/{method}/seed{seed}/budget{budget}"
+
+
+def models_dir(dataset="{dataset}", model="{model}", method="{method}", seed="{seed}", budget="{budget}"):
+    """A finetune run's evaluated checkpoints as model folders with model cards (rule publish)."""
+    return f"{RESULTS}/models/{dataset}/{model}/{method}/seed{seed}/budget{budget}"
 
 
 def finetune_work_dir(dataset, model, method, seed, budget):
@@ -251,6 +257,16 @@ def run_meta(wildcards):
 # --- inputs and params of aggregate ---
 
 
+def run_metrics(wildcards):
+    """metrics.json of every evaluated checkpoint of one finetune run (rule publish)."""
+    this = (wildcards.dataset, wildcards.model, wildcards.method, int(wildcards.seed), int(wildcards.budget))
+    return [
+        run_file("evaluate", "metrics.json", run.dataset, run.model, run.run_id)
+        for run in opera_config.grid(config)
+        if (run.dataset, run.model, run.method, run.seed, run.budget) == this
+    ]
+
+
 def finetune_runs():
     """(dataset, model, method, seed, budget) of every finetune run in the grid."""
     return [
@@ -309,8 +325,14 @@ def _report_plot(path):
 
 
 def _report_table(name):
+    """A table's CSV: offered for download in the report (its HTML page, below, shows it)."""
     stem = name.split(".")[0]
-    return report(table_file(name), caption=f"../report/{stem}.rst", category="Tables")
+    return report(table_file(name), caption=f"../report/{stem}.rst", category="Table files (CSV)")
+
+
+def _report_page(stem):
+    """A table's HTML page (opera.html_tables): shown as a table in the report."""
+    return report(table_file(f"{stem}.html"), caption=f"../report/{stem}.rst", category="Tables")
 
 
 def job_resource(stage, name):

@@ -11,7 +11,8 @@ import pytest
 from scipy import stats
 
 from opera import aggregate as agg
-from opera import comparisons, io, time_to_quality, uncertainty
+from opera import comparisons, html_tables, io, time_to_quality, uncertainty
+from opera import methods as method_registry
 from opera.io import save_table, write_json
 
 MODEL = "m"
@@ -362,3 +363,35 @@ def test_precisions_are_recorded_in_runs_and_one_per_dataset_and_model(paths, tm
     store_elsewhere = {"train": "fp32", "corpus": "bf16", "queries": "fp32"}
     assert agg.precision_label(store_elsewhere) == "train fp32, corpus bf16, queries fp32"
     assert agg.precision_label(None) == "unrecorded"
+
+
+def test_display_names_label_the_readable_tables_and_html_pages_but_not_the_csvs(paths, tmp_path):
+    """`display_names` rename a method in the md, tex and html tables (and plots); CSVs keep its id.
+    The report's HTML pages show the tables as tables: bold best cells kept, numbers right-aligned."""
+    tables = tmp_path / "tables"
+    with method_registry.display_names({"dp": "OPERA-DP"}):
+        out = agg.aggregate(paths, tables)
+        pages = agg.write_html_pages(tables, out | {"sampler_diagnostics": out["budgets"].head(0)})
+    assert method_registry.display_name("dp") == "dp"  # the names hold inside the block only
+    for name in ("results.md", "results.tex", "avg_rank.md", "paper.md", "results.html", "paper.html"):
+        text = (tables / name).read_text()
+        assert "OPERA-DP" in text and "| dp " not in text, name
+    assert (
+        "dp" in set(pd.read_csv(tables / "results.csv")["method"])
+        and "OPERA-DP" not in (tables / "runs.csv").read_text()
+    )
+    assert sorted(page.name for page in pages) == sorted(f"{stem}.html" for stem in html_tables.REPORT_TABLES)
+    results = (tables / "results.html").read_text()
+    assert "<table>" in results and '<td class="r"><strong>0.4500 ± 0.0141</strong></td>' in results
+    assert "<td>OPERA-DP</td>" in results and "**" not in results
+    comparisons_page = (tables / "comparisons.html").read_text()
+    assert comparisons_page.count("<tr") == len(out["comparisons"]) + 1  # a header row and one per comparison
+
+
+def test_html_page_escapes_cell_text():
+    page = html_tables.markdown_page("a <note> & more\n\n| m | v |\n| :- | -: |\n| <b> | **1** |\n", "T")
+    assert (
+        "&lt;note&gt; &amp; more" in page
+        and "<td>&lt;b&gt;</td>" in page
+        and '<td class="r"><strong>1</strong></td>' in page
+    )

@@ -90,6 +90,7 @@ def test_paper_dag_job_counts_offline(tmp_path):
         "mine": 16,  # sp mines after pruning, as the authors did (docs/comparability.md D6)
         "index": evaluated - 16,  # pretrain is evaluated on score's corpus embeddings
         "evaluate": evaluated,
+        "publish": 16 * trained,  # each finetune run's checkpoints with model cards
         "aggregate": 1,
         "all": 1,
     }

@@ -19,11 +19,20 @@ pytestmark = pytest.mark.workflow
 SMOKE = ROOT / "config" / "smoke.yaml"
 BASE = yaml.safe_load(SMOKE.read_text())
 # the smoke grid: pretrain + basic, sp, dp at 2 checkpoints each
-TRAINED_RUNS = {"finetune": 3, "index": 6, "evaluate": 6, "aggregate": 1, "all": 1}
+TRAINED_RUNS = {"finetune": 3, "index": 6, "evaluate": 6, "publish": 3, "aggregate": 1, "all": 1}
 BASE_DP = validate_config(yaml.safe_load(SMOKE.read_text()))["method_params"]["dp"]
-SP_ONLY = {"prune": 1, "finetune": 1, "index": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+SP_ONLY = {"prune": 1, "finetune": 1, "index": 2, "evaluate": 2, "publish": 1, "aggregate": 1, "all": 1}
 # pretrain is evaluated on score's corpus embeddings: no index job of its own
-EVERYTHING_BUT_DOWNLOAD = {"score": 1, "prune": 3, "finetune": 3, "index": 6, "evaluate": 7, "aggregate": 1, "all": 1}
+EVERYTHING_BUT_DOWNLOAD = {
+    "score": 1,
+    "prune": 3,
+    "finetune": 3,
+    "index": 6,
+    "evaluate": 7,
+    "publish": 3,
+    "aggregate": 1,
+    "all": 1,
+}
 
 
 def _with(block: str, **values) -> dict:
@@ -33,7 +42,10 @@ def _with(block: str, **values) -> dict:
 SWITCHES = {
     # D1: an extra column; no training changes. The checkpoints' corpus embeddings were deleted once
     # evaluated (evaluation.keep_embeddings: false), so evaluating again encodes them again
-    "authors_ndcg": (_with("evaluation", authors_ndcg=True), {"index": 6, "evaluate": 7, "aggregate": 1, "all": 1}),
+    "authors_ndcg": (
+        _with("evaluation", authors_ndcg=True),
+        {"index": 6, "evaluate": 7, "publish": 3, "aggregate": 1, "all": 1},
+    ),
     # D3: passage text changes every embedding, pretrain included; the prepared tables stay
     "text_only": (_with("data", title_join="text_only"), EVERYTHING_BUT_DOWNLOAD),
     # D4: the negatives of every trained method (the score stage writes them)
@@ -65,7 +77,7 @@ def test_a_new_budget_plans_its_runs_and_the_full_budget_reuses_the_main_run(smo
     full = write_config(tmp_path / "full.yaml", SMOKE, budgets=[1.0])
     assert plan(smoke_run, full) == {}
     half = write_config(tmp_path / "half.yaml", SMOKE, budgets=[0.5, 1.0], budget_methods=["basic", "dp"])
-    assert plan(smoke_run, half) == {"finetune": 2, "index": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+    assert plan(smoke_run, half) == {"finetune": 2, "index": 2, "evaluate": 2, "publish": 2, "aggregate": 1, "all": 1}
 
 
 def test_a_budget_run_ends_its_schedules_at_its_budget(smoke_run, tmp_path):

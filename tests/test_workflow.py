@@ -59,6 +59,72 @@ def test_smoke_run_writes_tables_plots_and_benchmarks(smoke_run):
     assert not (results / "index").exists() and len(list((results / "logs" / "index").rglob("*.log"))) == 6
 
 
+def test_runs_are_published_with_model_cards_and_tensorboard_curves(smoke_run):
+    """Each finetune run's evaluated checkpoints are model folders with a model card naming the base
+    model, dataset, method, steps, seed and metrics, weights readable by the group and hard-linked
+    (no copy); `tensorboard --logdir results/smoke/` finds a train and an eval run per finetune run
+    with loss, learning rate, the sampler's state and the checkpoints' metrics."""
+    import stat
+
+    from tensorboard.backend.event_processing import event_multiplexer
+
+    from opera import io
+
+    results = results_dir(smoke_run, SMOKE)
+    curves = event_multiplexer.EventMultiplexer()
+    curves.AddRunsFromDirectory(str(results))
+    curves.Reload()
+    for method in ("basic", "sp", "dp"):
+        run = f"scifact/all-MiniLM-L6-v2/{method}/seed42/budget4"
+        for step in (2, 4):
+            folder = results / "models" / run / f"step{step}"
+            io.verify_dir(folder)
+            metrics = io.read_json(results / "evaluate" / run / f"step{step}" / "metrics.json")["metrics"]
+            card = (folder / "README.md").read_text()
+            for fact in (
+                "base_model: sentence-transformers/all-MiniLM-L6-v2",
+                f"all-MiniLM-L6-v2 finetuned on scifact with OPERA's {method} (step {step})",
+                f"- `method`: {method}",
+                f"- `steps`: {step}",
+                "- `seed`: 42",
+                f"value: {metrics['NDCG@10']}",
+                f"{metrics['NDCG@10']:.4f}",
+                f'SentenceTransformer("{folder.relative_to(smoke_run)}")',  # as the workflow names it
+                '"max_length": 24',  # the query side's length, for encode_query
+                "@article{fang2026opera",
+            ):
+                assert fact in card, (method, step, fact)
+            weights = folder / "model.safetensors"
+            assert weights.stat().st_mode & stat.S_IRGRP
+            assert (
+                weights.stat().st_ino
+                == (results / "finetune" / run / f"step{step}" / "model.safetensors").stat().st_ino
+            )
+        train = curves.Scalars(f"tensorboard/{run}/train", "train/loss")
+        assert [event.step for event in train] == [1, 2, 3, 4]
+        tags = set(curves.Runs()[f"tensorboard/{run}/train"]["scalars"])
+        assert {"train/lr", "train/elapsed_seconds", "sampler/queries_seen"} <= tags
+        if method == "dp":
+            assert {"sampler/x", "sampler/c", "sampler/tau"} <= tags
+        evaluated = curves.Scalars(f"tensorboard/{run}/eval", "eval/NDCG@10")
+        expected = [
+            io.read_json(results / "evaluate" / run / f"step{s}" / "metrics.json")["metrics"]["NDCG@10"] for s in (2, 4)
+        ]
+        assert [event.step for event in evaluated] == [2, 4]
+        assert [event.value for event in evaluated] == pytest.approx(expected, abs=1e-6)
+
+
+def test_report_shows_the_tables_as_tables(smoke_run, tmp_path):
+    """Snakemake's report embeds each table's HTML page (it would offer a CSV only as a download)."""
+    report = tmp_path / "report.html"
+    snakemake(smoke_run, SMOKE, "--cores", "1", "--report", str(report))
+    text = report.read_text()
+    for stem in ("results", "avg_rank", "paper", "comparisons", "claims"):
+        assert f"{stem}.html" in text, stem
+    assert '"Tables"' in text and '"Table files (CSV)"' in text
+    assert "mailto:NDCG" not in text  # NDCG@10 in captions is not an e-mail address
+
+
 def test_nothing_to_do_after_a_run(smoke_run):
     assert plan(smoke_run, SMOKE) == {}
 
@@ -82,18 +148,34 @@ def test_configs_write_to_their_own_results_dirs(smoke_run, tmp_path):
 
 def test_adding_a_method_plans_only_its_jobs(smoke_run, tmp_path):
     config = write_config(tmp_path / "more.yaml", SMOKE, methods=["pretrain", "basic", "sp", "dp", "random"])
-    assert plan(smoke_run, config) == {"prune": 1, "finetune": 1, "index": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+    assert plan(smoke_run, config) == {
+        "prune": 1,
+        "finetune": 1,
+        "index": 2,
+        "evaluate": 2,
+        "publish": 1,
+        "aggregate": 1,
+        "all": 1,
+    }
 
 
 def test_changing_max_steps_reruns_finetuning_and_what_follows(smoke_run, tmp_path):
     config = write_config(tmp_path / "longer.yaml", SMOKE, model={"max_steps": 6})
     planned = plan(smoke_run, config)
-    assert planned == {"finetune": 3, "index": 9, "evaluate": 9, "aggregate": 1, "all": 1}
+    assert planned == {"finetune": 3, "index": 9, "evaluate": 9, "publish": 3, "aggregate": 1, "all": 1}
 
 
 def test_changing_a_method_parameter_reruns_only_that_method(smoke_run, tmp_path):
     config = write_config(tmp_path / "sp.yaml", SMOKE, method_params={"sp": {"kept_pct": 0.5}})
-    assert plan(smoke_run, config) == {"prune": 1, "finetune": 1, "index": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+    assert plan(smoke_run, config) == {
+        "prune": 1,
+        "finetune": 1,
+        "index": 2,
+        "evaluate": 2,
+        "publish": 1,
+        "aggregate": 1,
+        "all": 1,
+    }
 
 
 # --- a killed driver loses nothing ---------------------------------------------------------------

@@ -15,5 +15,6 @@ job.run(
         equivalence_margin=snakemake.params.equivalence_margin,
         global_batch=snakemake.params.global_batch,
         rank_pretrain=snakemake.params.rank_pretrain,
+        display_names=snakemake.params.display_names,
     ),
 )

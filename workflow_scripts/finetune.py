@@ -1,6 +1,7 @@
-from opera import job, pipeline
+from opera import job, pipeline, tracking
 from opera.settings import ModelSettings
 
+wc = snakemake.wildcards
 job.run(
     snakemake,
     lambda: pipeline.finetune_job(
@@ -16,5 +17,9 @@ job.run(
         out_dir=snakemake.output[0],
         work_dir=snakemake.params.work_dir,
         gpus=snakemake.resources.gpu,
+        # from the config, not a param: where curves go changes no result, so it reruns nothing
+        tracking_settings=tracking.Tracking.for_run(
+            snakemake.config, wc.dataset, wc.model, wc.method, int(wc.seed), int(wc.budget)
+        ),
     ),
 )
