@@ -31,6 +31,12 @@ from opera.settings import ModelSettings
 
 
 def prepare(root: Path, settings: ModelSettings, docs: int, queries: int) -> training.TrainingData:
+    prepare_files(root, settings, docs, queries)
+    return training_data(root)
+
+
+def prepare_files(root: Path, settings: ModelSettings, docs: int, queries: int) -> None:
+    """The NFCorpus slice prepared (root/data) and scored by the base model (root/score)."""
     config = validate_config(
         {
             "datasets": {"nfcorpus": {"subsample": {"docs": docs, "queries": {"train": queries}}}},
@@ -49,6 +55,10 @@ def prepare(root: Path, settings: ModelSettings, docs: int, queries: int) -> tra
         title_join="space",
         out_dir=root / "score",
     )
+
+
+def training_data(root: Path) -> training.TrainingData:
+    """What the trainer draws from, built from :func:`prepare_files`' folders."""
     dataset = pipeline.data_mod.read_prepared(root / "data")
     pairs = io.load_table(root / "score" / "pairs.parquet")
     return training.TrainingData.build(

@@ -142,6 +142,13 @@ def validate_config(config: dict) -> dict:
             f"config key 'tracking.backends': {missing} named but not installed (pip install {' '.join(missing)}), "
             "or take them out of the list"
         )
+    for name, model in config["models"].items():  # a mini-batch as large as the batch caches nothing
+        mini = model.get("mini_batch_size")
+        if mini is not None and mini >= model["batch_size"]:
+            raise ConfigError(
+                f"config key 'models.{name}.mini_batch_size': {mini} is not below batch_size {model['batch_size']}, "
+                "so gradient caching would change nothing; lower it, or remove it to encode the batch in one pass"
+            )
     preflight.check_batch_sizes(config)
     preflight.check_negatives(config)
     # Sorted keys everywhere: Snakemake compares params by their text, so the same settings written

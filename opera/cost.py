@@ -159,7 +159,10 @@ def throughput(config: dict, model: str) -> Throughput:
     tokens_per_step = settings.batch_size * (
         settings.encoder.query_max_length + settings.group_size * settings.encoder.passage_max_length
     )
-    step_flops = 6 * params * tokens_per_step * (4 / 3 if settings.gradient_checkpointing else 1)
+    # 2 params x tokens for a forward pass, 4 for its backward; gradient checkpointing forwards once
+    # more in the backward, and gradient caching once more before it (opera.gradcache)
+    passes = 6 + (2 if settings.gradient_checkpointing else 0) + (2 if settings.mini_batch_size else 0)
+    step_flops = params * tokens_per_step * passes
     return Throughput(
         flops / passage_flops,
         flops / step_flops,
@@ -299,6 +302,18 @@ def format_plan(config: dict) -> str:
     ]
     for model in config["models"]:
         lines.append(f"- {model}: {throughput(config, model).source}")
+        settings = model_settings(config, model)
+        if trained_methods(config):
+            gpus = max(1, finetune_gpus(config, model))
+            caching = (
+                f", gradient caching in mini-batches of {settings.mini_batch_size} queries (one more forward a step)"
+                if settings.mini_batch_size
+                else ""
+            )
+            lines.append(
+                f"- {model}: global batch {global_batch(config, model)} queries = batch_size {settings.batch_size} "
+                f"x {gpus} process{'es' if gpus > 1 else ''}{caching}"
+            )
     lines += [
         f"- embeddings stored as {config['evaluation']['embedding_dtype']}; checkpoints as float32; "
         f"at most cost.concurrent_jobs={cost['concurrent_jobs']} checkpoint embeddings exist at once "

@@ -96,22 +96,33 @@ class ModelSettings:
     mask_false_negatives: bool
     # Keep the EOS token the tokenizer appends (Qwen3) in training (evaluation always keeps it).
     train_append_eos: bool
+    # Gradient caching (opera.gradcache): encode a process's batch this many queries (and their
+    # passages) at a time, with the full batch's loss and in-batch negatives. None: one pass.
+    mini_batch_size: int | None = None
+
+    # Optional keys: absent from a model entry means their default, and a default is left out of
+    # to_dict, so that runs made before the key existed keep their parameters (and rerun nothing).
+    OPTIONAL = ("mini_batch_size",)
 
     @classmethod
     def from_dict(cls, entry: dict) -> ModelSettings:
         """From a flat resolved model entry (the config's form); every field must be there, no other."""
         own = {f.name for f in dataclasses.fields(cls)} - {"encoder"}
         expected = own | {f.name for f in dataclasses.fields(EncoderSettings)}
-        missing, unknown = sorted(expected - set(entry)), sorted(set(entry) - expected)
+        missing, unknown = sorted(expected - set(entry) - set(cls.OPTIONAL)), sorted(set(entry) - expected)
         if missing or unknown:
             raise ValueError(f"model settings: missing keys {missing}, unknown keys {unknown}")
-        values = {name: entry[name] for name in own}
+        values = {name: entry[name] for name in own if name in entry}
         values["mining"] = Mining(**entry["mining"])
         return cls(encoder=EncoderSettings.from_dict(entry), **values)
 
     def to_dict(self) -> dict:
         """The flat form of the config."""
         flat = dataclasses.asdict(self)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in self.OPTIONAL:
+            if flat[name] == defaults[name]:
+                del flat[name]
         return {**flat.pop("encoder"), **flat}
 
     @property

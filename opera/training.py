@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from opera import encoders, io, precision, tracking
+from opera import encoders, gradcache, io, precision, tracking
 from opera.sampling import Batch, PairIndex, Sampler, make_sampler
 from opera.settings import ModelSettings
 from opera.tracking import Tracker, Tracking
@@ -588,9 +588,23 @@ def train_step(
     q_features = encoders.tokenize_side(model, settings.encoder, "query", q_texts, append_eos=eos)
     p_texts = [data.doc_texts[d] for d in local_docs]
     p_features = encoders.tokenize_side(model, settings.encoder, "passage", p_texts, append_eos=eos)
-    with precision.autocast(env.device, settings.precision):
-        q = encoders.embed(model, q_features)
-        p = encoders.embed(model, p_features)
+    cached = None
+    if settings.mini_batch_size:  # gradient caching: the same loss, a mini-batch's activations at a time
+
+        def encode(features):
+            with precision.autocast(env.device, settings.precision):
+                return encoders.embed(model, features)
+
+        rows = settings.mini_batch_size
+        cached = (
+            gradcache.CachedEncoding(encode, q_features, rows, env.device),
+            gradcache.CachedEncoding(encode, p_features, rows * group, env.device),
+        )
+        q, p = (side.embeddings for side in cached)
+    else:
+        with precision.autocast(env.device, settings.precision):
+            q = encoders.embed(model, q_features)
+            p = encoders.embed(model, p_features)
     p_all = _gather_with_grad(p, env)
     label_cols = (np.arange(len(local_queries)) + local.start) * group
     if settings.mask_false_negatives:
@@ -603,6 +617,8 @@ def train_step(
     loss = (weights * per_query).mean()
 
     scaler.scale(loss).backward()
+    for side in cached or ():  # the (scaled) gradients of the embeddings, through the model
+        side.backward()
     _average_gradients(params, env)
     scaler.unscale_(optimizer)  # a no-op without fp16's scaler: the norm below is the true gradient's
     if settings.grad_clip > 0:

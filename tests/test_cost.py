@@ -39,7 +39,7 @@ def test_plan_prints_the_table_totals_and_assumptions(capsys, offline):
     assert cli.main(["plan", "--config", str(PAPER)]) == 0
     text = capsys.readouterr().out
     assert "triviaqa" in text and "21015324" in text
-    assert "jobs: download 8, score 16, prune 64, mine 16, finetune 64, index 512, evaluate 528" in text
+    assert "jobs: download 8, score 16, prune 64, mine 16, finetune 64, publish 64, index 512, evaluate 528" in text
     assert "assumptions:" in text and "35% of A100 peak 312 TFLOP/s" in text and "ir_datasets" in text
 
 
