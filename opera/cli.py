@@ -225,9 +225,9 @@ def _add_finetune(subparsers) -> argparse.ArgumentParser:
         "checkpoints go to RESULTS_DIR/finetune/DATASET/MODEL/METHOD/seedSEED/budgetSTEPS/stepK/.",
     )
     _add_dataset_model(parser)
-    parser.add_argument(
-        "--method", help="required: a finetuning method (basic, sp, random, infobatch, dp, dp_query, dp_doc)"
-    )
+    from opera import methods  # the registry names the choices: a new method appears here by itself
+
+    parser.add_argument("--method", help=f"required: a finetuning method ({', '.join(methods.trained())})")
     parser.add_argument("--seed", type=int, help="random seed (default: the config's first seed)")
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # the workflow's torchrun workers
     return parser

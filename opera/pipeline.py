@@ -618,6 +618,17 @@ def _aggregate(
             main = cell[cell["budget"] == main_steps.get(model)]
             stem = plots_dir / f"{dataset}__{model}__sampler_diagnostics"
             written += plots.sampler_diagnostics(main, stem, title=f"{dataset} · {model}")
+        # the samplers' schedules, from each method's main run of the first seed (whether or not the
+        # config has a pruning card: the workflow declares the plot for any non-uniform sampler)
+        first_seed = min(seed for _, _, _, seed, _ in logs)
+        for dataset, model in sorted({(d, m) for d, m, _, _, _ in logs}):
+            main = {
+                method: entries
+                for (d, m, method, seed, budget), entries in logs.items()
+                if (d, m, seed, budget) == (dataset, model, first_seed, main_steps.get(model))
+            }
+            stem = plots_dir / f"{dataset}__{model}__schedules"
+            written += plots.schedules(main, stem, title=f"{dataset} · {model}")
     for card in cards or []:
         logs = {method: io.read_train_log(path) for method, path in card["train_logs"].items()}
         stem = plots_dir / f"{card['dataset']}__{card['model']}__pruning_card"
@@ -630,5 +641,4 @@ def _aggregate(
             pruner=card["pruner"],
             title=title,
         )
-        written += plots.schedules(logs, plots_dir / f"{card['dataset']}__{card['model']}__schedules", title=title)
     return written

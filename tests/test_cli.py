@@ -149,3 +149,13 @@ def test_score_finetune_and_evaluate_a_checkpoint(tmp_path, capsys):
     (run / "step2" / io.DIR_CHECKSUMS).unlink()  # a run's step folder is verified, never taken for a plain one
     with pytest.raises(io.CorruptArtifactError, match="no checksums.json"):
         main(["evaluate", "--config", str(config), "--checkpoint", str(run / "step2")])
+
+
+def test_method_help_lists_the_registry(capsys):
+    """The help text names every finetuning method of the registry, read from it (not a list by hand)."""
+    from opera import methods
+
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"a finetuning method ({', '.join(methods.trained())})" in text

@@ -74,7 +74,9 @@ def test_per_model_method_params_override_the_global_ones(key):
         }
     )
     name = "prune_ratio" if key == "infobatch" else "kept_pct"
-    assert method_params(config, key, "bge-large-en-v1.5")[name] == 0.75 if key == "sp" else 0.25
+    override = 0.75 if key == "sp" else 0.25
+    assert config["method_params"][key][name] != override  # the global value, which the override must replace
+    assert method_params(config, key, "bge-large-en-v1.5")[name] == override
     assert method_params(config, key, "all-MiniLM-L6-v2") == config["method_params"][key]
 
 

@@ -103,3 +103,16 @@ def test_report_captions_render_metric_names_as_text():
     for caption in sorted((ROOT / "report").glob("*.rst")):
         html = publish_parts(caption.read_text(), writer="html")["body"]
         assert "mailto:" not in html, caption.name
+
+
+def test_no_assert_is_a_conditional_expression():
+    """`assert x == a if cond else b` reads as `assert (x == a) if cond else b`: on the else branch it
+    asserts b, which is truthy, and passes whatever x is. Put the expected value in a name first."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Assert) and isinstance(node.test, ast.IfExp):
+                found.append(f"{path.name}:{node.lineno}")
+    assert not found, f"asserts of a conditional expression (always true on one branch): {found}"

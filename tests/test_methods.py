@@ -23,7 +23,10 @@ def test_every_entry_names_a_known_pruner_sampler_and_params_block():
     params = _load_schema()["properties"]["method_params"]["properties"]
     for name, method in methods.METHODS.items():
         assert method.pruner is None or method.pruner in PRUNERS, name
-        assert (method.sampler in SAMPLERS) if method.trains else method.sampler is None, name
+        if method.trains:
+            assert method.sampler in SAMPLERS, name
+        else:
+            assert method.sampler is None, name
         assert method.params_key is None or method.params_key in params, name
 
 
