@@ -35,8 +35,9 @@ report: $(STAMP)
 check-reference: $(STAMP)
 	$(VENV)/bin/python -m opera.reference "$(RESULTS_DIR)"
 
+# Two workers (pytest-xdist); tests that share a session fixture run on one (tests/conftest.py).
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadgroup
 
 # The smoke config through a one-node SLURM that the test starts and stops (tools/local_slurm.sh).
 test-slurm: $(STAMP)

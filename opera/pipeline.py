@@ -559,86 +559,61 @@ def aggregate(
     ``global_batch`` maps a model to the queries of one optimizer step; ``display_names`` (method
     -> name) label the plots and the Markdown, LaTeX and HTML tables (the CSVs keep method ids).
     """
-    from opera import methods as method_registry
-
-    with method_registry.display_names(display_names):  # plots and the tables' md, tex and html
-        return _aggregate(
-            metrics_paths,
-            tables_dir,
-            plots_dir,
-            train_logs,
-            cards,
-            ttq_tolerance,
-            equivalence_margin,
-            rank_pretrain,
-            global_batch,
-        )
-
-
-def _aggregate(
-    metrics_paths,
-    tables_dir,
-    plots_dir,
-    train_logs,
-    cards,
-    ttq_tolerance,
-    equivalence_margin,
-    rank_pretrain,
-    global_batch,
-) -> list[Path]:
     from opera import aggregate as agg
+    from opera import methods as method_registry
     from opera import plots
 
-    for path in train_logs.values():  # a finished run records its log's checksum
-        io.verify_dir(Path(path).parent)
-    logs = {run: io.read_train_log(path) for run, path in train_logs.items()}  # read once: times and diagnostics
-    frames = agg.aggregate(
-        metrics_paths,
-        tables_dir,
-        agg.train_seconds_from_logs(logs),
-        ttq_tolerance=ttq_tolerance,
-        equivalence_margin=equivalence_margin,
-        rank_pretrain=rank_pretrain,
-        global_batch=global_batch,
-    )
-    plots_dir = Path(plots_dir)
-    written = []
-    for x in plots.PROGRESS_AXES:
-        written += plots.metric_vs_progress(frames["main"], plots_dir, x=x)
-    written += plots.training_time(frames["final"], plots_dir)
-    if not frames["long"]["main_run"].all():  # the grid has extra budgets
-        written += plots.metric_vs_budget(frames["budgets"], plots_dir)
-    diagnostics = agg.sampler_diagnostics(logs)
-    summary = agg.diagnostics_summary(diagnostics)
-    agg.write_table(summary, Path(tables_dir) / "sampler_diagnostics.csv")
-    agg.write_html_pages(tables_dir, frames | {"sampler_diagnostics": summary})
-    if train_logs:  # a plot only where something trained (a pretrain-only config has a header-only table)
-        main_steps = frames["long"].groupby("model")["step"].max()  # main runs only: budgets end earlier
-        for (dataset, model), cell in diagnostics.groupby(["dataset", "model"], sort=True):
-            main = cell[cell["budget"] == main_steps.get(model)]
-            stem = plots_dir / f"{dataset}__{model}__sampler_diagnostics"
-            written += plots.sampler_diagnostics(main, stem, title=f"{dataset} · {model}")
-        # the samplers' schedules, from each method's main run of the first seed (whether or not the
-        # config has a pruning card: the workflow declares the plot for any non-uniform sampler)
-        first_seed = min(seed for _, _, _, seed, _ in logs)
-        for dataset, model in sorted({(d, m) for d, m, _, _, _ in logs}):
-            main = {
-                method: entries
-                for (d, m, method, seed, budget), entries in logs.items()
-                if (d, m, seed, budget) == (dataset, model, first_seed, main_steps.get(model))
-            }
-            stem = plots_dir / f"{dataset}__{model}__schedules"
-            written += plots.schedules(main, stem, title=f"{dataset} · {model}")
-    for card in cards or []:
-        logs = {method: io.read_train_log(path) for method, path in card["train_logs"].items()}
-        stem = plots_dir / f"{card['dataset']}__{card['model']}__pruning_card"
-        title = f"{card['dataset']} · {card['model']}"
-        written += plots.pruning_card(
-            io.load_table(card["score_pairs"]),
-            io.load_table(card["pruned_pairs"]),
-            logs,
-            stem,
-            pruner=card["pruner"],
-            title=title,
+    with method_registry.display_names(display_names):  # plots and the tables' md, tex and html
+        for path in train_logs.values():  # a finished run records its log's checksum
+            io.verify_dir(Path(path).parent)
+        logs = {run: io.read_train_log(path) for run, path in train_logs.items()}  # read once: times and diagnostics
+        frames = agg.aggregate(
+            metrics_paths,
+            tables_dir,
+            agg.train_seconds_from_logs(logs),
+            ttq_tolerance=ttq_tolerance,
+            equivalence_margin=equivalence_margin,
+            rank_pretrain=rank_pretrain,
+            global_batch=global_batch,
         )
-    return written
+        plots_dir = Path(plots_dir)
+        written = []
+        for x in plots.PROGRESS_AXES:
+            written += plots.metric_vs_progress(frames["main"], plots_dir, x=x)
+        written += plots.training_time(frames["final"], plots_dir)
+        if not frames["long"]["main_run"].all():  # the grid has extra budgets
+            written += plots.metric_vs_budget(frames["budgets"], plots_dir)
+        diagnostics = agg.sampler_diagnostics(logs)
+        summary = agg.diagnostics_summary(diagnostics)
+        agg.write_table(summary, Path(tables_dir) / "sampler_diagnostics.csv")
+        agg.write_html_pages(tables_dir, frames | {"sampler_diagnostics": summary})
+        if train_logs:  # a plot only where something trained (a pretrain-only config has a header-only table)
+            main_steps = frames["long"].groupby("model")["step"].max()  # main runs only: budgets end earlier
+            for (dataset, model), cell in diagnostics.groupby(["dataset", "model"], sort=True):
+                main = cell[cell["budget"] == main_steps.get(model)]
+                stem = plots_dir / f"{dataset}__{model}__sampler_diagnostics"
+                written += plots.sampler_diagnostics(main, stem, title=f"{dataset} · {model}")
+            # the samplers' schedules, from each method's main run of the first seed (whether or not the
+            # config has a pruning card: the workflow declares the plot for any non-uniform sampler)
+            first_seed = min(seed for _, _, _, seed, _ in logs)
+            for dataset, model in sorted({(d, m) for d, m, _, _, _ in logs}):
+                main = {
+                    method: entries
+                    for (d, m, method, seed, budget), entries in logs.items()
+                    if (d, m, seed, budget) == (dataset, model, first_seed, main_steps.get(model))
+                }
+                stem = plots_dir / f"{dataset}__{model}__schedules"
+                written += plots.schedules(main, stem, title=f"{dataset} · {model}")
+        for card in cards or []:
+            logs = {method: io.read_train_log(path) for method, path in card["train_logs"].items()}
+            stem = plots_dir / f"{card['dataset']}__{card['model']}__pruning_card"
+            title = f"{card['dataset']} · {card['model']}"
+            written += plots.pruning_card(
+                io.load_table(card["score_pairs"]),
+                io.load_table(card["pruned_pairs"]),
+                logs,
+                stem,
+                pruner=card["pruner"],
+                title=title,
+            )
+        return written

@@ -110,26 +110,33 @@ def test_cached_step_has_the_uncached_gradients_and_scores(tiny, data, family, c
             torch.testing.assert_close(ours, theirs, **TOLERANCE)
 
 
+def _finetune_dp(scored: Path, settings: ModelSettings, out: Path, work: Path, stop_after: int | None = None):
+    """Three steps of dp (seed 5) through the pipeline's own loop on the smoke slice."""
+    return pipeline.finetune(
+        data_dir=scored / "data",
+        pairs_path=scored / "score/pairs.parquet",
+        negatives_path=scored / "score/negatives.parquet",
+        kept_pairs_path=scored / "score/pairs.parquet",
+        settings=settings,
+        method="dp",
+        method_params=method_params(SMOKE_CONFIG, "dp"),
+        seed=5,
+        title_join="space",
+        out_dir=out,
+        work_dir=work,
+        stop_after=stop_after,
+    )
+
+
 @pytest.mark.parametrize("family", ["bert", "qwen3"])
 def test_cached_runs_end_with_the_uncached_weights_and_sampler(tiny, smoke_scored, family):
     """Three dp steps (AdamW, the pipeline's loop) with and without caching, same seed and batches."""
 
     def run(name: str, **changes):
-        settings = _settings(family, tiny[family], **changes)
-        pipeline.finetune(
-            data_dir=smoke_scored / "data",
-            pairs_path=smoke_scored / "score/pairs.parquet",
-            negatives_path=smoke_scored / "score/negatives.parquet",
-            kept_pairs_path=smoke_scored / "score/pairs.parquet",
-            settings=settings,
-            method="dp",
-            method_params=method_params(SMOKE_CONFIG, "dp"),
-            seed=5,
-            title_join="space",
-            out_dir=smoke_scored / "gc" / family / name,
-            work_dir=smoke_scored / "gc-work" / family / name,
-        )
         out = smoke_scored / "gc" / family / name
+        _finetune_dp(
+            smoke_scored, _settings(family, tiny[family], **changes), out, smoke_scored / "gc-work" / family / name
+        )
         return load_file(str(next((out / "step3").rglob("model.safetensors")))), io.read_train_log(
             out / "train_log.jsonl"
         )
@@ -227,20 +234,7 @@ def test_a_cached_run_with_dropout_resumes_to_identical_weights(tiny, smoke_scor
     settings = _settings("bert", path, mini_batch_size=3)
 
     def run(name: str, stop_after=None):
-        return pipeline.finetune(
-            data_dir=smoke_scored / "data",
-            pairs_path=smoke_scored / "score/pairs.parquet",
-            negatives_path=smoke_scored / "score/negatives.parquet",
-            kept_pairs_path=smoke_scored / "score/pairs.parquet",
-            settings=settings,
-            method="dp",
-            method_params=method_params(SMOKE_CONFIG, "dp"),
-            seed=5,
-            title_join="space",
-            out_dir=tmp_path / "out" / name,
-            work_dir=tmp_path / "work" / name,
-            stop_after=stop_after,
-        )
+        return _finetune_dp(smoke_scored, settings, tmp_path / "out" / name, tmp_path / "work" / name, stop_after)
 
     run("straight")
     assert run("resumed", stop_after=1) == {"stopped_at": 1}

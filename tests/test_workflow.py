@@ -146,17 +146,13 @@ def test_configs_write_to_their_own_results_dirs(smoke_run, tmp_path):
     assert (theirs / "logs" / "download" / "scifact.log").is_file() and not (smoke_run / "logs").exists()
 
 
+# the jobs of one more trained method at the smoke grid: its pairs, run, 2 checkpoints, publish, tables
+ONE_METHOD = {"prune": 1, "finetune": 1, "index": 2, "evaluate": 2, "publish": 1, "aggregate": 1, "all": 1}
+
+
 def test_adding_a_method_plans_only_its_jobs(smoke_run, tmp_path):
     config = write_config(tmp_path / "more.yaml", SMOKE, methods=["pretrain", "basic", "sp", "dp", "random"])
-    assert plan(smoke_run, config) == {
-        "prune": 1,
-        "finetune": 1,
-        "index": 2,
-        "evaluate": 2,
-        "publish": 1,
-        "aggregate": 1,
-        "all": 1,
-    }
+    assert plan(smoke_run, config) == ONE_METHOD
 
 
 def test_changing_max_steps_reruns_finetuning_and_what_follows(smoke_run, tmp_path):
@@ -167,15 +163,7 @@ def test_changing_max_steps_reruns_finetuning_and_what_follows(smoke_run, tmp_pa
 
 def test_changing_a_method_parameter_reruns_only_that_method(smoke_run, tmp_path):
     config = write_config(tmp_path / "sp.yaml", SMOKE, method_params={"sp": {"kept_pct": 0.5}})
-    assert plan(smoke_run, config) == {
-        "prune": 1,
-        "finetune": 1,
-        "index": 2,
-        "evaluate": 2,
-        "publish": 1,
-        "aggregate": 1,
-        "all": 1,
-    }
+    assert plan(smoke_run, config) == ONE_METHOD
 
 
 # --- a killed driver loses nothing ---------------------------------------------------------------
