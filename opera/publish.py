@@ -48,7 +48,7 @@ class CheckpointEvaluation:
         self._config = {
             "split": split,
             "queries": n_queries,
-            "corpus": "the dataset's full corpus (exact search)",
+            "corpus": "the dataset's whole corpus",
             "metrics_file": metrics_file,
         }
 
