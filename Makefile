@@ -35,9 +35,10 @@ report: $(STAMP)
 check-reference: $(STAMP)
 	$(VENV)/bin/python -m opera.reference "$(RESULTS_DIR)"
 
-# Two workers (pytest-xdist); tests that share a session fixture run on one (tests/conftest.py).
+# Two workers (pytest-xdist); a session fixture (the smoke workflow run) is built on each worker
+# whose tests use it.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadgroup
+	$(VENV)/bin/python -m pytest -q -n 2
 
 # The smoke config through a one-node SLURM that the test starts and stops (tools/local_slurm.sh).
 test-slurm: $(STAMP)

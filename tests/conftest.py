@@ -63,16 +63,3 @@ def smoke_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("smoke_run")
     snakemake(workdir, SMOKE, "--cores", "2")
     return workdir
-
-
-# `make test` runs the suite on two pytest-xdist workers (--dist loadgroup). A test that uses one of
-# these session fixtures runs on the worker that builds it, so that each is built once per run.
-SHARED_FIXTURES = ("smoke_run", "families_run", "smoke_scored")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        for name in SHARED_FIXTURES:
-            if name in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(name))
-                break
