@@ -28,12 +28,11 @@ import numpy as np
 import torch
 
 from opera import encoders, training
-from opera.config import resolve_model
 from opera.sampling import make_sampler
 from opera.settings import ModelSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import prepare_files, training_data  # noqa: E402  (a sibling script)
+from train_step import minilm_settings, prepare_files, training_data  # noqa: E402  (a sibling script)
 
 
 def _rss_mb() -> float:
@@ -44,19 +43,7 @@ def _rss_mb() -> float:
 
 
 def _settings(args, mini: int | None) -> ModelSettings:
-    return ModelSettings.from_dict(
-        {
-            **resolve_model("all-MiniLM-L6-v2"),
-            "batch_size": args.batch,
-            "query_max_length": args.query_length,
-            "passage_max_length": args.passage_length,
-            "precision": args.precision,
-            "encode_precision": args.precision,
-            "max_steps": 1000,
-            "warmup_ratio": 0.0,
-            "mini_batch_size": mini,
-        }
-    )
+    return minilm_settings(args.batch, args.query_length, args.passage_length, args.precision, mini_batch_size=mini)
 
 
 def one_setting(args) -> None:

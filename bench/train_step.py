@@ -30,6 +30,24 @@ from opera.sampling import make_sampler
 from opera.settings import ModelSettings
 
 
+def minilm_settings(batch_size: int, query_length: int, passage_length: int, precision: str, **extra) -> ModelSettings:
+    """all-MiniLM-L6-v2's training settings for a timed step: no warm-up, a long schedule, ``extra``
+    fields (e.g. mini_batch_size) on top."""
+    return ModelSettings.from_dict(
+        {
+            **resolve_model("all-MiniLM-L6-v2"),
+            "batch_size": batch_size,
+            "query_max_length": query_length,
+            "passage_max_length": passage_length,
+            "precision": precision,
+            "encode_precision": precision,
+            "max_steps": 1000,
+            "warmup_ratio": 0.0,
+            **extra,
+        }
+    )
+
+
 def prepare(root: Path, settings: ModelSettings, docs: int, queries: int) -> training.TrainingData:
     prepare_files(root, settings, docs, queries)
     return training_data(root)
@@ -146,18 +164,7 @@ def main() -> None:
     parser.add_argument("--train-queries", type=int, default=200)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = ModelSettings.from_dict(
-        {
-            **resolve_model("all-MiniLM-L6-v2"),
-            "batch_size": args.batch_size,
-            "query_max_length": args.query_length,
-            "passage_max_length": args.passage_length,
-            "precision": args.precision,
-            "encode_precision": args.precision,
-            "max_steps": 1000,
-            "warmup_ratio": 0.0,
-        }
-    )
+    settings = minilm_settings(args.batch_size, args.query_length, args.passage_length, args.precision)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = prepare(root, settings, args.docs, args.train_queries)

@@ -604,14 +604,18 @@ def aggregate(
                 }
                 stem = plots_dir / f"{dataset}__{model}__schedules"
                 written += plots.schedules(main, stem, title=f"{dataset} · {model}")
+        by_path = {str(path): logs[run] for run, path in train_logs.items()}  # a card's logs are read already
         for card in cards or []:
-            logs = {method: io.read_train_log(path) for method, path in card["train_logs"].items()}
+            card_logs = {
+                method: by_path[str(path)] if str(path) in by_path else io.read_train_log(path)
+                for method, path in card["train_logs"].items()
+            }
             stem = plots_dir / f"{card['dataset']}__{card['model']}__pruning_card"
             title = f"{card['dataset']} · {card['model']}"
             written += plots.pruning_card(
                 io.load_table(card["score_pairs"]),
                 io.load_table(card["pruned_pairs"]),
-                logs,
+                card_logs,
                 stem,
                 pruner=card["pruner"],
                 title=title,
