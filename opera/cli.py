@@ -315,13 +315,15 @@ def _run_finetune(args: argparse.Namespace) -> int:
 def _run_finetune_job(job_file: Path) -> int:
     """One finetuning job described by a JSON file (the workflow runs this under torchrun)."""
     from opera import io, pipeline
-    from opera.settings import ModelSettings
+    from opera.settings import ModelSettings, Validation
     from opera.tracking import Tracking
 
     job = io.read_json(job_file)
     job["settings"] = ModelSettings.from_dict(job["settings"])
     if job.get("tracking_settings"):
         job["tracking_settings"] = Tracking.from_dict(job["tracking_settings"])
+    if job.get("validation"):
+        job["validation"] = Validation.from_dict(job["validation"])
     pipeline.finetune(**job)
     return 0
 

@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 
 from opera import methods, tracking
-from opera.settings import ModelSettings
+from opera.settings import ModelSettings, PoolMetrics, Validation
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_PATH = PACKAGE_DIR / "schema.yaml"  # package data: found the same from a checkout or an installed wheel
@@ -106,6 +106,7 @@ def validate_config(config: dict) -> dict:
     from opera import preflight  # imports this module
 
     preflight.coerce_command_line_values(config)
+    pool_keys = sorted(config.get("validation") or {})  # as written, before defaults fill the block in
     errors = sorted(_Validator(_load_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_explain(e) for e in errors))
@@ -149,6 +150,11 @@ def validate_config(config: dict) -> dict:
                 f"config key 'models.{name}.mini_batch_size': {mini} is not below batch_size {model['batch_size']}, "
                 "so gradient caching would change nothing; lower it, or remove it to encode the batch in one pass"
             )
+    if pool_keys and not any(model.get("validate_every") for model in config["models"].values()):
+        raise ConfigError(
+            f"config key 'validation': {pool_keys} set, but no model sets validate_every, so no pool is built; "
+            "set models.<model>.validate_every or remove the block"
+        )
     preflight.check_batch_sizes(config)
     preflight.check_negatives(config)
     # Sorted keys everywhere: Snakemake compares params by their text, so the same settings written
@@ -335,6 +341,19 @@ class EvaluatedRun:
         return cls(
             dataset, model, method, int(seed[len("seed") :]), int(budget[len("budget") :]), int(step[len("step") :])
         )
+
+
+def validation_of(config: dict, dataset: str, model: str) -> Validation | None:
+    """How a finetune run of ``model`` on ``dataset`` validates on its pool (opera.validation), or
+    None when the model has no ``validate_every``."""
+    if model_settings(config, model).validate_every is None:
+        return None
+    return Validation(
+        split=eval_split(config["datasets"][dataset], config["evaluation"]["split"]),
+        scoring=PoolMetrics.from_evaluation(config["evaluation"]),
+        encode_batch_size=config["evaluation"]["encode_batch_size"],
+        title_join=config["data"]["title_join"],
+    )
 
 
 def budget_steps(config: dict, model: str, method: str) -> list[int]:

@@ -13,15 +13,22 @@ Snakemake's ``attempt`` on retries.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opera import data, io, methods, pruning
 from opera.config import EvaluatedRun, grid, method_params, model_settings, trained_methods
 from opera.preflight import local_model_folder
+from opera.settings import PoolSettings
+
+if TYPE_CHECKING:  # pandas is imported where a plan is printed, not when jobs are sized
+    import pandas as pd
 
 # Peak dense bf16 (fp16 for V100) tensor FLOP/s per GPU in TFLOP/s, from the vendors' data sheets.
 GPU_PEAK_TFLOPS = {"V100": 125, "A10": 125, "A40": 150, "L40S": 362, "A100": 312, "H100": 989, "H200": 989}
@@ -55,6 +62,7 @@ class DatasetSize:
     documents: int
     eval_queries: int
     source: str  # where the counts come from
+    eval_judgments: int | None = None  # (query, document) judgments of the evaluation split, where known
 
 
 # the workflow asks once per job; the answer only changes with the dataset's entry
@@ -75,27 +83,32 @@ def _dataset_size(results_dir: str, name: str, spec: dict, eval_split: str) -> D
     if prepared.is_file():
         splits = io.read_json(prepared)["splits"]
         split = splits.get(eval_split, {})
-        return DatasetSize(split.get("documents", 0), split.get("queries", 0), str(prepared))
+        return DatasetSize(split.get("documents", 0), split.get("queries", 0), str(prepared), split.get("judged_pairs"))
     source = spec["source"]
     if source["type"] == "ir_datasets":
         import ir_datasets
 
         docs = ir_datasets.load(source["ids"][next(iter(source["ids"]))]).docs_count()
-        queries = ir_datasets.load(source["ids"][eval_split]).queries_count() if eval_split in source["ids"] else 0
+        evaluated = ir_datasets.load(source["ids"][eval_split]) if eval_split in source["ids"] else None
+        queries = evaluated.queries_count() if evaluated else 0
+        judgments = evaluated.qrels_count() if evaluated else None
         where = f"ir_datasets {ir_datasets.__version__} metadata"
     else:
         folder = _local_folder(source)
         docs, where = data.count_records(folder, "corpus"), str(folder)
         queries = data.judged_queries(folder / "qrels" / f"{eval_split}.tsv")
+        judgments = data.judgments(folder / "qrels" / f"{eval_split}.tsv")
     if docs is None:
         raise CostError(f"dataset {name!r}: its source gives no document count offline; prepare it first")
     subsample = spec.get("subsample") or {}
     if subsample.get("docs"):
         docs = min(docs, subsample["docs"])
     limit = (subsample.get("queries") or {}).get(eval_split)
+    if limit and queries and judgments:
+        judgments = round(judgments * min(1.0, limit / queries))  # the sampled queries' share of them
     if limit:
         queries = min(queries or limit, limit)
-    return DatasetSize(int(docs), int(queries or 0), where)
+    return DatasetSize(int(docs), int(queries or 0), where, judgments)
 
 
 def _local_folder(source: dict) -> Path:
@@ -197,9 +210,11 @@ def plan_rows(config: dict) -> list[dict]:
             store = size.documents * dim * BYTES[config["evaluation"]["embedding_dtype"]]
             checkpoints = sum(len(_steps_saved(settings, budget)) for _, _, budget in trainings)
             speed = throughput(config, model)
-            passages = size.documents * (1 + len(indexed))
+            pool = pool_documents(config, size) if settings.validate_every else 0
+            validations = sum(len(_validations(settings, budget)) for _, _, budget in trainings)
+            passages = size.documents * (1 + len(indexed)) + pool * validations
             steps = sum(budget for _, _, budget in trainings)
-            search_flops = 2.0 * size.eval_queries * size.documents * dim * len(cells)
+            search_flops = 2.0 * size.eval_queries * dim * (size.documents * len(cells) + pool * validations)
             gpu_seconds = (
                 passages / speed.passages_per_s
                 + steps / speed.steps_per_s * settings.gpus
@@ -217,6 +232,8 @@ def plan_rows(config: dict) -> list[dict]:
                     "finetune_jobs": len(trainings),
                     "index_jobs": len(indexed),
                     "evaluate_jobs": len(cells),
+                    "pool_documents": pool,
+                    "validations": validations,
                     "passages_encoded": passages,
                     "store_bytes": store,
                     "checkpoint_bytes": checkpoints * params * CHECKPOINT_BYTES_PER_PARAMETER,
@@ -233,6 +250,50 @@ def plan_rows(config: dict) -> list[dict]:
 
 def _steps_saved(settings, budget: int) -> list[int]:
     return [s for s in settings.checkpoint_steps() if s <= budget] if budget == settings.max_steps else [budget]
+
+
+def _validations(settings, budget: int) -> list[int]:
+    """The validated steps of a run of ``budget`` steps (its schedules end there)."""
+    return dataclasses.replace(settings, max_steps=budget).validation_steps()
+
+
+def pool_documents(config: dict, size: DatasetSize) -> int:
+    """The validation pool's size (opera.validation), estimated before it is built: the evaluation
+    split's judgments (every judged document, at most), each validation query's top candidates (at
+    most; they overlap the judged ones), and the random sample; at most the corpus."""
+    block = config["validation"]
+    queries = min(size.eval_queries, block["queries"] or size.eval_queries)
+    judged = size.eval_judgments or 0
+    if block["queries"] and size.eval_queries:
+        judged = round(judged * queries / size.eval_queries)
+    random = PoolSettings.from_dict(block).random_count(size.documents)
+    return min(size.documents, judged + queries * block["candidates"] + random)
+
+
+def curve_variants(config: dict) -> dict[str, dict]:
+    """The config with every curve point (each model's validate_every, else its eval_every) either
+    evaluated exactly on the full corpus (``exact``: eval_every at that interval, no pool) or
+    validated on the pool with only each run's last step evaluated exactly (``pool``)."""
+    variants = {}
+    for name in ("exact", "pool"):
+        variant = copy.deepcopy(config)
+        for entry in variant["models"].values():
+            every = entry.get("validate_every") or entry["eval_every"]
+            entry["eval_every"] = entry["max_steps"] if name == "pool" else every
+            entry["validate_every"] = every if name == "pool" else None
+        variants[name] = variant
+    return variants
+
+
+def curve_plans(config: dict) -> pd.DataFrame:
+    """Per dataset x model, passages encoded, GPU-hours and peak disk of both :func:`curve_variants`."""
+    import pandas as pd
+
+    frames = []
+    for name, variant in curve_variants(config).items():
+        rows = pd.DataFrame(plan_rows(variant))
+        frames.append(rows.assign(curves=name))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _pair_subset(config: dict, model: str, method: str, seed: int) -> str:
@@ -254,6 +315,9 @@ def job_counts(config: dict) -> Counter:
     )
     counts["finetune"] = len({(r.dataset, r.model, r.method, r.seed, r.budget) for r in trained})
     counts["publish"] = counts["finetune"]  # each finished run's checkpoints, with model cards
+    counts["validation_pool"] = sum(
+        1 for _ in config["datasets"] for m in config["models"] if trained and model_settings(config, m).validate_every
+    )
     counts["index"] = len(trained)
     counts["evaluate"] = len(runs)
     counts["aggregate"] = 1
@@ -324,7 +388,41 @@ def format_plan(config: dict) -> str:
         "- GPU-hours: corpus encoding (score and index, at the passage max length) + training steps x the "
         "model's gpus + exact search; model loading, data preparation and queueing are not counted",
     ]
+    if trained_methods(config):
+        lines += ["", *_curve_lines(config)]
     return "\n".join(lines)
+
+
+def _curve_lines(config: dict) -> list[str]:
+    """The plan's second part: the learning curves' points evaluated exactly vs validated on the pool."""
+    plans = curve_plans(config)
+    own = {
+        name
+        for name, variant in curve_variants(config).items()
+        if all(model_settings(variant, m) == model_settings(config, m) for m in config["models"])
+    }
+    shown = plans[["curves", "dataset", "model", "pool_documents", "validations", "index_jobs"]].copy()
+    shown["curves"] = shown["curves"].map(lambda name: name + (" (this config)" if name in own else ""))
+    shown["passages encoded"] = plans["passages_encoded"].map("{:,}".format)
+    shown["peak disk"] = plans["peak_disk_bytes"].map(human_bytes)
+    shown["GPU-hours"] = plans["gpu_hours"].map("{:,.1f}".format)
+    totals = plans.groupby("curves", sort=False)[["passages_encoded", "gpu_hours", "kept_bytes"]].sum()
+    exact, pool = totals.loc["exact"], totals.loc["pool"]
+    return [
+        "learning curves, the same points either way (each model's validate_every, else eval_every): "
+        "exact = every point's checkpoint indexed and evaluated on the full corpus; pool = every point "
+        "validated on the validation pool inside the finetune job (opera.validation) and only each run's "
+        "last checkpoint evaluated on the full corpus (the result tables are the same in both)",
+        shown.to_string(index=False),
+        f"total exact: {int(exact['passages_encoded']):,} passages, {exact['gpu_hours']:,.1f} GPU-hours; "
+        f"pool: {int(pool['passages_encoded']):,} passages, {pool['gpu_hours']:,.1f} GPU-hours "
+        f"({exact['passages_encoded'] / max(pool['passages_encoded'], 1):.1f}x fewer passages, "
+        f"{exact['gpu_hours'] / max(pool['gpu_hours'], 1e-9):.1f}x fewer GPU-hours)",
+        "- pool documents: estimated before the pool exists: the evaluation split's judgments + "
+        f"validation queries x validation.candidates ({config['validation']['candidates']}) + validation.random "
+        f"({config['validation']['random']}), at most the corpus; the pool report (validation_pool.json) "
+        "has the real size",
+    ]
 
 
 # --- resources of one job ----------------------------------------------------------------------------

@@ -142,6 +142,11 @@ def judged_queries(path: Path) -> int:
     return len({query for _, query, _, _ in _read_qrels_tsv(path)}) if path.is_file() else 0
 
 
+def judgments(path: Path) -> int | None:
+    """(query, document) lines of a BEIR qrels file (None when it does not exist)."""
+    return sum(1 for _ in _read_qrels_tsv(path)) if path.is_file() else None
+
+
 def train_queries(name: str, spec: dict) -> tuple[int, str] | None:
     """The most train queries dataset ``name`` (its resolved entry) can have once prepared, known
     without running anything, and where the number comes from; None when it is not knowable offline.
@@ -1047,6 +1052,25 @@ def passage_text_batches(data_dir: str | Path, rows: int, title_join: str) -> It
             pending, held = rest.to_batches(), rest.num_rows
     if held:
         yield passage_texts(pa.Table.from_batches(pending).to_pandas(), title_join)
+
+
+def passages_at(data_dir: str | Path, rows: np.ndarray, title_join: str) -> list[str]:
+    """The passage texts of corpus ``rows`` (ascending), read batch by batch: memory holds one
+    batch of the corpus and the wanted passages, whatever the corpus size."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) and (np.any(np.diff(rows) <= 0) or rows[0] < 0):
+        raise ValueError("passages_at: rows must be ascending, distinct and non-negative")
+    texts: list[str] = []
+    start = 0
+    for batch in _verified_corpus(data_dir).iter_batches(batch_size=65_536, columns=["title", "text"]):
+        end = start + batch.num_rows
+        mine = rows[(rows >= start) & (rows < end)] - start
+        if len(mine):
+            texts += passage_texts(batch.take(mine).to_pandas(), title_join)
+        start = end
+    if len(texts) != len(rows):
+        raise IndexError(f"{data_dir}/corpus.parquet: {start} rows, asked for row {int(rows[-1])}")
+    return texts
 
 
 class CorpusIds:

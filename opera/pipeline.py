@@ -9,6 +9,7 @@ without Snakemake. Process-wide job set-up (log files, threads, signals) is oper
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -18,8 +19,9 @@ import pandas as pd
 
 from opera import data as data_mod
 from opera import embedding_store, io, metrics, pruning, scoring
+from opera import validation as validation_mod
 from opera.embedding_store import EmbeddingStore, StoreLayout
-from opera.settings import EncoderSettings, Mining, ModelSettings
+from opera.settings import EncoderSettings, Mining, ModelSettings, PoolMetrics, PoolSettings, Validation
 from opera.tracking import Tracking
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,65 @@ def score(
         "score_mean": float(scored["score"].mean()) if len(scored) else None,
     }
     io.write_json(out_dir / "score.json", report)
+    return report
+
+
+def validation_pool(
+    *,
+    data_dir: str | Path,
+    corpus_path: str | Path,
+    encoder: EncoderSettings,
+    split: str,
+    pool: PoolSettings,
+    scoring: PoolMetrics,
+    encode_batch_size: int,
+    out_dir: str | Path,
+) -> dict:
+    """Reads the prepared qrels of ``split`` and the base model's corpus embeddings (score's);
+    writes the validation pool (opera.validation) as validation_pool.parquet (doc_id, row, reason)
+    and validation_pool.json: its queries, its size by reason, and the base model's pool metrics
+    (the curves' step 0)."""
+    from opera import encoders
+
+    began = time.perf_counter()
+    queries, qrels = _eval_qrels(data_dir, split)
+    query_ids = validation_mod.validation_queries(qrels, pool)
+    corpus = EmbeddingStore(corpus_path)
+    doc_ids = data_mod.CorpusIds(data_dir)
+    corpus.check_encoded_by(model_identity(encoder.path), encoder.path)
+    text = queries.set_index("query_id")["text"]
+    model = encoders.load(encoder)
+    query_emb = encoders.encode_side(
+        model, encoder, "query", [text[q] for q in query_ids], encode_batch_size, desc=f"{split} queries"
+    )
+    _, ranked = corpus.search(query_emb, pool.candidates) if pool.candidates else (None, np.zeros((0, 0), np.int64))
+    table = validation_mod.build_pool(qrels, query_ids, ranked, doc_ids, pool)
+    base = validation_mod.score_pool(
+        query_ids, query_emb, table, corpus.rows_at(table["row"].to_numpy()), qrels, scoring
+    )
+    out_dir = Path(out_dir)
+    io.save_table(out_dir / validation_mod.POOL_FILE, table)
+    report = {
+        "model": encoder.path,
+        "split": split,
+        "settings": dataclasses.asdict(pool),
+        "corpus_documents": len(doc_ids),
+        "documents": len(table),
+        "fraction_of_corpus": round(len(table) / len(doc_ids), 6),
+        "by_reason": {reason: int((table["reason"] == reason).sum()) for reason in validation_mod.REASONS},
+        "query_ids": list(query_ids),
+        "base_metrics": base,
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+    io.write_json(out_dir / validation_mod.POOL_REPORT, report)
+    log.info(
+        "validation pool: %d of %d documents (%.1f%%) for %d queries; base NDCG@10 %.4f on the pool",
+        len(table),
+        len(doc_ids),
+        100 * report["fraction_of_corpus"],
+        len(query_ids),
+        base.get("NDCG@10", float("nan")),
+    )
     return report
 
 
@@ -232,11 +293,14 @@ def finetune(
     work_dir: str | Path,
     stop_after: int | None = None,
     tracking_settings: Tracking | None = None,
+    validation: Validation | None = None,
+    pool_path: str | Path | None = None,
 ) -> dict:
     """Reads the prepared data, the scored pairs, the mined negatives and the method's kept pairs; writes
     the finished run (checkpoints, train_log.jsonl, run.json) to ``out_dir``, resuming from
     ``work_dir`` if an earlier attempt left checkpoints there; its curves also go to
-    ``tracking_settings`` (opera.tracking) while it trains."""
+    ``tracking_settings`` (opera.tracking) while it trains. With ``validation`` (and the model's
+    ``validate_every``) it scores the weights on the validation pool at ``pool_path`` as it trains."""
     from opera import training
 
     dataset = data_mod.read_prepared(data_dir)
@@ -252,6 +316,12 @@ def finetune(
     inputs = {"pairs": pairs_path, "negatives": negatives_path, "kept_pairs": kept_pairs_path}
     inputs |= {name: Path(data_dir) / f"{name}.parquet" for name in ("corpus", "queries")}
     fingerprint = {name: io.recorded_digest(path) for name, path in inputs.items()} | {"title_join": title_join}
+    if (validation is None) != (settings.validate_every is None) or (validation and pool_path is None):
+        raise StageError(
+            f"finetune: validate_every is {settings.validate_every}, but the job has "
+            f"{'a' if validation else 'no'} validation and {'a' if pool_path else 'no'} pool; they come together"
+        )
+    validator = validation_mod.PoolValidator(validation, pool_path, data_dir, settings.encoder) if validation else None
     return training.finetune(
         train_data,
         settings,
@@ -263,6 +333,7 @@ def finetune(
         stop_after=stop_after,
         data_fingerprint=fingerprint,
         tracking_settings=tracking_settings,
+        validator=validator,
     )
 
 
@@ -278,7 +349,13 @@ def finetune_job(*, gpus: int = 0, **job) -> dict | None:
         job_file = Path(f"{job['work_dir']}.job.json")  # beside the work dir, which the trainer owns
         job_file.parent.mkdir(parents=True, exist_ok=True)
         serialized = {
-            k: (v.to_dict() if isinstance(v, ModelSettings | Tracking) else str(v) if isinstance(v, Path) else v)
+            k: (
+                v.to_dict()
+                if isinstance(v, ModelSettings | Tracking | Validation)
+                else str(v)
+                if isinstance(v, Path)
+                else v
+            )
             for k, v in job.items()
         }
         job_file.write_text(json.dumps(serialized))
@@ -549,6 +626,7 @@ def aggregate(
     rank_pretrain: bool = True,
     global_batch: dict[str, int] | None = None,
     display_names: dict[str, str] | None = None,
+    pool_reports: dict[tuple, str | Path] | None = None,
 ) -> list[Path]:
     """Reads every metrics.json (with its per_query.parquet) and train log; writes the tables to
     ``tables_dir`` and the plots to ``plots_dir``.
@@ -557,7 +635,10 @@ def aggregate(
     source of training wall times and sampler diagnostics); ``cards`` lists pruning data cards as
     {dataset, model, pruner, score_pairs, pruned_pairs, train_logs: {method: train_log path}};
     ``global_batch`` maps a model to the queries of one optimizer step; ``display_names`` (method
-    -> name) label the plots and the Markdown, LaTeX and HTML tables (the CSVs keep method ids).
+    -> name) label the plots and the Markdown, LaTeX and HTML tables (the CSVs keep method ids);
+    ``pool_reports`` maps (dataset, model) to its validation_pool.json when runs validate on a pool:
+    then the pool's curves and time to quality are written too (validation.csv,
+    time_to_quality_pool.csv, the metric_vs_steps_pool plot), labelled as the pool's.
     """
     from opera import aggregate as agg
     from opera import methods as method_registry
@@ -583,6 +664,14 @@ def aggregate(
         written += plots.training_time(frames["final"], plots_dir)
         if not frames["long"]["main_run"].all():  # the grid has extra budgets
             written += plots.metric_vs_budget(frames["budgets"], plots_dir)
+        if pool_reports:
+            reports = {cell: io.read_json(path) for cell, path in pool_reports.items()}
+            curves = validation_mod.curves(logs, reports)
+            pool_frames = validation_mod.write_tables(curves, tables_dir, global_batch, ttq_tolerance)
+            frames |= pool_frames
+            written += plots.metric_vs_progress(
+                curves[curves["main_run"]], plots_dir, metrics=validation_mod.POOL_METRICS, pool=True
+            )
         diagnostics = agg.sampler_diagnostics(logs)
         summary = agg.diagnostics_summary(diagnostics)
         agg.write_table(summary, Path(tables_dir) / "sampler_diagnostics.csv")

@@ -109,13 +109,17 @@ def metric_vs_progress(
     x: str = "step",
     metrics: Sequence[str] = MAIN_METRICS,
     reference: str = method_registry.REFERENCE_METHOD,
+    pool: bool = False,
 ) -> list[Path]:
     """Per dataset x model, one panel per metric against training progress: ``x`` = ``step``
     (optimizer steps, what every method pays alike; ``metric_vs_steps``) or ``train_seconds``
     (wall time, which the machine's load moves; ``metric_vs_time``). A line per method through its
     checkpoints (mean over seeds), a band of ± one standard deviation over seeds where there are
-    several, pretrain dashed, the reference's final value dotted; the caption says so."""
+    several, pretrain dashed, the reference's final value dotted; the caption says so. ``pool``:
+    ``long`` holds validations on the pool (opera.validation.curves), saved as ``<kind>_pool`` and
+    captioned as the pool's metrics."""
     kind, label = PROGRESS_AXES[x]
+    kind, points = (f"{kind}_pool", "validation on the pool") if pool else (kind, "evaluated checkpoint")
     out_dir = Path(out_dir)
     paths: list[Path] = []
     for (dataset, model), group in long.groupby(["dataset", "model"], sort=True):
@@ -165,8 +169,9 @@ def metric_vs_progress(
         fig.text(
             0.01,
             -0.02,
-            f"Lines: mean over {seeds} seed(s) at each evaluated checkpoint; bands: ± 1 standard deviation "
-            f"over seeds; dashed: pretrained model; dotted: {display_name(reference)}'s final value.",
+            f"Lines: mean over {seeds} seed(s) at each {points}; bands: ± 1 standard deviation "
+            f"over seeds; dashed: pretrained model; dotted: {display_name(reference)}'s final value."
+            + (" Pool metrics: the validation pool's, not the full corpus's." if pool else ""),
             fontsize=9,
             ha="left",
             va="top",

@@ -1,4 +1,5 @@
-"""Typed model settings: one frozen dataclass per resolved model entry of the config.
+"""Typed settings: one frozen dataclass per resolved model entry of the config, and the validation
+pool's blocks (opera.validation).
 
 The config stays plain YAML (Snakemake compares params by their text); :func:`ModelSettings.from_dict`
 turns a resolved entry into this object once, at validation and at the start of every job, and the
@@ -99,10 +100,13 @@ class ModelSettings:
     # Gradient caching (opera.gradcache): encode a process's batch this many queries (and their
     # passages) at a time, with the full batch's loss and in-batch negatives. None: one pass.
     mini_batch_size: int | None = None
+    # Validate on the dataset's pool (opera.validation) every this many steps and at the last.
+    # None: no validation during training.
+    validate_every: int | None = None
 
     # Optional keys: absent from a model entry means their default, and a default is left out of
     # to_dict, so that runs made before the key existed keep their parameters (and rerun nothing).
-    OPTIONAL = ("mini_batch_size",)
+    OPTIONAL = ("mini_batch_size", "validate_every")
 
     @classmethod
     def from_dict(cls, entry: dict) -> ModelSettings:
@@ -131,7 +135,69 @@ class ModelSettings:
 
     def checkpoint_steps(self) -> list[int]:
         """Steps at which a finetuning run writes (and the workflow evaluates) a checkpoint."""
-        steps = list(range(self.eval_every, self.max_steps + 1, self.eval_every))
-        if not steps or steps[-1] != self.max_steps:
-            steps.append(self.max_steps)
-        return steps
+        return _every(self.eval_every, self.max_steps)
+
+    def validation_steps(self) -> list[int]:
+        """Steps at which a finetuning run validates on the pool; none without ``validate_every``."""
+        return _every(self.validate_every, self.max_steps) if self.validate_every else []
+
+
+def _every(interval: int, last: int) -> list[int]:
+    """Every ``interval`` steps up to ``last``, and ``last``."""
+    steps = list(range(interval, last + 1, interval))
+    return steps if steps and steps[-1] == last else [*steps, last]
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The config's ``validation`` block: what goes into a dataset's pool."""
+
+    candidates: int  # each validation query's top documents under the base model
+    random: float | int  # the rest: a fraction (< 1) of the corpus, or a count
+    queries: int | None  # a seeded sample of the evaluation split's judged queries; None: all
+    seed: int
+
+    @classmethod
+    def from_dict(cls, block: dict) -> PoolSettings:
+        return cls(**{f.name: block[f.name] for f in dataclasses.fields(cls)})
+
+    def random_count(self, corpus_size: int) -> int:
+        """How many random documents the pool asks for in a corpus of ``corpus_size``."""
+        if isinstance(self.random, float):
+            return int(round(self.random * corpus_size))
+        return int(self.random)
+
+
+@dataclass(frozen=True)
+class PoolMetrics:
+    """How a pool is scored: the evaluation's cutoffs and search depth (the config's ``evaluation``)."""
+
+    cutoffs: tuple[int, ...]
+    mrr_cutoff: int
+    top_k: int
+    authors_ndcg: bool
+
+    @classmethod
+    def from_evaluation(cls, evaluation: dict) -> PoolMetrics:
+        return cls(
+            tuple(evaluation["cutoffs"]), evaluation["mrr_cutoff"], evaluation["top_k"], evaluation["authors_ndcg"]
+        )
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How a finetune job validates (its model's ``validate_every`` says when): on which split's
+    queries, scored how, encoded in batches of how many, passages joined how."""
+
+    split: str
+    scoring: PoolMetrics
+    encode_batch_size: int
+    title_join: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> Validation:
+        scoring = entry["scoring"]
+        return cls(**{**entry, "scoring": PoolMetrics(**{**scoring, "cutoffs": tuple(scoring["cutoffs"])})})

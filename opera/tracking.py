@@ -47,7 +47,8 @@ def missing_backends(backends) -> list[str]:
 
 def scalars(entry: Mapping) -> dict[str, float]:
     """A train-log entry as TensorBoard tags: ``train/loss``, ``train/lr``, ``train/elapsed_seconds``,
-    ``train/sampler_seconds`` and every numeric field of the sampler's state as ``sampler/<field>``."""
+    ``train/sampler_seconds``, every numeric field of the sampler's state as ``sampler/<field>`` and, at
+    a validated step, ``pool/<metric>`` (the validation pool's, opera.validation) and ``pool/seconds``."""
     out = {
         "train/loss": entry["loss"],
         "train/lr": entry["lr"],
@@ -57,6 +58,9 @@ def scalars(entry: Mapping) -> dict[str, float]:
     for key, value in (entry.get("sampler") or {}).items():
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             out[f"sampler/{key}"] = value
+    if "validation" in entry:
+        out["pool/seconds"] = entry["validation"]["seconds"]
+        out |= {f"pool/{name}": value for name, value in entry["validation"]["metrics"].items()}
     return out
 
 

@@ -10,8 +10,9 @@ sentence-transformers format, plus optimizer, scheduler, sampler and RNG states)
 folder, each with checksums; a restarted run continues from the newest intact one, and a run that
 already finished there is published again rather than retrained. Under torchrun the same loop runs as DDP,
 with embeddings gathered across processes so negatives are shared by the whole global batch.
-``train_log.jsonl`` records, per step, the training wall time (checkpoint writing excluded), the
-loss, the learning rate and the sampler's state.
+``train_log.jsonl`` records, per step, the training wall time (checkpoint writing and validation
+excluded), the loss, the learning rate and the sampler's state, and at validated steps the pool's
+metrics (opera.validation).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -406,6 +408,7 @@ def finetune(
     stop_after: int | None = None,
     data_fingerprint: dict | None = None,
     tracking_settings: Tracking | None = None,
+    validator: Callable[[object], dict] | None = None,
 ) -> dict:
     """Finetune ``settings.encoder.path`` with ``method``; write checkpoints and the train log to ``out_dir``.
 
@@ -416,7 +419,9 @@ def finetune(
     (a lock beside it): a second waits. ``stop_after`` stops (resumably) after that many steps in
     this call: for tests and time-sliced schedulers. ``tracking_settings``: where the train log's
     scalars also go while training (opera.tracking; not part of the job: it changes no result).
-    Returns a run summary (also written as ``run.json``).
+    ``validator`` (opera.validation.PoolValidator) scores the current weights at each of
+    ``settings.validation_steps()``; its result joins that step's log entry under ``validation``,
+    and its time is not training time. Returns a run summary (also written as ``run.json``).
     """
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     env = init_distributed()
@@ -444,7 +449,17 @@ def finetune(
         if (work_dir / FINISHED_FILE).exists():
             return io.read_json(work_dir / FINISHED_FILE)
         return _train(
-            data, settings, method, method_params, seed, out_dir, work_dir, env, stop_after, tracking_settings
+            data,
+            settings,
+            method,
+            method_params,
+            seed,
+            out_dir,
+            work_dir,
+            env,
+            stop_after,
+            tracking_settings,
+            validator,
         )
 
 
@@ -459,10 +474,12 @@ def _train(
     env: Dist,
     stop_after: int | None,
     tracking_settings: Tracking | None = None,
+    validator: Callable[[object], dict] | None = None,
 ) -> dict:
     """The loop of :func:`finetune`, from the newest checkpoint in ``work_dir`` (a claimed work folder)."""
     global_batch = settings.batch_size * env.world
     checkpoints = set(settings.checkpoint_steps())
+    validating = set(settings.validation_steps()) if validator else set()
     sampler = make_sampler(method, data.pairs, settings.max_steps, seed, method_params)
     start_step, checkpoint = _latest_checkpoint(work_dir)
     if checkpoint:
@@ -487,6 +504,10 @@ def _train(
             except TrainingDiverged as exc:
                 message = _diverged_message(exc, step, settings, method, work_dir, env.device)
                 raise TrainingDiverged(message) from None
+            if step in validating:
+                validated = _validate(trainer.model, validator, env)
+                if validated:
+                    entry["validation"] = validated
             if env.main:
                 log_handle.write(json.dumps(entry) + "\n")
                 log_handle.flush()
@@ -515,10 +536,22 @@ def _train(
         "checkpoints": sorted(checkpoints),
         "sampler": sampler.log_state(),
     }
+    if validating:  # from the log: a resumed run's earlier validations count too
+        logged = [json.loads(line) for line in _log_lines(work_dir / LOG_FILE)] if env.main else []
+        summary["validation_seconds"] = round(sum(e["validation"]["seconds"] for e in logged if "validation" in e), 4)
     if env.main:
         _publish(work_dir, out_dir, summary)
     _barrier(env)
     return summary
+
+
+def _validate(model, validator: Callable[[object], dict], env: Dist) -> dict | None:
+    """The validator's result for the current weights, computed by the main process while the others
+    wait; the model goes back to training mode. None on the other processes."""
+    result = validator(model) if env.main else None
+    model.train()
+    _barrier(env)
+    return result
 
 
 def _diverged_message(

@@ -5,6 +5,7 @@ rule aggregate:
         per_query=metrics_files("per_query.parquet"),
         finetune=[finetune_dir(*run) for run in finetune_runs()],
         cards=[card[key] for card in pruning_cards() for key in ("score_pairs", "pruned_pairs")],
+        pools=[path for _, _, path in pool_reports()],
     output:
         results=_report_table("results.csv"),
         results_md=table_file("results.md"),
@@ -22,6 +23,7 @@ rule aggregate:
         claims_md=table_file("claims.md"),
         budgets=_report_table("budgets.csv"),
         runs=table_file("runs.csv"),
+        pool_tables=pool_tables(),
         pages=[_report_page(stem) for stem in opera_html_tables.REPORT_TABLES],
         plots=[_report_plot(path) for path in plot_files("png")],
         plots_pdf=plot_files("pdf"),
@@ -41,6 +43,7 @@ rule aggregate:
         global_batch=opera_cost.global_batches(config),
         rank_pretrain=config["aggregate"]["rank_pretrain"],
         display_names=config["display_names"],
+        pool_reports=pool_reports(),
         tables_dir=lambda wildcards, output: os.path.dirname(output.results),
         plots_dir=lambda wildcards, output: os.path.dirname(output.plots[0]),
     script:

@@ -12,6 +12,7 @@ from opera import data as opera_data
 from opera import methods as method_registry
 from opera import preflight
 from opera import pruning as opera_pruning
+from opera import settings as opera_settings
 
 # Each config writes to its own folder (outputs, logs, benchmarks): results/<config file stem>
 # (results/config for the embedded default) unless it sets results_dir, so configs never overwrite
@@ -178,7 +179,9 @@ def finetune_inputs(wildcards):
     subset = pair_subset(wildcards.model, wildcards.method, int(wildcards.seed))
     kept = prune_file("pairs.parquet", wildcards.dataset, wildcards.model, wildcards.method, subset)
     after_prune = mines_after_prune(wildcards)
-    return {
+    validates = opera_config.model_settings(config, wildcards.model).validate_every is not None
+    pool = {"pool": score_file("validation_pool.parquet", wildcards.dataset, wildcards.model)} if validates else {}
+    return pool | {
         "data": data_dir(wildcards.dataset),
         "pairs": kept if after_prune else score_file("pairs.parquet", wildcards.dataset, wildcards.model),
         "negatives": (
@@ -306,7 +309,28 @@ def pruning_cards():
     ]
 
 
+def validates(model):
+    """Whether the model's finetune runs validate on a pool (its validate_every)."""
+    return bool(TRAINED_IN_CONFIG) and opera_config.model_settings(config, model).validate_every is not None
+
+
+def pool_reports():
+    """(dataset, model, validation_pool.json) of every cell whose runs validate on a pool."""
+    return [(d, m, score_file("validation_pool.json", d, m)) for d in DATASETS for m in MODELS if validates(m)]
+
+
+def pool_tables():
+    """The pool's curves and time to quality (opera.validation), when some run validates."""
+    names = ["validation.csv", "time_to_quality_pool.csv"] if pool_reports() else []
+    return [_report_table(name) for name in names]
+
+
 def plot_files(ext):
+    pool = [plot_file(d, m, "metric_vs_steps_pool", ext) for d, m, _ in pool_reports()]
+    return pool + _plot_files(ext)
+
+
+def _plot_files(ext):
     kinds = ["metric_vs_steps", "metric_vs_time"] + (
         ["training_time", "sampler_diagnostics"] if TRAINED_IN_CONFIG else []
     )
@@ -320,7 +344,7 @@ def plot_files(ext):
 
 
 def _report_plot(path):
-    kind = path.rsplit("__", 1)[1].split(".")[0]
+    kind = path.rsplit("__", 1)[1].split(".")[0]  # metric_vs_steps_pool has its own caption
     return report(path, caption=f"../report/{kind}.rst", category="Plots")
 
 

@@ -31,3 +31,33 @@ rule score:
         title_join=config["data"]["title_join"],
     script:
         "../workflow_scripts/score.py"
+
+
+rule validation_pool:
+    """The documents a finetune run validates on while it trains (models with validate_every): judged, base-model candidates, random."""
+    input:
+        data=data_dir(),
+        corpus=score_file("corpus_embeddings"),
+    output:
+        pool=score_file("validation_pool.parquet"),
+        report=score_file("validation_pool.json"),
+        checksums=checksums(score_file("validation_pool.parquet")),
+    log:
+        log_file("validation_pool/{dataset}/{model}.log"),
+    benchmark:
+        benchmark_file("validation_pool/{dataset}/{model}.tsv")
+    threads: RESOURCES["eval_threads"] or RESOURCES["threads"]
+    resources:
+        mem_mb=job_resource("evaluate", "mem_mb"),
+        runtime=job_resource("evaluate", "runtime"),
+        gpu=job_resource("evaluate", "gpu"),
+    params:
+        encoder=encoder_params,
+        model_digest=model_digest,  # a rerun trigger: the base model's files, by content
+        split=eval_split,
+        pool=config["validation"],
+        # only what pool metrics depend on (not, say, keep_embeddings): a change here reruns the training that validates
+        scoring=dataclasses.asdict(opera_settings.PoolMetrics.from_evaluation(config["evaluation"])),
+        encode_batch_size=config["evaluation"]["encode_batch_size"],
+    script:
+        "../workflow_scripts/validation_pool.py"

@@ -16,5 +16,6 @@ job.run(
         global_batch=snakemake.params.global_batch,
         rank_pretrain=snakemake.params.rank_pretrain,
         display_names=snakemake.params.display_names,
+        pool_reports={(dataset, model): path for dataset, model, path in snakemake.params.pool_reports},
     ),
 )

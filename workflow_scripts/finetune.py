@@ -1,4 +1,4 @@
-from opera import job, pipeline, tracking
+from opera import config, job, pipeline, tracking
 from opera.settings import ModelSettings
 
 wc = snakemake.wildcards
@@ -17,6 +17,9 @@ job.run(
         out_dir=snakemake.output[0],
         work_dir=snakemake.params.work_dir,
         gpus=snakemake.resources.gpu,
+        # not a param: what it holds is a param of the pool rule, whose rebuild reruns this job
+        validation=config.validation_of(snakemake.config, wc.dataset, wc.model),
+        pool_path=getattr(snakemake.input, "pool", None),
         # from the config, not a param: where curves go changes no result, so it reruns nothing
         tracking_settings=tracking.Tracking.for_run(
             snakemake.config, wc.dataset, wc.model, wc.method, int(wc.seed), int(wc.budget)
