@@ -107,6 +107,31 @@ def _score(config: dict, dataset: str, model: str) -> dict:
     )
 
 
+def _validation_pool(config: dict, dataset: str, model: str) -> Path | None:
+    """The pool a finetune run of ``model`` validates on (the workflow's validation_pool rule),
+    built now if it is not there; None when the model has no validate_every."""
+    from opera import pipeline, validation
+    from opera.config import model_settings, validation_of
+    from opera.settings import PoolSettings
+
+    how = validation_of(config, dataset, model)
+    if how is None:
+        return None
+    out = _score_dir(config, dataset, model)
+    if not (out / validation.POOL_REPORT).is_file():
+        pipeline.validation_pool(
+            data_dir=_data(config, dataset),
+            corpus_path=out / "corpus_embeddings",
+            encoder=model_settings(config, model).encoder,
+            split=how.split,
+            pool=PoolSettings.from_dict(config["validation"]),
+            scoring=how.scoring,
+            encode_batch_size=how.encode_batch_size,
+            out_dir=out,
+        )
+    return out / validation.POOL_FILE
+
+
 def _print_table(rows: list[tuple[str, str]]) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
@@ -175,7 +200,7 @@ def _add_prepare(subparsers) -> argparse.ArgumentParser:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from opera.cost import global_batches
+    from opera.config import global_batches
 
     config = load_config(args.config)
     names = args.dataset or list(config["datasets"])
@@ -237,7 +262,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     if args.job:
         return _run_finetune_job(args.job)
     from opera import methods, pipeline, pruning
-    from opera.config import method_params, model_settings
+    from opera.config import finetune_gpus, global_batch, method_params, model_settings, validation_of
     from opera.tracking import Tracking
 
     config = load_config(args.config)
@@ -265,16 +290,15 @@ def _run_finetune(args: argparse.Namespace) -> int:
     params = method_params(config, method, model)
     prune_params = pruning.run_params(method, params, seed)  # a seeded pruner draws with the run's seed
     prune_dir = results / "prune" / dataset / model / method / pruning.subset(method, prune_params)
-    import torch
-
-    gpus = min(settings.gpus, torch.cuda.device_count())  # one process per GPU (pipeline.finetune_job)
+    # as the workflow: the model's gpus when resources.gpu, one process per GPU (pipeline.finetune_job)
+    gpus = finetune_gpus(config, model)
     pipeline.prune(
         pairs_path=score / "pairs.parquet",
         method=method,
         params=prune_params if methods.get(method).pruner else {},
         out_pairs=prune_dir / "pairs.parquet",
         out_report=prune_dir / "report.json",
-        global_batch=settings.batch_size * max(1, gpus),
+        global_batch=global_batch(config, model),
         dataset=dataset,
         model=model,
     )
@@ -306,6 +330,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
         out_dir=out,
         work_dir=results / "finetune_work" / run,
         tracking_settings=Tracking.for_run(config, dataset, model, method, seed, settings.max_steps),
+        validation=validation_of(config, dataset, model),
+        pool_path=_validation_pool(config, dataset, model),
     )
     steps = sorted(out.glob("step*"), key=lambda p: int(p.name[4:]))
     _print_table([("finetuned", str(out))] + [("checkpoint", str(step)) for step in steps])

@@ -16,7 +16,8 @@ from typing import Any
 
 import jsonschema
 
-from opera import methods, tracking
+from opera import methods, preflight, tracking
+from opera.errors import ConfigError  # raised here and by the checks this module calls
 from opera.settings import ModelSettings, PoolMetrics, Validation
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -24,15 +25,16 @@ SCHEMA_PATH = PACKAGE_DIR / "schema.yaml"  # package data: found the same from a
 REGISTRY_PATH = PACKAGE_DIR / "registry.yaml"
 
 
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key path and the allowed values."""
-
-
 @cache
 def load_registry() -> dict:
     from opera import io  # lazy: numpy, pandas
 
     return io.read_yaml(REGISTRY_PATH)
+
+
+def gpu_peak_tflops() -> dict[str, float]:
+    """Peak dense bf16 TFLOP/s per GPU type (the registry's gpus): `cost.gpu` names one."""
+    return load_registry()["gpus"]
 
 
 @cache
@@ -43,9 +45,7 @@ def _load_schema() -> dict:
     schema = io.read_yaml(SCHEMA_PATH)
     schema["properties"]["methods"]["items"]["enum"] = methods.names()
     schema["properties"]["budget_methods"]["items"]["enum"] = methods.trained()
-    from opera.cost import GPU_PEAK_TFLOPS  # imports this module
-
-    schema["properties"]["cost"]["properties"]["gpu"]["enum"] = sorted(GPU_PEAK_TFLOPS)
+    schema["properties"]["cost"]["properties"]["gpu"]["enum"] = sorted(gpu_peak_tflops())
     per_model = schema["definitions"]["model"]["properties"]["method_params"]
     per_model.update(_without_defaults(schema["properties"]["method_params"]))
     return schema
@@ -103,8 +103,6 @@ def validate_config(config: dict) -> dict:
 
     Returns the same dict, with ``datasets`` and ``models`` replaced by fully resolved entries.
     """
-    from opera import preflight  # imports this module
-
     preflight.coerce_command_line_values(config)
     pool_keys = sorted(config.get("validation") or {})  # as written, before defaults fill the block in
     errors = sorted(_Validator(_load_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -155,8 +153,8 @@ def validate_config(config: dict) -> dict:
             f"config key 'validation': {pool_keys} set, but no model sets validate_every, so no pool is built; "
             "set models.<model>.validate_every or remove the block"
         )
-    preflight.check_batch_sizes(config)
-    preflight.check_negatives(config)
+    check_batch_sizes(config)
+    check_negatives(config)
     # Sorted keys everywhere: Snakemake compares params by their text, so the same settings written
     # in another key order must not look like a change (and rerun everything).
     canonical = _sorted_dicts(config)
@@ -197,9 +195,7 @@ def load_config(path: str | Path) -> dict:
     except io.FileFormatError as exc:
         raise ConfigError(str(exc)) from exc
     if isinstance(config, dict):
-        from opera.preflight import default_results_dir
-
-        config.setdefault("results_dir", default_results_dir([path]))
+        config.setdefault("results_dir", preflight.default_results_dir([path]))
     try:
         return validate_config(config)
     except ConfigError as exc:
@@ -288,6 +284,71 @@ def model_settings(config: dict, name: str) -> ModelSettings:
 def trained_methods(config: dict) -> list[str]:
     """The config's methods that finetune (all but the pretrained baseline), in config order."""
     return [name for name in config["methods"] if methods.get(name).trains]
+
+
+def finetune_gpus(config: dict, model: str) -> int:
+    """The GPUs a finetune job of ``model`` asks for: the model's ``gpus`` when ``resources.gpu``, else none."""
+    return model_settings(config, model).gpus if config["resources"]["gpu"] else 0
+
+
+def global_batch(config: dict, model: str) -> int:
+    """Distinct queries one training step of ``model`` draws: its batch_size on each of the finetune
+    job's processes (one per GPU it holds, one without GPUs; opera.pipeline.finetune_job)."""
+    return model_settings(config, model).batch_size * max(1, finetune_gpus(config, model))
+
+
+def global_batches(config: dict) -> dict[str, int]:
+    """Each model's :func:`global_batch`, for the models that finetune (none without a trained method)."""
+    return {model: global_batch(config, model) for model in config["models"]} if trained_methods(config) else {}
+
+
+def check_batch_sizes(config: dict) -> None:
+    """A training step draws ``batch_size x GPUs`` distinct queries (:func:`global_batch`): every
+    model that finetunes must draw no more than each dataset's train queries, where that number is
+    known without running anything (opera.data.train_queries: a local source's qrels, or
+    ``subsample.queries.train``). Other sources are checked once prepared (the download) and after pruning."""
+    from opera.data import DataError, train_queries  # lazy: pandas, numpy
+
+    if not trained_methods(config):
+        return
+    problems = []
+    for name, spec in config["datasets"].items():
+        try:
+            known = train_queries(name, spec)
+        except DataError as exc:
+            raise ConfigError(f"config key 'datasets.{name}.source': {exc}") from exc
+        if known is None:
+            continue
+        count, where = known
+        more = f"datasets.{name}.subsample.queries.train" if "subsample" in where else f"datasets.{name}"
+        for model in config["models"]:
+            batch, gpus = global_batch(config, model), finetune_gpus(config, model)
+            if batch <= count:
+                continue
+            drawn = f"batch_size {batch // max(gpus, 1)} x {gpus} GPUs = {batch}" if gpus > 1 else f"batch_size {batch}"
+            problems.append(
+                f"config key 'models.{model}.batch_size': a training step draws {batch} distinct queries "
+                f"({drawn}), but 'datasets.{name}' has at most {count} train queries ({where}); lower "
+                f"models.{model}.batch_size{' or its gpus' if gpus > 1 else ''} so that at most {count} are drawn, "
+                f"or give {more} more train queries"
+            )
+    if problems:
+        raise ConfigError("\n  ".join(problems))
+
+
+def check_negatives(config: dict) -> None:
+    """A training step must hold at least one negative: with a global batch of one query and
+    group_size 1 (no hard negative) the InfoNCE loss has a single candidate, is 0 whatever the
+    model, and training would learn nothing while reporting success."""
+    if not trained_methods(config):
+        return
+    for model, entry in config["models"].items():
+        if global_batch(config, model) == 1 and entry["group_size"] == 1:
+            raise ConfigError(
+                f"config keys 'models.{model}.batch_size' and 'models.{model}.group_size': a step of one query "
+                "with its positive only (no in-batch and no hard negative) has a loss that cannot depend on the "
+                "model; raise batch_size to 2 or more, or group_size to 2 or more"
+            )
 
 
 # --- the grid --------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ ir_datasets' bundled metadata (``docs_count()``, ``queries_count()``), or the li
 file. Time comes from a throughput table: measured values from the config's ``cost.throughput``
 (``bench/gpu_check.sh`` prints them for a GPU) or, where none is given, a stated assumption: the
 model's FLOPs per passage or per training step at ``cost.utilization`` of the GPU's peak dense
-bf16 FLOP/s (:data:`GPU_PEAK_TFLOPS`). Every assumption is printed beside the plan.
+bf16 FLOP/s (the registry's ``gpus``). Every assumption is printed beside the plan.
 
 The same numbers size the workflow's resource requests (:func:`job_resources`), which grow with
 Snakemake's ``attempt`` on retries.
@@ -23,15 +23,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opera import data, io, methods, pruning
-from opera.config import EvaluatedRun, grid, method_params, model_settings, trained_methods
+from opera.config import (
+    EvaluatedRun,
+    finetune_gpus,
+    global_batch,
+    gpu_peak_tflops,
+    grid,
+    method_params,
+    model_settings,
+    trained_methods,
+)
 from opera.preflight import local_model_folder
 from opera.settings import PoolSettings
 
 if TYPE_CHECKING:  # pandas is imported where a plan is printed, not when jobs are sized
     import pandas as pd
 
-# Peak dense bf16 (fp16 for V100) tensor FLOP/s per GPU in TFLOP/s, from the vendors' data sheets.
-GPU_PEAK_TFLOPS = {"V100": 125, "A10": 125, "A40": 150, "L40S": 362, "A100": 312, "H100": 989, "H200": 989}
 
 # Parameters of the models the shipped configs name, for hub ids that are not on disk here
 # (a local model folder is counted from its safetensors header instead).
@@ -167,7 +174,7 @@ def throughput(config: dict, model: str) -> Throughput:
         return Throughput(measured["passages_per_s"], measured["steps_per_s"], "measured (config cost.throughput)")
     settings = model_settings(config, model)
     params = model_parameters(settings.encoder.path)
-    flops = GPU_PEAK_TFLOPS[cost["gpu"]] * 1e12 * cost["utilization"]
+    flops = gpu_peak_tflops()[cost["gpu"]] * 1e12 * cost["utilization"]
     passage_flops = 2 * params * settings.encoder.passage_max_length  # forward pass, padded to the max length
     tokens_per_step = settings.batch_size * (
         settings.encoder.query_max_length + settings.group_size * settings.encoder.passage_max_length
@@ -180,7 +187,7 @@ def throughput(config: dict, model: str) -> Throughput:
         flops / passage_flops,
         flops / step_flops,
         f"assumed: {params / 1e6:.0f}M parameters at {cost['utilization']:.0%} of {cost['gpu']} peak "
-        f"{GPU_PEAK_TFLOPS[cost['gpu']]} TFLOP/s",
+        f"{gpu_peak_tflops()[cost['gpu']]} TFLOP/s",
     )
 
 
@@ -218,7 +225,7 @@ def plan_rows(config: dict) -> list[dict]:
             gpu_seconds = (
                 passages / speed.passages_per_s
                 + steps / speed.steps_per_s * settings.gpus
-                + search_flops / (GPU_PEAK_TFLOPS[config["cost"]["gpu"]] * 1e12 * config["cost"]["utilization"])
+                + search_flops / (gpu_peak_tflops()[config["cost"]["gpu"]] * 1e12 * config["cost"]["utilization"])
             )
             concurrent = min(len(indexed), config["cost"]["concurrent_jobs"])
             kept = store + checkpoints * params * CHECKPOINT_BYTES_PER_PARAMETER
@@ -426,22 +433,6 @@ def _curve_lines(config: dict) -> list[str]:
 
 
 # --- resources of one job ----------------------------------------------------------------------------
-
-
-def finetune_gpus(config: dict, model: str) -> int:
-    """The GPUs a finetune job of ``model`` asks for: the model's ``gpus`` when ``resources.gpu``, else none."""
-    return model_settings(config, model).gpus if config["resources"]["gpu"] else 0
-
-
-def global_batch(config: dict, model: str) -> int:
-    """Distinct queries one training step of ``model`` draws: its batch_size on each of the finetune
-    job's processes (one per GPU it holds, one without GPUs; opera.pipeline.finetune_job)."""
-    return model_settings(config, model).batch_size * max(1, finetune_gpus(config, model))
-
-
-def global_batches(config: dict) -> dict[str, int]:
-    """Each model's :func:`global_batch`, for the models that finetune (none without a trained method)."""
-    return {model: global_batch(config, model) for model in config["models"]} if trained_methods(config) else {}
 
 
 def job_resources(config: dict, stage: str, dataset: str | None, model: str | None, attempt: int = 1) -> dict:

@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from opera.config import ConfigError
+from opera.errors import ConfigError
 
 RESULTS_ROOT = "results"
 DEFAULT_RESULTS_DIR = f"{RESULTS_ROOT}/default"  # a config given as a dict, with no file to name it
@@ -181,14 +181,31 @@ def claim_results_dir(results_dir: str, configfiles: list[str]) -> None:
     )
 
 
+def results_dir_of(configfile: str | os.PathLike) -> str:
+    """The folder a config file writes to: its ``results_dir``, else results/<stem>; checked like
+    every results folder (never the checkout, home or a protected folder)."""
+    from opera import io
+
+    path = Path(configfile)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        config = io.read_yaml(path) or {}
+    except io.FileFormatError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys, not {type(config).__name__}")
+    results_dir = config.get("results_dir") or default_results_dir([path])
+    check_results_dir(results_dir)
+    return results_dir
+
+
 def clean_results(configfile: str) -> str:
     """Delete the results folder of ``configfile`` if its owner record names that file; returns
     what was done. Never a folder it cannot prove is the config's."""
     import shutil
 
-    from opera.config import load_config
-
-    results_dir = load_config(configfile)["results_dir"]  # validated: never a protected folder
+    results_dir = results_dir_of(configfile)  # checked: never a protected folder
     if not Path(results_dir).exists():
         return f"{results_dir}: nothing to delete"
     ours = config_names([configfile])
@@ -393,75 +410,18 @@ def check_evaluation_depth(evaluation: dict) -> None:
 # --- batch size against the train queries ------------------------------------------------------------
 
 
-def check_batch_sizes(config: dict) -> None:
-    """A training step draws ``batch_size x GPUs`` distinct queries (opera.cost.global_batch): every
-    model that finetunes must draw no more than each dataset's train queries, where that number is
-    known without running anything (opera.data.train_queries: a local source's qrels, or
-    ``subsample.queries.train``). Other sources are checked once prepared (the download) and after pruning."""
-    from opera.config import trained_methods
-    from opera.cost import finetune_gpus, global_batch
-    from opera.data import DataError, train_queries  # lazy: pandas, numpy
-
-    if not trained_methods(config):
-        return
-    problems = []
-    for name, spec in config["datasets"].items():
-        try:
-            known = train_queries(name, spec)
-        except DataError as exc:
-            raise ConfigError(f"config key 'datasets.{name}.source': {exc}") from exc
-        if known is None:
-            continue
-        count, where = known
-        more = f"datasets.{name}.subsample.queries.train" if "subsample" in where else f"datasets.{name}"
-        for model in config["models"]:
-            batch, gpus = global_batch(config, model), finetune_gpus(config, model)
-            if batch <= count:
-                continue
-            drawn = f"batch_size {batch // max(gpus, 1)} x {gpus} GPUs = {batch}" if gpus > 1 else f"batch_size {batch}"
-            problems.append(
-                f"config key 'models.{model}.batch_size': a training step draws {batch} distinct queries "
-                f"({drawn}), but 'datasets.{name}' has at most {count} train queries ({where}); lower "
-                f"models.{model}.batch_size{' or its gpus' if gpus > 1 else ''} so that at most {count} are drawn, "
-                f"or give {more} more train queries"
-            )
-    if problems:
-        raise ConfigError("\n  ".join(problems))
-
-
-def check_negatives(config: dict) -> None:
-    """A training step must hold at least one negative: with a global batch of one query and
-    group_size 1 (no hard negative) the InfoNCE loss has a single candidate, is 0 whatever the
-    model, and training would learn nothing while reporting success."""
-    from opera.config import trained_methods
-    from opera.cost import global_batch
-
-    if not trained_methods(config):
-        return
-    for model, entry in config["models"].items():
-        if global_batch(config, model) == 1 and entry["group_size"] == 1:
-            raise ConfigError(
-                f"config keys 'models.{model}.batch_size' and 'models.{model}.group_size': a step of one query "
-                "with its positive only (no in-batch and no hard negative) has a loss that cannot depend on the "
-                "model; raise batch_size to 2 or more, or group_size to 2 or more"
-            )
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m opera.preflight results-dir CONFIG``: print the folder a config file writes to
-    (its results_dir, else results/<stem>), after validating it (the Makefile's report target).
-    ``python -m opera.preflight clean CONFIG``: delete that folder if it belongs to CONFIG
-    (``make clean-results``)."""
+    (its results_dir, else results/<stem>; the Makefile's report target). ``python -m
+    opera.preflight clean CONFIG``: delete that folder if it belongs to CONFIG (``make clean-results``)."""
     import sys
-
-    from opera.config import load_config
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] not in ("results-dir", "clean"):
         print("usage: python -m opera.preflight {results-dir,clean} CONFIG", file=sys.stderr)
         return 2
     try:
-        print(load_config(args[1])["results_dir"] if args[0] == "results-dir" else clean_results(args[1]))
+        print(results_dir_of(args[1]) if args[0] == "results-dir" else clean_results(args[1]))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -40,7 +40,7 @@ rule aggregate:
         cards=pruning_cards(),
         ttq_tolerance=config["aggregate"]["ttq_tolerance"],
         equivalence_margin=config["aggregate"]["equivalence_margin"],
-        global_batch=opera_cost.global_batches(config),
+        global_batch=opera_config.global_batches(config),
         rank_pretrain=config["aggregate"]["rank_pretrain"],
         display_names=config["display_names"],
         pool_reports=pool_reports(),

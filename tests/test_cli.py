@@ -106,12 +106,14 @@ def test_score_finetune_and_evaluate_a_checkpoint(tmp_path, capsys):
                         "passage_max_length": 32,
                         "max_steps": 2,
                         "eval_every": 2,
+                        "validate_every": 1,
                         "batch_size": 2,
                         "mining": {"lo": 1, "hi": 10},
                     }
                 },
                 "methods": ["pretrain", "sp"],
                 "seeds": [3],
+                "validation": {"candidates": 5, "random": 0.1},
                 "results_dir": str(results),
             }
         )
@@ -124,6 +126,9 @@ def test_score_finetune_and_evaluate_a_checkpoint(tmp_path, capsys):
     run = results / "finetune" / "scifact" / "all-MiniLM-L6-v2" / "sp" / "seed3" / "budget2"
     assert _rows(capsys.readouterr().out)["checkpoint"] == str(run / "step2")
     assert (results / "prune" / "scifact" / "all-MiniLM-L6-v2" / "sp" / "all" / "report.json").is_file()
+    assert (scored / "validation_pool.json").is_file()  # built as the workflow would, then validated on
+    validated = [entry["step"] for entry in io.read_train_log(run / "train_log.jsonl") if "validation" in entry]
+    assert validated == [1, 2]
     assert main(["finetune", "--config", str(config), "--method", "sp"]) == 0  # finished: said, not trained again
     assert f"{run}: this run is finished" in capsys.readouterr().out
     assert main(["finetune", "--config", str(config)]) == 2

@@ -82,7 +82,7 @@ def test_modules_read_files_only_through_the_reader_modules():
     import ast
 
     found = []
-    for path in sorted((ROOT / "opera").glob("*.py")):
+    for path in sorted((ROOT / "opera").rglob("*.py")):  # subpackages too
         if path.name in READER_MODULES:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -94,6 +94,46 @@ def test_modules_read_files_only_through_the_reader_modules():
                 found.append((path.name, _dotted(node.func), node.lineno))
     bad = [f"opera/{name}:{line}: {call}" for name, call, line in found if (name, call) not in READ_ALLOWLIST]
     assert not bad, "read files through opera.io (read_json, read_yaml, ...) or opera.data instead:\n" + "\n".join(bad)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The package modules ``path`` imports, at its top or inside a function (a lazy import counts:
+    it runs whenever its function does)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return found & modules
+
+
+def test_the_package_imports_without_a_circle():
+    """Every import of the package, lazy ones included, goes one way: a circle (config imports
+    preflight imports config) hides in function-level imports until a refactor trips over it."""
+    paths = {}
+    for path in sorted((ROOT / "opera").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {name: _imports(path, set(paths)) - {name} for name, path in paths.items()}
+    assert len(graph) > 30 and sum(map(len, graph.values())) > 60  # the walk found the package
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = "open"
+        for target in sorted(graph[name]):
+            if state.get(target) == "open":
+                circle = trail[trail.index(target) :] + [target]
+                raise AssertionError("import circle: " + " -> ".join(circle))
+            if target not in state:
+                visit(target, [*trail, target])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
 
 
 def test_report_captions_render_metric_names_as_text():

@@ -54,7 +54,7 @@ def test_plan_prints_the_table_totals_and_assumptions(capsys, offline):
     assert cli.main(["plan", "--config", str(PAPER)]) == 0
     text = capsys.readouterr().out
     assert "triviaqa" in text and "21015324" in text
-    jobs = "jobs: download 8, score 16, prune 64, mine 16, finetune 64, publish 64, validation_pool 16, index 64, evaluate 80"
+    jobs = "jobs: download 8, score 16, prune 64, mine 16, finetune 64, publish 64, validation_pool 16, index 64"
     assert jobs in text
     assert "assumptions:" in text and "35% of A100 peak 312 TFLOP/s" in text and "ir_datasets" in text
 

@@ -416,4 +416,4 @@ def test_trainer_state_is_loaded_without_arbitrary_pickles(tmp_path):
         torch.load(tmp_path / "trainer_state.pt", map_location="cpu", weights_only=True)
     source = (ROOT / "opera" / "training.py").read_text()
     assert "weights_only=True" in source and "weights_only=False" not in source
-    assert "allow_pickle=True" not in "".join(p.read_text() for p in (ROOT / "opera").glob("*.py"))
+    assert "allow_pickle=True" not in "".join(p.read_text() for p in (ROOT / "opera").rglob("*.py"))

@@ -16,7 +16,7 @@ import yaml
 from safetensors.torch import load_file
 
 from opera import encoders, gradcache, io, pipeline, tiny_models, training
-from opera.config import ConfigError, load_config, method_params, validate_config
+from opera.config import ConfigError, global_batch, load_config, method_params, validate_config
 from opera.sampling import make_sampler
 from opera.settings import ModelSettings
 
@@ -214,7 +214,7 @@ def test_the_paper_batch_on_one_gpu_validates_and_plans():
     one_gpu["models"]["bge-large-en-v1.5"].update(gpus=1, batch_size=128, mini_batch_size=16)
     one = validate_config(one_gpu)
     model = "bge-large-en-v1.5"
-    assert cost.global_batch(one, model) == cost.global_batch(eight, model) == 128
+    assert global_batch(one, model) == global_batch(eight, model) == 128
     assert cost.job_resources(one, "finetune", "fiqa", model)["gpu"] == 1
     # one process does 8x the tokens of one of the 8, and forwards each once more: 6 + 2 passes instead of 6
     ratio = cost.throughput(eight, model).steps_per_s / cost.throughput(one, model).steps_per_s
