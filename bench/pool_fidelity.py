@@ -29,6 +29,7 @@ import argparse
 import itertools
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +58,21 @@ def _label(pool: PoolSettings) -> str:
     return f"q={pool.queries or 'all'} c={pool.candidates} r={pool.random}"
 
 
-def _checkpoints(results: Path, dataset: str, model: str, config: dict) -> list[tuple[str, int, Path]]:
+def _checkpoints(cell: Cell) -> list[tuple[str, int, Path]]:
     """(method, step, folder) of every main-run checkpoint of the first seed."""
-    settings = model_settings(config, model)
-    seed = config["seeds"][0]
+    settings = model_settings(cell.config, cell.model)
+    seed = cell.config["seeds"][0]
     found = []
-    for method in trained_methods(config):
-        run = results / "finetune" / dataset / model / method / f"seed{seed}" / f"budget{settings.max_steps}"
+    for method in trained_methods(cell.config):
+        run = (
+            cell.results
+            / "finetune"
+            / cell.dataset
+            / cell.model
+            / method
+            / f"seed{seed}"
+            / f"budget{settings.max_steps}"
+        )
         for step in settings.checkpoint_steps():
             if not (run / f"step{step}").is_dir():
                 raise SystemExit(f"{run}/step{step}: missing; run the workflow on this config first")
@@ -83,65 +92,109 @@ def _exact(results: Path, dataset: str, model: str, seed: int) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _cell(config: dict, name: str, dataset: str, model: str, max_fraction: float) -> list[dict]:
-    results = Path(config["results_dir"])
-    settings = model_settings(config, model)
-    split = eval_split(config["datasets"][dataset], config["evaluation"]["split"])
-    data_dir = results / "data" / dataset
-    prepared = data.read_prepared(data_dir, corpus=False)
-    qrels = prepared.qrels[split]
-    text = prepared.queries.set_index("query_id")["text"]
-    doc_ids = data.CorpusIds(data_dir)
-    base_store = EmbeddingStore(results / "score" / dataset / model / "corpus_embeddings")
-    scoring = PoolMetrics.from_evaluation(config["evaluation"])
-    batch = config["evaluation"]["encode_batch_size"]
-    encoder = settings.encoder
-    all_queries = validation.validation_queries(qrels, PoolSettings(0, 0, None, 0))
-    base = encoders.load(encoder)
-    all_query_emb = encoders.encode_side(base, encoder, "query", [text[q] for q in all_queries], batch, "queries")
-    query_row = {q: i for i, q in enumerate(all_queries)}
-    ranked = base_store.search(all_query_emb, max(CANDIDATES))[1]
+@dataclass
+class Cell:
+    """One dataset x model of a finished run: what scoring a pool needs."""
 
+    name: str
+    dataset: str
+    model: str
+    results: Path
+    config: dict
+    qrels: pd.DataFrame
+    queries: list[str]  # every judged query of the evaluation split
+    query_texts: list[str]
+    doc_ids: data.CorpusIds
+
+    @classmethod
+    def of(cls, config: dict, name: str, dataset: str, model: str) -> Cell:
+        results = Path(config["results_dir"])
+        split = eval_split(config["datasets"][dataset], config["evaluation"]["split"])
+        prepared = data.read_prepared(results / "data" / dataset, corpus=False)
+        qrels = prepared.qrels[split]
+        queries = validation.validation_queries(qrels, PoolSettings(0, 0, None, 0))
+        text = prepared.queries.set_index("query_id")["text"]
+        doc_ids = data.CorpusIds(results / "data" / dataset)
+        return cls(name, dataset, model, results, config, qrels, queries, [text[q] for q in queries], doc_ids)
+
+    @property
+    def encoder(self):
+        return model_settings(self.config, self.model).encoder
+
+    def encode(self, model, texts: list[str], side: str, desc: str) -> np.ndarray:
+        batch = self.config["evaluation"]["encode_batch_size"]
+        return encoders.encode_side(model, self.encoder, side, texts, batch, desc)
+
+
+def _pools(cell: Cell, base) -> dict[PoolSettings, tuple[list[str], pd.DataFrame]]:
+    """Every pool setting of the grid: its queries and its documents, from the base model's ranking."""
+    query_emb = cell.encode(base, cell.query_texts, "query", "queries")
+    store = EmbeddingStore(cell.results / "score" / cell.dataset / cell.model / "corpus_embeddings")
+    ranked = store.search(query_emb, max(CANDIDATES))[1]
+    row_of = {q: i for i, q in enumerate(cell.queries)}
     pools = {}
-    for pool in _settings(config["validation"]["seed"]):
-        if pool.queries is not None and pool.queries >= len(all_queries):
+    for pool in _settings(cell.config["validation"]["seed"]):
+        if pool.queries is not None and pool.queries >= len(cell.queries):
             continue  # the same as all queries
-        queries = validation.validation_queries(qrels, pool)
-        rows = ranked[[query_row[q] for q in queries], : pool.candidates]
-        table = validation.build_pool(qrels, queries, rows, doc_ids, pool)
-        pools[pool] = (queries, table)
-    scored = {p: v for p, v in pools.items() if len(v[1]) <= max_fraction * len(doc_ids)}
-    union = np.unique(np.concatenate([table["row"].to_numpy() for _, table in scored.values()]))
-    passages = data.passages_at(data_dir, union, config["data"]["title_join"])
-    position = pd.Series(np.arange(len(union)), index=union)
+        queries = validation.validation_queries(cell.qrels, pool)
+        rows = ranked[[row_of[q] for q in queries], : pool.candidates]
+        pools[pool] = (queries, validation.build_pool(cell.qrels, queries, rows, cell.doc_ids, pool))
+    return pools
 
-    points = [("pretrain", 0, None), *_checkpoints(results, dataset, model, config)]
+
+def _score(cell: Cell, base, scored: dict) -> list[dict]:
+    """Every checkpoint (and the base model) scored on every pool of ``scored``: each loads once and
+    encodes the union of the pools and every query."""
+    union = np.unique(np.concatenate([table["row"].to_numpy() for _, table in scored.values()]))
+    passages = data.passages_at(cell.results / "data" / cell.dataset, union, cell.config["data"]["title_join"])
+    position = pd.Series(np.arange(len(union)), index=union)
+    row_of = {q: i for i, q in enumerate(cell.queries)}
+    scoring = PoolMetrics.from_evaluation(cell.config["evaluation"])
     records = []
-    for method, step, folder in points:
-        model_ = base if folder is None else encoders.load(encoder, path=str(folder))
-        pool_emb = encoders.encode_side(model_, encoder, "passage", passages, batch, f"{method} {step} pool")
-        query_emb = encoders.encode_side(
-            model_, encoder, "query", [text[q] for q in all_queries], batch, f"{method} {step} queries"
-        )
+    for method, step, folder in [("pretrain", 0, None), *_checkpoints(cell)]:
+        model = base if folder is None else encoders.load(cell.encoder, path=str(folder))
+        pool_emb = cell.encode(model, passages, "passage", f"{method} {step} pool")
+        query_emb = cell.encode(model, cell.query_texts, "query", f"{method} {step} queries")
         for pool, (queries, table) in scored.items():
-            q_rows = [query_row[q] for q in queries]
             emb = pool_emb[position.loc[table["row"].to_numpy()].to_numpy()]
-            metrics = validation.score_pool(queries, query_emb[q_rows], table, emb, qrels, scoring)
-            records.append({"pool": pool, "method": method, "step": step} | {m: metrics[m] for m in METRICS})
-    exact = _exact(results, dataset, model, config["seeds"][0])
+            rows = [row_of[q] for q in queries]
+            metrics = validation.score_pool(queries, query_emb[rows], table, emb, cell.qrels, scoring)
+            records.append({"pool": _label(pool), "method": method, "step": step} | {m: metrics[m] for m in METRICS})
+    return records
+
+
+def _cell(cell: Cell, max_fraction: float) -> list[dict]:
+    base = encoders.load(cell.encoder)
+    pools = _pools(cell, base)
+    scored = {p: v for p, v in pools.items() if len(v[1]) <= max_fraction * len(cell.doc_ids)}
+    # the scores are kept beside the run: another reading of them encodes nothing again
+    cache = cell.results / "bench" / f"pool_fidelity__{cell.dataset}__{cell.model}.parquet"
+    cached = pd.read_parquet(cache) if cache.is_file() else None
+    if cached is not None and set(cached["pool"]) == {_label(p) for p in scored}:
+        records = cached
+    else:
+        records = pd.DataFrame(_score(cell, base, scored))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        records.to_parquet(cache)
+    exact = _exact(cell.results, cell.dataset, cell.model, cell.config["seeds"][0])
+    return _rows(cell, pools, scored, records, exact)
+
+
+def _rows(cell: Cell, pools: dict, scored: dict, records: pd.DataFrame, exact: pd.DataFrame) -> list[dict]:
+    """One table row per pool setting: its size, and its fidelity where it was scored."""
     rows = []
     for pool, (queries, table) in pools.items():
         row = {
-            "config": name,
-            "dataset": dataset,
+            "config": cell.name,
+            "dataset": cell.dataset,
             "pool": _label(pool),
             "documents": len(table),
-            "share": len(table) / len(doc_ids),
+            "share": len(table) / len(cell.doc_ids),
             "queries": len(queries),
+            "scored": pool in scored,
         }
-        row["scored"] = pool in scored
         if pool in scored:
-            pooled = pd.DataFrame([r for r in records if r["pool"] == pool]).drop(columns="pool")
+            pooled = records[records["pool"] == _label(pool)].drop(columns="pool")
             row |= _fidelity(pooled, exact, queries)
         rows.append(row)
     return rows
@@ -179,7 +232,7 @@ def _ttq_agreement(pool: pd.Series, exact: pd.Series) -> str:
         return time_to_quality.time_to_quality(long).set_index(["method", "tolerance"])["steps_to_target"]
 
     a, b = table(pool), table(exact)
-    same = sum(1 for key in a.index if (pd.isna(a[key]) and pd.isna(b[key])) or a[key] == b[key])
+    same = sum(1 for key in a.index if (pd.isna(a[key]) and pd.isna(b[key])) or bool(a[key] == b[key]))
     return f"{same}/{len(a)}"
 
 
@@ -193,7 +246,7 @@ def main() -> None:
         config = load_config(path)
         for dataset in config["datasets"]:
             for model in config["models"]:
-                rows += _cell(config, Path(path).stem, dataset, model, args.max_fraction)
+                rows += _cell(Cell.of(config, Path(path).stem, dataset, model), args.max_fraction)
                 print(f"{path}: {dataset} x {model} done", file=sys.stderr, flush=True)
     frame = pd.DataFrame(rows)
     over = ~frame.pop("scored")
