@@ -322,9 +322,9 @@ def job_counts(config: dict) -> Counter:
     )
     counts["finetune"] = len({(r.dataset, r.model, r.method, r.seed, r.budget) for r in trained})
     counts["publish"] = counts["finetune"]  # each finished run's checkpoints, with model cards
-    counts["validation_pool"] = sum(
-        1 for _ in config["datasets"] for m in config["models"] if trained and model_settings(config, m).validate_every
-    )
+    pools = sum(1 for _ in config["datasets"] for m in config["models"] if model_settings(config, m).validate_every)
+    if trained and pools:  # only a config that validates has the stage
+        counts["validation_pool"] = pools
     counts["index"] = len(trained)
     counts["evaluate"] = len(runs)
     counts["aggregate"] = 1

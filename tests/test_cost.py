@@ -27,15 +27,15 @@ def test_paper_plan_counts_come_from_ir_datasets_metadata(paper, offline):
     rows = cost.plan_rows(paper)
     trivia = _row(rows, "triviaqa", "bge-large-en-v1.5")
     assert trivia["documents"] == 21_015_324 and trivia["counts_from"].startswith("ir_datasets")
-    # the base model once (score) and the last checkpoint of 4 methods (index); each run validates 8
-    # times on a pool of 1,000 queries' judgments, top 100 candidates and 10,000 random documents
+    # the base model once (score) and every evaluated checkpoint of 4 methods x 8 checkpoints (index)
+    assert trivia["index_jobs"] == 32 and trivia["passages_encoded"] == 21_015_324 * 33
+    # the same curves from the validation pool: the last checkpoints indexed, 8 validations a run on
+    # 1,000 dev queries' judgments, their top 100 under the base model and 10,000 random documents
+    pooled = _row(cost.plan_rows(cost.curve_variants(paper)["pool"]), "triviaqa", "bge-large-en-v1.5")
     judgments, queries = trivia_dev_counts()
     pool = round(judgments * 1000 / queries) + 1000 * 100 + 10_000
-    assert trivia["index_jobs"] == 4 and trivia["validations"] == 32 and trivia["pool_documents"] == pool
-    assert trivia["passages_encoded"] == 21_015_324 * 5 + pool * 32
-    exact = cost.plan_rows(cost.curve_variants(paper)["exact"])  # every curve point evaluated on the corpus
-    trivia_exact = _row(exact, "triviaqa", "bge-large-en-v1.5")
-    assert trivia_exact["index_jobs"] == 32 and trivia_exact["passages_encoded"] == 21_015_324 * 33
+    assert pooled["index_jobs"] == 4 and pooled["validations"] == 32 and pooled["pool_documents"] == pool
+    assert pooled["passages_encoded"] == 21_015_324 * 5 + pool * 32
     assert trivia["store_bytes"] == 21_015_324 * 1024 * 4
     assert _row(rows, "fiqa", "Qwen3-Embedding-0.6B")["documents"] == 57_638
     # keeping every checkpoint's embeddings costs more disk than deleting them once evaluated
@@ -54,8 +54,7 @@ def test_plan_prints_the_table_totals_and_assumptions(capsys, offline):
     assert cli.main(["plan", "--config", str(PAPER)]) == 0
     text = capsys.readouterr().out
     assert "triviaqa" in text and "21015324" in text
-    jobs = "jobs: download 8, score 16, prune 64, mine 16, finetune 64, publish 64, validation_pool 16, index 64"
-    assert jobs in text
+    assert "jobs: download 8, score 16, prune 64, mine 16, finetune 64, publish 64, index 512, evaluate 528" in text
     assert "assumptions:" in text and "35% of A100 peak 312 TFLOP/s" in text and "ir_datasets" in text
 
 

@@ -78,9 +78,7 @@ def test_paper_dag_job_counts_offline(tmp_path):
     config = load_config(PAPER)
     assert set(config["datasets"]) == PAPER_DATASETS
     steps = {name: len(model_settings(config, name).checkpoint_steps()) for name in config["models"]}
-    assert steps == {"bge-large-en-v1.5": 1, "Qwen3-Embedding-0.6B": 1}  # curves from the validation pool
-    validations = {name: len(model_settings(config, name).validation_steps()) for name in config["models"]}
-    assert validations == {"bge-large-en-v1.5": 8, "Qwen3-Embedding-0.6B": 8}
+    assert steps == {"bge-large-en-v1.5": 8, "Qwen3-Embedding-0.6B": 8}
     trained = 4  # basic, sp, infobatch, dp
     evaluated = len(PAPER_DATASETS) * sum(trained * n + 1 for n in steps.values())
     planned = plan(tmp_path, PAPER)
@@ -93,11 +91,10 @@ def test_paper_dag_job_counts_offline(tmp_path):
         "index": evaluated - 16,  # pretrain is evaluated on score's corpus embeddings
         "evaluate": evaluated,
         "publish": 16 * trained,  # each finetune run's checkpoints with model cards
-        "validation_pool": 16,
         "aggregate": 1,
         "all": 1,
     }
-    assert evaluated == 80
+    assert evaluated == 528
     # `opera plan` counts the jobs the workflow plans
     assert cost.job_counts(config) == {stage: n for stage, n in planned.items() if stage != "all"}
     assert not (tmp_path / "results").exists()  # a dry run downloads nothing

@@ -208,7 +208,7 @@ def test_opera_plan_prices_the_curves_exactly_and_on_the_pool(capsys):
     assert exact["passages_encoded"] >= 5 * pool["passages_encoded"]
     assert exact["gpu_hours"] >= 3 * pool["gpu_hours"]
     text = cost.format_plan(config)
-    assert "pool (this config)" in text and "exact " in text
+    assert "exact (this config)" in text and "\n               pool " in text
 
 
 def test_a_validating_model_plans_one_pool_per_dataset_and_model(tmp_path):
