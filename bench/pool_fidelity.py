@@ -232,6 +232,7 @@ def _ttq_agreement(pool: pd.Series, exact: pd.Series) -> str:
         return time_to_quality.time_to_quality(long).set_index(["method", "tolerance"])["steps_to_target"]
 
     a, b = table(pool), table(exact)
+
     def agree(x, y) -> bool:  # the same step, or neither reaches the target
         return pd.isna(x) and pd.isna(y) if pd.isna(x) or pd.isna(y) else x == y
 
