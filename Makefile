@@ -11,7 +11,7 @@ CONFIG ?= config/config.yaml
 # The folder CONFIG writes to (evaluated when a recipe runs, once the venv exists).
 RESULTS_DIR = $$($(VENV)/bin/python -m opera.preflight results-dir $(CONFIG))
 
-.PHONY: run test test-slurm lint report check-reference clean-results
+.PHONY: run test test-fast test-slurm lint report check-reference clean-results
 
 # --no-compile: pip would byte-compile every module of every package (88 s of a 2-core machine's
 # install); Python compiles the ones a job imports on first use instead (about 10 s, once).
@@ -39,6 +39,11 @@ check-reference: $(STAMP)
 # whose tests use it.
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -n 2
+
+# While editing: the tests that neither train, nor run a stage, a subprocess or Snakemake (markers
+# slow and workflow; tests/conftest.py marks the users of the stage fixtures). CI runs `make test`.
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -n 2 -m "not slow and not workflow and not slurm"
 
 # The smoke config through a one-node SLURM that the test starts and stops (tools/local_slurm.sh).
 test-slurm: $(STAMP)

@@ -63,3 +63,15 @@ def smoke_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("smoke_run")
     snakemake(workdir, SMOKE, "--cores", "2")
     return workdir
+
+
+# Session fixtures that run a stage or a workflow (tens of seconds to minutes): a test that asks for
+# one is in `make test`, not in `make test-fast`.
+SLOW_FIXTURES = {"smoke_run", "smoke_scored"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: the marker must be there when it looks
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -3,12 +3,14 @@ the dry run for a local source or a subsample, at the download for a source coun
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from workflow_helpers import ENV, ROOT, snakemake
 
 SMOKE = ROOT / "config" / "smoke.yaml"
 
 
+@pytest.mark.slow
 def test_snakemake_stops_before_any_job_on_a_batch_larger_than_the_train_queries(tmp_path):
     config = yaml.safe_load(SMOKE.read_text())
     config["models"]["all-MiniLM-L6-v2"]["batch_size"] = 32  # the smoke slice keeps 24 train queries
@@ -22,6 +24,7 @@ def test_snakemake_stops_before_any_job_on_a_batch_larger_than_the_train_queries
     assert "Job stats" not in text and not (tmp_path / "w" / "results").exists()
 
 
+@pytest.mark.slow
 def test_the_download_stops_on_a_train_split_smaller_than_the_batch(tmp_path):
     """A local hf copy is not counted before it is prepared: its download job refuses it, so the
     score job (which encodes the corpus) never starts."""

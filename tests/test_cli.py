@@ -91,6 +91,7 @@ def test_choices_that_do_not_fit_the_config_exit_2(tmp_path, capsys):
     assert "--checkpoint: '/no/such/step4' does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_score_finetune_and_evaluate_a_checkpoint(tmp_path, capsys):
     """The stages a researcher runs without Snakemake, on a tiny slice: score, finetune one method
     (reusing the scores), evaluate its last checkpoint; outputs in the workflow's layout."""

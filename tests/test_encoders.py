@@ -167,6 +167,7 @@ def test_last_token_pooling_with_left_padding():
     np.testing.assert_allclose(trained_path, batched, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bf16_encoding_close_to_fp32(model, reference):
     fp32 = reference
     bf16 = _encode(model, TEXTS, precision="bf16")
@@ -239,6 +240,7 @@ def _unbounded(monkeypatch):
 
 
 @pytest.mark.parametrize("family", ["wordpiece", "bpe"])
+@pytest.mark.slow
 def test_bounded_texts_keep_the_token_ids_of_the_whole_text(family, family_models):
     tokenizer = family_models[family][1].tokenizer
     for max_length in (8, 32, 512):
@@ -275,6 +277,7 @@ def _every_path(model, encoder, texts) -> list:
 
 
 @pytest.mark.parametrize("family", ["wordpiece", "bpe"])
+@pytest.mark.slow
 def test_every_tokenization_path_gives_the_same_tensors_and_embeddings(family, family_models, monkeypatch):
     encoder, model = family_models[family]
     bounded = _every_path(model, encoder, LONG_TEXTS)

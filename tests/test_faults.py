@@ -253,6 +253,7 @@ def test_config_violation_names_key_and_allowed_values(changes, expected):
         validate_config(_config(**changes))
 
 
+@pytest.mark.slow
 def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
     from workflow_helpers import snakemake
 

@@ -20,6 +20,8 @@ from opera.config import ConfigError, global_batch, load_config, method_params, 
 from opera.sampling import make_sampler
 from opera.settings import ModelSettings
 
+pytestmark = pytest.mark.slow  # every test here trains, builds models or runs subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_CONFIG = load_config(ROOT / "config" / "smoke.yaml")
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from workflow_helpers import ENV, ROOT, SNAKEFILE, write_config
 
@@ -52,6 +53,7 @@ def test_no_method_name_outside_the_registry():
                     assert f'"{name}"' not in text, (path, name)
 
 
+@pytest.mark.slow
 def test_a_new_method_is_one_registry_entry(tmp_path):
     """Add a method that reuses sp's pruner and params in a copy of the package: the DAG plans it."""
     copy = tmp_path / "src"  # the workflow beside its package: Snakemake imports from the Snakefile's folder

@@ -27,6 +27,8 @@ from opera import encoders, pipeline, tiny_models
 from opera.embedding_store import EmbeddingStore, StoreLayout
 from opera.settings import EncoderSettings
 
+pytestmark = pytest.mark.slow  # every test here trains, builds models or runs subprocesses
+
 FAMILIES = ("bert", "qwen3")
 KEYS = {family: tiny_models.FAMILIES[family].registry_key for family in FAMILIES}
 SMOKE_FAMILIES = ROOT / "config" / "smoke_families.yaml"

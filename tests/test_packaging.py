@@ -19,6 +19,8 @@ from packaging.version import Version
 
 import opera
 
+pytestmark = pytest.mark.slow  # every test here trains, builds models or runs subprocesses
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10

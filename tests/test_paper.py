@@ -74,6 +74,7 @@ def test_a_new_model_is_one_entry_with_a_path():
     )
 
 
+@pytest.mark.slow
 def test_paper_dag_job_counts_offline(tmp_path):
     config = load_config(PAPER)
     assert set(config["datasets"]) == PAPER_DATASETS
@@ -100,6 +101,7 @@ def test_paper_dag_job_counts_offline(tmp_path):
     assert not (tmp_path / "results").exists()  # a dry run downloads nothing
 
 
+@pytest.mark.slow
 def test_slurm_profile_dry_run_requests_gpus_memory_and_runtime(tmp_path):
     result = snakemake(
         tmp_path, PAPER, "--profile", str(ROOT / "profiles" / "slurm"), "--executor", "slurm", "--jobs", "10", "-n"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from stage_helpers import run_download, run_score
 
 from opera import encoders, io, pipeline
 
 
+@pytest.mark.slow
 def test_corpus_encoded_once_for_scoring_mining_and_pretrain_evaluation(
     smoke_config, smoke_settings, tmp_path, monkeypatch
 ):

@@ -116,6 +116,7 @@ def _clean(workdir: Path, configfile: Path):
     )
 
 
+@pytest.mark.slow
 def test_a_results_folder_belongs_to_the_config_file_that_first_ran_there(tmp_path):
     """Two config files named tiny.yaml in different folders both default to results/tiny: the
     second is refused once the first has run jobs there; `make clean-results` (opera.preflight
@@ -234,6 +235,7 @@ def test_an_uncached_hub_id_offline_is_warned_about_and_still_plans(caplog):
 
 
 @pytest.mark.parametrize("path", ["sentence-transformrs/all-MiniLM-L6-v2", "BAAI/bge-large-en-v1.5"])
+@pytest.mark.slow
 def test_a_hub_model_that_cannot_be_loaded_stops_in_one_sentence_naming_the_key(tmp_path, path):
     """Offline, with an empty hub cache: a mistyped id stops while Snakemake sizes the score job
     (its embedding size cannot be known); a known id reaches the score job, which stops before the
@@ -254,6 +256,7 @@ def test_a_hub_model_that_cannot_be_loaded_stops_in_one_sentence_naming_the_key(
     assert not (tmp_path / "w" / target).exists()
 
 
+@pytest.mark.slow
 def test_a_model_changed_in_place_reruns_the_jobs_that_read_it(tmp_path):
     """A local model folder's weights replaced after the score stage rerun score (and with it all
     after); touching the files without changing them reruns nothing."""
@@ -301,6 +304,7 @@ def test_seeds_given_as_strings_become_integers():
         validate_config(_config(seeds=["1", "x"]))
 
 
+@pytest.mark.slow
 def test_snakemake_dry_run_takes_seeds_and_stops_on_a_bad_source(tmp_path):
     assert plan(tmp_path / "w", SMOKE, "--config", "seeds=[1,2]")["finetune"] == 3 * 2
     bad = tmp_path / "bad.yaml"
@@ -314,6 +318,7 @@ def test_snakemake_dry_run_takes_seeds_and_stops_on_a_bad_source(tmp_path):
 # --- the download rule reads the source's files ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_editing_a_local_source_file_reruns_download(tmp_path):
     folder = write_beir(tmp_path / "toy")
     config = tmp_path / "toy.yaml"
@@ -408,6 +413,7 @@ def _planned_threads(workdir: Path, configfile: Path) -> dict[str, set[int]]:
     return threads
 
 
+@pytest.mark.slow
 def test_index_and_evaluate_jobs_take_eval_threads(tmp_path):
     """The embedded default runs its index and evaluate jobs on one thread each, two at a time
     (bench/eval_threads.py); without eval_threads they take `threads`, as every other job."""
@@ -421,6 +427,7 @@ def test_index_and_evaluate_jobs_take_eval_threads(tmp_path):
     assert same["index"] == same["evaluate"] == same["finetune"] == {2}
 
 
+@pytest.mark.slow
 def test_only_the_configs_methods_are_planned_and_opera_plan_counts_them(tmp_path):
     """Without sp there is no pruning card, so no prune job for sp; `opera plan` counts what
     Snakemake plans."""
@@ -434,6 +441,7 @@ def test_only_the_configs_methods_are_planned_and_opera_plan_counts_them(tmp_pat
 
 
 @pytest.mark.parametrize(("random_params", "random_prunes"), [({}, 2), ({"seed": 0}, 1)])
+@pytest.mark.slow
 def test_random_prunes_once_per_seed_unless_its_seed_is_fixed(tmp_path, random_params, random_prunes):
     """random draws its subset from each run's seed (one prune job per seed), or one subset for
     every seed when method_params.random.seed is set; `opera plan` counts the same."""

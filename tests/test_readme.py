@@ -23,6 +23,8 @@ from workflow_helpers import ENV, ROOT, SNAKEFILE
 
 from opera.config import load_registry
 
+pytestmark = pytest.mark.slow  # every test here trains, builds models or runs subprocesses
+
 README = ROOT / "README.md"
 SMOKE = "config/smoke.yaml"
 BIN = Path(sys.executable).parent

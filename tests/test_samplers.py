@@ -86,6 +86,7 @@ def test_misuse_is_refused_with_a_clear_message():
     assert sampler.log()["queries_seen"] == len(set(frame["query_id"].iloc[drawn]))
 
 
+@pytest.mark.slow
 def test_sentence_transformers_trainer_trains_tiny_bert_with_dp(smoke_scored, tmp_path):
     """SentenceTransformerTrainer with dp on the smoke slice: the sampler's schedules move and the
     trained pairs' scores are written back."""
@@ -141,6 +142,7 @@ def test_the_docs_have_both_examples():
 
 
 @pytest.mark.parametrize("number", range(len(python_blocks())))
+@pytest.mark.slow
 def test_the_docs_examples_run_as_written(number, tmp_path):
     script = tmp_path / "example.py"
     script.write_text(python_blocks()[number])

@@ -151,6 +151,7 @@ def test_false_negative_mask_hides_shared_positives():
     assert mask.tolist() == [[False, False, False, True], [False, False, False, False]]
 
 
+@pytest.mark.slow
 def test_ddp_gloo_two_processes(smoke_scored, settings, tmp_path):
     """The same loop under torchrun: 2 CPU processes, per-process batch 2, gathered negatives."""
     job = {

@@ -211,6 +211,7 @@ def test_opera_plan_prices_the_curves_exactly_and_on_the_pool(capsys):
     assert "exact (this config)" in text and "\n               pool " in text
 
 
+@pytest.mark.slow
 def test_a_validating_model_plans_one_pool_per_dataset_and_model(tmp_path):
     from opera import cost
 
