@@ -23,10 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opera import data, io, methods, pruning
-from opera.config import (
+
+# global_batch and global_batches are config's; workflow_scripts/download.py and prune.py read them
+# here, and editing a workflow script reruns its rule in every existing results folder
+from opera.config import (  # noqa: F401  (global_batches: re-exported for those scripts)
     EvaluatedRun,
     finetune_gpus,
     global_batch,
+    global_batches,
     gpu_peak_tflops,
     grid,
     method_params,

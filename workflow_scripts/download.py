@@ -1,4 +1,4 @@
-from opera import config, job, pipeline
+from opera import cost, job, pipeline
 
 job.run(
     snakemake,
@@ -8,6 +8,6 @@ job.run(
         options=snakemake.params.options,
         out_dir=snakemake.output[0],
         # read from the config, not a param: a batch size change must not rerun the download
-        global_batches=config.global_batches(snakemake.config),
+        global_batches=cost.global_batches(snakemake.config),
     ),
 )

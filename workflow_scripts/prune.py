@@ -1,4 +1,4 @@
-from opera import config, job, pipeline
+from opera import cost, job, pipeline
 
 job.run(
     snakemake,
@@ -9,7 +9,7 @@ job.run(
         out_pairs=snakemake.output.pairs,
         out_report=snakemake.output.report,
         # read from the config, not a param (a batch size change must not rerun pruning and all after it)
-        global_batch=config.global_batch(snakemake.config, snakemake.wildcards.model),
+        global_batch=cost.global_batch(snakemake.config, snakemake.wildcards.model),
         dataset=snakemake.wildcards.dataset,
         model=snakemake.wildcards.model,
     ),
