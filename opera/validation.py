@@ -66,9 +66,8 @@ def build_pool(
     rest = np.setdiff1d(np.arange(len(doc_ids), dtype=np.int64), taken)
     wanted = settings.random_count(len(doc_ids))
     if wanted > len(rest):
-        log.warning(
-            "validation pool: %d random documents asked, %d left outside the pool: taking all", wanted, len(rest)
-        )
+        # the defaults are sized for large corpora: on a small one the pool takes the whole rest
+        log.info("validation pool: %d random documents asked, %d left outside the pool: taking all", wanted, len(rest))
     rng = np.random.default_rng([settings.seed, 2])
     drawn = np.sort(rng.choice(rest, size=min(wanted, len(rest)), replace=False)) if len(rest) else rest
     rows = np.concatenate([judged, candidates, drawn])
