@@ -186,14 +186,7 @@ def _sorted_dicts(value: Any) -> Any:
 
 def load_config(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    from opera import io  # lazy: numpy, pandas
-
-    try:
-        config = io.read_yaml(path) or {}
-    except io.FileFormatError as exc:
-        raise ConfigError(str(exc)) from exc
+    config = preflight.read_config_file(path)
     if isinstance(config, dict):
         config.setdefault("results_dir", preflight.default_results_dir([path]))
     try:

@@ -296,12 +296,13 @@ def curve_variants(config: dict) -> dict[str, dict]:
     return variants
 
 
-def curve_plans(config: dict) -> pd.DataFrame:
-    """Per dataset x model, passages encoded, GPU-hours and peak disk of both :func:`curve_variants`."""
+def curve_plans(config: dict, variants: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Per dataset x model, passages encoded, GPU-hours and peak disk of both :func:`curve_variants`
+    (``variants``, when the caller has them already)."""
     import pandas as pd
 
     frames = []
-    for name, variant in curve_variants(config).items():
+    for name, variant in (variants or curve_variants(config)).items():
         rows = pd.DataFrame(plan_rows(variant))
         frames.append(rows.assign(curves=name))
     return pd.concat(frames, ignore_index=True)
@@ -406,10 +407,11 @@ def format_plan(config: dict) -> str:
 
 def _curve_lines(config: dict) -> list[str]:
     """The plan's second part: the learning curves' points evaluated exactly vs validated on the pool."""
-    plans = curve_plans(config)
+    variants = curve_variants(config)
+    plans = curve_plans(config, variants)
     own = {
         name
-        for name, variant in curve_variants(config).items()
+        for name, variant in variants.items()
         if all(model_settings(variant, m) == model_settings(config, m) for m in config["models"])
     }
     shown = plans[["curves", "dataset", "model", "pool_documents", "validations", "index_jobs"]].copy()

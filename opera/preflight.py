@@ -29,6 +29,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from opera.errors import ConfigError
 
@@ -181,18 +182,25 @@ def claim_results_dir(results_dir: str, configfiles: list[str]) -> None:
     )
 
 
-def results_dir_of(configfile: str | os.PathLike) -> str:
-    """The folder a config file writes to: its ``results_dir``, else results/<stem>; checked like
-    every results folder (never the checkout, home or a protected folder)."""
-    from opera import io
+def read_config_file(path: str | os.PathLike) -> Any:
+    """A config file's YAML as written (``{}`` for an empty file), or ConfigError naming the file;
+    opera.config.load_config validates what it holds."""
+    from opera import io  # lazy: numpy, pandas
 
-    path = Path(configfile)
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        config = io.read_yaml(path) or {}
+        return io.read_yaml(path) or {}
     except io.FileFormatError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def results_dir_of(configfile: str | os.PathLike) -> str:
+    """The folder a config file writes to: its ``results_dir``, else results/<stem>; checked like
+    every results folder (never the checkout, home or a protected folder)."""
+    path = Path(configfile)
+    config = read_config_file(path)
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: a config is a mapping of keys, not {type(config).__name__}")
     results_dir = config.get("results_dir") or default_results_dir([path])
