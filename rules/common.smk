@@ -179,8 +179,8 @@ def finetune_inputs(wildcards):
     subset = pair_subset(wildcards.model, wildcards.method, int(wildcards.seed))
     kept = prune_file("pairs.parquet", wildcards.dataset, wildcards.model, wildcards.method, subset)
     after_prune = mines_after_prune(wildcards)
-    validates = opera_config.model_settings(config, wildcards.model).validate_every is not None
-    pool = {"pool": score_file("validation_pool.parquet", wildcards.dataset, wildcards.model)} if validates else {}
+    validating = validates(wildcards.model)
+    pool = {"pool": score_file("validation_pool.parquet", wildcards.dataset, wildcards.model)} if validating else {}
     return pool | {
         "data": data_dir(wildcards.dataset),
         "pairs": kept if after_prune else score_file("pairs.parquet", wildcards.dataset, wildcards.model),
@@ -326,11 +326,6 @@ def pool_tables():
 
 
 def plot_files(ext):
-    pool = [plot_file(d, m, "metric_vs_steps_pool", ext) for d, m, _ in pool_reports()]
-    return pool + _plot_files(ext)
-
-
-def _plot_files(ext):
     kinds = ["metric_vs_steps", "metric_vs_time"] + (
         ["training_time", "sampler_diagnostics"] if TRAINED_IN_CONFIG else []
     )
@@ -340,11 +335,12 @@ def _plot_files(ext):
         kinds.append("schedules")
     if any(len(opera_config.budget_steps(config, m, method)) > 1 for m in MODELS for method in TRAINED_IN_CONFIG):
         kinds.append("metric_vs_budget")
-    return [plot_file(d, m, kind, ext) for d in DATASETS for m in MODELS for kind in kinds]
+    pool = [plot_file(d, m, "metric_vs_steps_pool", ext) for d, m, _ in pool_reports()]
+    return pool + [plot_file(d, m, kind, ext) for d in DATASETS for m in MODELS for kind in kinds]
 
 
 def _report_plot(path):
-    kind = path.rsplit("__", 1)[1].split(".")[0]  # metric_vs_steps_pool has its own caption
+    kind = path.rsplit("__", 1)[1].split(".")[0]
     return report(path, caption=f"../report/{kind}.rst", category="Plots")
 
 
