@@ -39,10 +39,16 @@ def gpu_peak_tflops() -> dict[str, float]:
 
 @cache
 def _load_schema() -> dict:
-    """opera/schema.yaml, with the method enum taken from the method registry (opera.methods)."""
+    """opera/schema.yaml, with the names its registries define: methods (opera.methods), GPU types
+    (registry.yaml) and dataset sources with their fields (opera.data.sources)."""
     from opera import io  # lazy: numpy, pandas
+    from opera.data.sources import SOURCES  # lazy: pandas
 
     schema = io.read_yaml(SCHEMA_PATH)
+    source = schema["definitions"]["dataset"]["properties"]["source"]["properties"]
+    source["type"]["enum"] = sorted(SOURCES)
+    for kind in SOURCES.values():
+        source.update(kind.fields)
     schema["properties"]["methods"]["items"]["enum"] = methods.names()
     schema["properties"]["budget_methods"]["items"]["enum"] = methods.trained()
     schema["properties"]["cost"]["properties"]["gpu"]["enum"] = sorted(gpu_peak_tflops())
@@ -166,12 +172,11 @@ def validate_config(config: dict) -> dict:
 def _check_dataset_sources(datasets: dict) -> None:
     """What a dry run can know about each source: ir_datasets ids are registered (offline); local
     sources (shipped, BEIR folder, local hf copy) and their files exist."""
-    from opera.data import DataError, check_ir_datasets_ids, check_local_source  # lazy: pandas, numpy
+    from opera.data import DataError, check_source  # lazy: pandas, numpy
 
     for name, dataset in datasets.items():
         try:
-            check_local_source(name, dataset)
-            check_ir_datasets_ids(name, dataset)
+            check_source(name, dataset)
         except DataError as exc:
             raise ConfigError(str(exc)) from exc
 

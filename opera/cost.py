@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opera import data, io, methods, pruning
+from opera import io, methods, pruning
 
 # global_batch and global_batches are config's; workflow_scripts/download.py and prune.py read them
 # here, and editing a workflow script reruns its rule in every existing results folder
@@ -37,6 +37,7 @@ from opera.config import (  # noqa: F401  (global_batches: re-exported for those
     model_settings,
     trained_methods,
 )
+from opera.data.sources import source_of
 from opera.preflight import local_model_folder
 from opera.settings import PoolSettings
 
@@ -95,20 +96,12 @@ def _dataset_size(results_dir: str, name: str, spec: dict, eval_split: str) -> D
         splits = io.read_json(prepared)["splits"]
         split = splits.get(eval_split, {})
         return DatasetSize(split.get("documents", 0), split.get("queries", 0), str(prepared), split.get("judged_pairs"))
-    source = spec["source"]
-    if source["type"] == "ir_datasets":
-        import ir_datasets
-
-        docs = ir_datasets.load(source["ids"][next(iter(source["ids"]))]).docs_count()
-        evaluated = ir_datasets.load(source["ids"][eval_split]) if eval_split in source["ids"] else None
-        queries = evaluated.queries_count() if evaluated else 0
-        judgments = evaluated.qrels_count() if evaluated else None
-        where = f"ir_datasets {ir_datasets.__version__} metadata"
-    else:
-        folder = _local_folder(source)
-        docs, where = data.count_records(folder, "corpus"), str(folder)
-        queries = data.judged_queries(folder / "qrels" / f"{eval_split}.tsv")
-        judgments = data.judgments(folder / "qrels" / f"{eval_split}.tsv")
+    counts = source_of(name, spec).counts(name, spec, eval_split)
+    if counts is None:
+        raise CostError(
+            f"dataset {name!r}: a {spec['source']['type']} source gives no count offline; prepare the dataset first"
+        )
+    docs, queries, judgments, where = counts.documents, counts.queries, counts.judgments, counts.where
     if docs is None:
         raise CostError(f"dataset {name!r}: its source gives no document count offline; prepare it first")
     subsample = spec.get("subsample") or {}
@@ -120,14 +113,6 @@ def _dataset_size(results_dir: str, name: str, spec: dict, eval_split: str) -> D
     if limit:
         queries = min(queries or limit, limit)
     return DatasetSize(int(docs), int(queries or 0), where, judgments)
-
-
-def _local_folder(source: dict) -> Path:
-    if source["type"] == "shipped":
-        return data.SHIPPED_DIR / source["name"]
-    if "path" in source:
-        return Path(source["path"])
-    raise CostError(f"a {source['type']} source has no local folder to count; prepare the dataset first")
 
 
 def model_parameters(path: str) -> int:

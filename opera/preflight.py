@@ -16,7 +16,7 @@ stop on the same problems, with the config key and what is wrong:
 * :func:`default_results_dir`: where a config writes when it does not say, ``results/<stem of its
   file>``, so that two configs never overwrite each other's outputs.
 
-The dataset sources are checked by opera.data (``check_local_source``, ``check_ir_datasets_ids``).
+The dataset sources are checked by opera.data (``check_source``: each source kind's own check).
 """
 
 from __future__ import annotations

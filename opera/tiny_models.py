@@ -64,13 +64,13 @@ INIT_RANGE = 0.3
 
 
 def _scifact() -> Path:
-    """The shipped SciFact folder (opera.data's, or the packaged copy)."""
-    from opera import data
+    """The shipped SciFact folder."""
+    from opera.data.sources.beir import SHIPPED_DIR
 
-    for folder in (Path(data.SHIPPED_DIR) / "scifact", PACKAGE_DIR / "datasets" / "scifact"):
-        if (folder / "corpus.jsonl.gz").is_file():
-            return folder
-    raise FileNotFoundError(f"the shipped SciFact corpus is not in {data.SHIPPED_DIR} nor {PACKAGE_DIR / 'datasets'}")
+    folder = SHIPPED_DIR / "scifact"
+    if not (folder / "corpus.jsonl.gz").is_file():
+        raise FileNotFoundError(f"the shipped SciFact corpus is not in {SHIPPED_DIR}")
+    return folder
 
 
 def training_texts(limit: int = 1500) -> list[str]:

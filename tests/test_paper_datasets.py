@@ -17,7 +17,7 @@ import yaml
 from irds_helpers import feed, grades, ir_datasets, record
 
 from opera.config import eval_split, load_registry, resolve_dataset
-from opera.data import DataError, check_ir_datasets_ids, load_dataset
+from opera.data import DataError, check_source, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text(encoding="utf-8"))
@@ -66,7 +66,7 @@ def test_the_table_covers_the_paper_config():
 @pytest.mark.parametrize("name", NAMES)
 def test_ids_are_registered_and_the_evaluation_split_has_qrels(name):
     spec = spec_of(name)
-    check_ir_datasets_ids(name, spec)  # raises on an unregistered id, a split without qrels, mixed corpora
+    check_source(name, spec)  # raises on an unregistered id, a split without qrels, mixed corpora
     ids = spec["source"]["ids"]
     assert set(ids) == set(spec["splits"]), "an id for every split, and no id for a split that is not loaded"
     assert all(ids[split] in set(ir_datasets.registry) for split in spec["splits"])
@@ -219,7 +219,7 @@ def test_antique_test_threshold_is_3(monkeypatch):
     assert list(data.qrels["train"]["relevance"][:4]) == [4, 3, 2, 1]  # train: default threshold 1
 
 
-# --- check_ir_datasets_ids ---------------------------------------------------------------------------
+# --- check_source ---------------------------------------------------------------------------
 
 
 def test_every_registry_ir_datasets_entry_passes_the_check():
@@ -228,7 +228,7 @@ def test_every_registry_ir_datasets_entry_passes_the_check():
     }
     assert set(NAMES) <= set(entries)
     for name in entries:
-        check_ir_datasets_ids(name, resolve_dataset(name))
+        check_source(name, resolve_dataset(name))
 
 
 def _irds(ids: dict, splits=None) -> dict:
@@ -237,7 +237,7 @@ def _irds(ids: dict, splits=None) -> dict:
 
 def test_check_names_the_key_and_the_closest_ids():
     with pytest.raises(DataError) as err:  # the registry's old TriviaQA entry
-        check_ir_datasets_ids(
+        check_source(
             "triviaqa",
             _irds(
                 {
@@ -260,32 +260,30 @@ def test_check_rejects_a_split_without_qrels():
         match=r"'datasets\.th\.source\.ids\.test': ir_datasets 'tripclick/test/head' "
         r"has no qrels; closest registered ids: .*'tripclick/val/head'",
     ):
-        check_ir_datasets_ids("th", _irds({"train": "tripclick/train/head", "test": "tripclick/test/head"}))
+        check_source("th", _irds({"train": "tripclick/train/head", "test": "tripclick/test/head"}))
 
 
 def test_check_rejects_a_missing_split_id_and_mixed_corpora():
     with pytest.raises(DataError, match=r"'datasets\.f\.source\.ids': no ir_datasets id for split\(s\) \['dev'\]"):
-        check_ir_datasets_ids(
-            "f", _irds({"train": "beir/fiqa/train", "test": "beir/fiqa/test"}, ["train", "dev", "test"])
-        )
+        check_source("f", _irds({"train": "beir/fiqa/train", "test": "beir/fiqa/test"}, ["train", "dev", "test"]))
     with pytest.raises(
         DataError,
         match=r"'datasets\.f\.source\.ids\.test': 'beir/nfcorpus/test' searches the "
         r"document collection 'beir/nfcorpus'.*'beir/fiqa'",
     ):
-        check_ir_datasets_ids("f", _irds({"train": "beir/fiqa/train", "test": "beir/nfcorpus/test"}))
+        check_source("f", _irds({"train": "beir/fiqa/train", "test": "beir/nfcorpus/test"}))
 
 
 def test_check_ignores_other_sources_and_no_id_is_close():
-    assert check_ir_datasets_ids("nfcorpus", resolve_dataset("nfcorpus")) is None
+    assert check_source("nfcorpus", resolve_dataset("nfcorpus")) is None
     with pytest.raises(DataError, match="no registered id is close"):
-        check_ir_datasets_ids("x", _irds({"test": "zzzz-qqqq"}))
+        check_source("x", _irds({"test": "zzzz-qqqq"}))
 
 
 def test_opera_data_imports_ir_datasets_lazily():
     code = (
         "import sys, opera.data as d; from opera.config import resolve_dataset; "
-        "d.check_ir_datasets_ids('scifact', resolve_dataset('scifact')); "
+        "d.check_source('scifact', resolve_dataset('scifact')); "
         "assert 'ir_datasets' not in sys.modules, 'imported eagerly'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

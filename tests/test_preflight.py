@@ -1,5 +1,5 @@
 """Errors before any job: sources, model paths, command-line seeds and where each config writes
-(opera.preflight and opera.data.check_local_source, through validate_config and snakemake -n)."""
+(opera.preflight and opera.data.check_source, through validate_config and snakemake -n)."""
 
 from __future__ import annotations
 
@@ -383,13 +383,14 @@ def test_a_batch_larger_than_a_local_sources_train_queries_stops_validation(tmp_
 
 def test_train_query_counts_are_read_once_per_file_version(tmp_path):
     from opera import data
+    from opera.data import records
 
     folder = write_beir(tmp_path / "toy")
     spec = {"source": {"type": "beir", "path": str(folder)}, "splits": ["train", "test"]}
-    before = data._positive_queries.cache_info()
+    before = records.positive_queries.cache_info()
     assert data.train_queries("mine", spec)[0] == 2
     assert data.train_queries("mine", spec)[0] == 2
-    after = data._positive_queries.cache_info()
+    after = records.positive_queries.cache_info()
     assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
     qrels = folder / "qrels" / "train.tsv"
     time.sleep(0.01)
