@@ -31,9 +31,9 @@ report: $(STAMP)
 	$(VENV)/bin/snakemake --cores 1 --configfile $(CONFIG) --report "$(RESULTS_DIR)/report.html"
 
 # The default's metrics against the committed reference of the precision they ran at
-# (results/reference/ for bf16, results/reference/fp32/), within opera.reference.TOLERANCES.
+# (results/reference/ for bf16, results/reference/fp32/), within opera.report.reference.TOLERANCES.
 check-reference: $(STAMP)
-	$(VENV)/bin/python -m opera.reference "$(RESULTS_DIR)"
+	$(VENV)/bin/python -m opera.report.reference "$(RESULTS_DIR)"
 
 # Two workers (pytest-xdist); a session fixture (the smoke workflow run) is built on each worker
 # whose tests use it.

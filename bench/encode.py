@@ -1,4 +1,4 @@
-"""Encoding throughput: opera.encoders.encode vs SentenceTransformer.encode on the NFCorpus corpus.
+"""Encoding throughput: opera.models.encoders.encode vs SentenceTransformer.encode on the NFCorpus corpus.
 
 Same model, same max length, same threads, same batch size; fp32 and bf16 autocast.
 Prints a table of passages/second and the ratio (ours / sentence-transformers), plus the largest
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opera import encoders
 from opera.data import passage_text
-from opera.precision import autocast
+from opera.models import encoders
+from opera.models.precision import autocast
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ import sys
 import numpy as np
 sys.path.insert(0, {bench!r})
 from precision import scifact_texts
-from opera import encoders
+from opera.models import encoders
 from opera.config import resolve_model
 from opera.settings import ModelSettings
 settings = ModelSettings.from_dict({{**resolve_model("all-MiniLM-L6-v2"), "query_max_length": 32,
@@ -72,7 +72,7 @@ def main() -> None:
 
     import torch
 
-    from opera import precision
+    from opera.models import precision
 
     print(
         f"{args.jobs} jobs, each: import, load all-MiniLM-L6-v2, encode {args.passages} SciFact passages at 64 "

@@ -3,7 +3,7 @@
 # all-MiniLM-L6-v2 on NFCorpus through the real workflow; prints step time, encode throughput and
 # metrics. Then the paper's two model families without downloads: tiny random-weight stand-ins for
 # bge-large-en-v1.5 (fp16) and Qwen3-Embedding-0.6B (bf16, gradient checkpointing), built in seconds
-# by opera.tiny_models, encoded on the GPU in their precisions and finetuned through the workflow
+# by opera.models.tiny_models, encoded on the GPU in their precisions and finetuned through the workflow
 # (config/smoke_families.yaml; 2 processes under torchrun when 2 GPUs are visible). Their metrics mean
 # nothing (random weights). Installs nothing: run it where the project's Python environment is present.
 #   bash bench/gpu_check.sh [python]
@@ -74,7 +74,7 @@ fi
 if [[ " $PARTS " == *" families "* ]]; then
 FAM="$WORK/families"
 mkdir -p "$FAM"
-"$PY" -m opera.tiny_models "$FAM/tiny_models" 2>&1 | grep -v -e "Loading weights" -e "Writing model shards" || true
+"$PY" -m opera.models.tiny_models "$FAM/tiny_models" 2>&1 | grep -v -e "Loading weights" -e "Writing model shards" || true
 NGPU=$("$PY" -c "import torch; print(min(2, torch.cuda.device_count()))")
 "$PY" - "$FAM" "$NGPU" <<'PY'
 import sys
@@ -98,7 +98,7 @@ import dataclasses, json, sys, time
 from pathlib import Path
 import numpy as np, torch, yaml
 from sentence_transformers import SentenceTransformer
-from opera import encoders, tiny_models
+from opera.models import encoders, tiny_models
 from opera.settings import EncoderSettings
 
 fam = Path(sys.argv[1])

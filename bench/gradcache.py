@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opera import encoders, training
-from opera.sampling import make_sampler
+from opera import training
+from opera.methods.sampling import make_sampler
+from opera.models import encoders
 from opera.settings import ModelSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

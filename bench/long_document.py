@@ -2,8 +2,8 @@
 
 A 41-document corpus (bench/scale.py's 40 synthetic 12-word passages plus one 30 MB document of
 synthetic words, deterministic) goes through the real score stage (`pipeline.score`, as bench/scale.py
-runs it: tiny local BERT from opera.tiny_models, fp32, 2 threads) with passage_max_length 32, once with
-opera.encoders' bound on long texts (`bounded_texts`) and once without it (the child sets
+runs it: tiny local BERT from opera.models.tiny_models, fp32, 2 threads) with passage_max_length 32, once with
+opera.models.encoders' bound on long texts (`bounded_texts`) and once without it (the child sets
 `encoders.BOUND_MIN_CHARS` to sys.maxsize, so no text is cut). Each run is a fresh process; it reports
 its wall seconds and peak RSS (ru_maxrss). Prints a markdown table, and checks that both runs wrote
 the same corpus embeddings.
@@ -50,8 +50,9 @@ def child_score(data_dir: Path, model_dir: Path, out: Path, bound: bool) -> dict
     """The score stage with passage_max_length 32, the bound on or off."""
     import torch
 
-    from opera import encoders, pipeline
+    from opera import pipeline
     from opera.embedding_store import StoreLayout
+    from opera.models import encoders
     from opera.settings import Mining
 
     torch.set_num_threads(2)
@@ -86,7 +87,7 @@ def main() -> int:
 
     import numpy as np
 
-    from opera import tiny_models
+    from opera.models import tiny_models
 
     rows = {}
     with tempfile.TemporaryDirectory(prefix="opera-long-document-") as scratch:

@@ -2,7 +2,7 @@
 pools of several sizes, against its exact evaluation on the full corpus.
 
 For each config (a workflow run whose every ``eval_every`` checkpoint was indexed and evaluated
-exactly; run it first), each dataset x model and each pool setting (opera.validation: the judged
+exactly; run it first), each dataset x model and each pool setting (opera.retrieval.validation: the judged
 documents of the validation queries, each query's top ``candidates`` under the base model, a random
 ``random`` share of the corpus; ``queries`` of the evaluation split, seeded), the table reports:
 
@@ -12,7 +12,7 @@ documents of the validation queries, each query's top ``candidates`` under the b
   on the pool's own queries (the pool's effect alone, without query sampling);
 - Kendall's tau between the methods' order on the pool and on the full corpus (NDCG@10), at each
   checkpoint step: the mean over steps and the lowest;
-- time to quality (opera.time_to_quality, checkpoint reading, NDCG@10 within 0, 0.005, 0.01, 0.02
+- time to quality (opera.report.time_to_quality, checkpoint reading, NDCG@10 within 0, 0.005, 0.01, 0.02
   of basic's final value, each read on its own scale): for how many (method, tolerance) cells the
   pool gives the exact step.
 
@@ -36,9 +36,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from opera import data, encoders, io, time_to_quality, validation
+from opera import data, io
 from opera.config import eval_split, load_config, model_settings, trained_methods
 from opera.embedding_store import EmbeddingStore
+from opera.models import encoders
+from opera.report import time_to_quality
+from opera.retrieval import validation
 from opera.settings import PoolMetrics, PoolSettings
 
 QUERIES = (None, 100, 50, 25, 15)

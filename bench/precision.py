@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opera import encoders, precision, training
+from opera import training
 from opera.config import resolve_model
 from opera.data import passage_text
-from opera.sampling import make_sampler
+from opera.methods.sampling import make_sampler
+from opera.models import encoders, precision
 from opera.settings import ModelSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
 For each size (default 1M, 2M and 4M synthetic passages, 1,000 train and 1,000 test queries) a
 fresh process runs the real score stage (`pipeline.score`: the corpus streamed from corpus.parquet
 and encoded shard by shard into an embedding store, the train pairs scored, hard negatives mined
-over every shard) with a tiny local encoder (opera.tiny_models' BERT with random weights, 64
+over every shard) with a tiny local encoder (opera.models.tiny_models' BERT with random weights, 64
 dimensions, 16 tokens), and another fresh process the real evaluate stage on that store (exact
 top 100 over every shard, metrics). The index stage encodes a checkpoint with score's code
 (`embedding_store.encode_corpus`). Prints a markdown table of passages, shards, disk, seconds and
@@ -142,7 +142,7 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
-    from opera import tiny_models
+    from opera.models import tiny_models
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="opera-scale-") as scratch:

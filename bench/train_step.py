@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opera import encoders, io, pipeline, precision, training
+from opera import io, pipeline, training
 from opera.config import method_params, resolve_model, validate_config
-from opera.sampling import make_sampler
+from opera.methods.sampling import make_sampler
+from opera.models import encoders, precision
 from opera.settings import ModelSettings
 
 

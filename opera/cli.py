@@ -110,8 +110,9 @@ def _score(config: dict, dataset: str, model: str) -> dict:
 def _validation_pool(config: dict, dataset: str, model: str) -> Path | None:
     """The pool a finetune run of ``model`` validates on (the workflow's validation_pool rule),
     built now if it is not there; None when the model has no validate_every."""
-    from opera import pipeline, validation
+    from opera import pipeline
     from opera.config import model_settings, validation_of
+    from opera.retrieval import validation
     from opera.settings import PoolSettings
 
     how = validation_of(config, dataset, model)
@@ -261,8 +262,9 @@ def _add_finetune(subparsers) -> argparse.ArgumentParser:
 def _run_finetune(args: argparse.Namespace) -> int:
     if args.job:
         return _run_finetune_job(args.job)
-    from opera import methods, pipeline, pruning
+    from opera import methods, pipeline
     from opera.config import finetune_gpus, global_batch, method_params, model_settings, validation_of
+    from opera.methods import pruning
     from opera.tracking import Tracking
 
     config = load_config(args.config)

@@ -256,7 +256,7 @@ def resolve_model(name: str, overrides: dict | None = None) -> dict:
         raise ConfigError(
             f"config key 'models.{name}': unknown model {name!r} and no 'path' given; known models: {sorted(known)}"
         )
-    from opera import st_checkpoint
+    from opera.models import st_checkpoint
 
     own = {key: value for key, value in st_checkpoint.settings_of(overrides["path"]).items() if key not in overrides}
     entry = _merge(_merge(known[INHERITED_FROM], own), overrides)
@@ -403,7 +403,7 @@ class EvaluatedRun:
 
 
 def validation_of(config: dict, dataset: str, model: str) -> Validation | None:
-    """How a finetune run of ``model`` on ``dataset`` validates on its pool (opera.validation), or
+    """How a finetune run of ``model`` on ``dataset`` validates on its pool (opera.retrieval.validation), or
     None when the model has no ``validate_every``."""
     if model_settings(config, model).validate_every is None:
         return None
@@ -448,7 +448,7 @@ def grid(config: dict) -> list[EvaluatedRun]:
 
 def method_params_with_defaults(method: str, params: dict | None = None) -> dict:
     """``params`` for ``method`` checked against the schema's ``method_params`` block and completed
-    with its defaults, outside any config (opera.samplers: a user's own training loop)."""
+    with its defaults, outside any config (opera.methods.samplers: a user's own training loop)."""
     key = methods.get(method).params_key
     if not key:
         if params:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opera import io, methods, pruning
+from opera import io, methods
 
 # global_batch and global_batches are config's; workflow_scripts/download.py and prune.py read them
 # here, and editing a workflow script reruns its rule in every existing results folder
@@ -38,6 +38,7 @@ from opera.config import (  # noqa: F401  (global_batches: re-exported for those
     trained_methods,
 )
 from opera.data.sources import source_of
+from opera.methods import pruning
 from opera.preflight import local_model_folder
 from opera.settings import PoolSettings
 
@@ -169,7 +170,7 @@ def throughput(config: dict, model: str) -> Throughput:
         settings.encoder.query_max_length + settings.group_size * settings.encoder.passage_max_length
     )
     # 2 params x tokens for a forward pass, 4 for its backward; gradient checkpointing forwards once
-    # more in the backward, and gradient caching once more before it (opera.gradcache)
+    # more in the backward, and gradient caching once more before it (opera.training.gradcache)
     passes = 6 + (2 if settings.gradient_checkpointing else 0) + (2 if settings.mini_batch_size else 0)
     step_flops = params * tokens_per_step * passes
     return Throughput(
@@ -254,7 +255,7 @@ def _validations(settings, budget: int) -> list[int]:
 
 
 def pool_documents(config: dict, size: DatasetSize) -> int:
-    """The validation pool's size (opera.validation), estimated before it is built: the evaluation
+    """The validation pool's size (opera.retrieval.validation), estimated before it is built: the evaluation
     split's judgments (every judged document, at most), each validation query's top candidates (at
     most; they overlap the judged ones), and the random sample; at most the corpus."""
     block = config["validation"]
@@ -294,7 +295,7 @@ def curve_plans(config: dict, variants: dict[str, dict] | None = None) -> pd.Dat
 
 
 def _pair_subset(config: dict, model: str, method: str, seed: int) -> str:
-    """The pair set a run trains on (opera.pruning.subset): one per seed for a seeded pruner."""
+    """The pair set a run trains on (opera.methods.pruning.subset): one per seed for a seeded pruner."""
     return pruning.subset(method, pruning.run_params(method, method_params(config, method, model), seed))
 
 
@@ -409,7 +410,7 @@ def _curve_lines(config: dict) -> list[str]:
     return [
         "learning curves, the same points either way (each model's validate_every, else eval_every): "
         "exact = every point's checkpoint indexed and evaluated on the full corpus; pool = every point "
-        "validated on the validation pool inside the finetune job (opera.validation) and only each run's "
+        "validated on the validation pool inside the finetune job (opera.retrieval.validation) and only each run's "
         "last checkpoint evaluated on the full corpus (the result tables are the same in both)",
         shown.to_string(index=False),
         f"total exact: {int(exact['passages_encoded']):,} passages, {exact['gpu_hours']:,.1f} GPU-hours; "

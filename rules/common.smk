@@ -7,11 +7,11 @@ from snakemake.exceptions import WorkflowError
 from opera import config as opera_config
 from opera import cost as opera_cost
 from opera import embedding_store as opera_embedding_store
-from opera import html_tables as opera_html_tables
+from opera.report import html_tables as opera_html_tables
 from opera import data as opera_data
 from opera import methods as method_registry
 from opera import preflight
-from opera import pruning as opera_pruning
+from opera.methods import pruning as opera_pruning
 from opera import settings as opera_settings
 
 # Each config writes to its own folder (outputs, logs, benchmarks): results/<config file stem>
@@ -85,7 +85,7 @@ def score_file(name, dataset="{dataset}", model="{model}"):
 
 
 def prune_file(name, dataset="{dataset}", model="{model}", method="{method}", subset="{subset}"):
-    """A method's kept pairs; subset names the draw (opera.pruning.subset): all, or seed{S}."""
+    """A method's kept pairs; subset names the draw (opera.methods.pruning.subset): all, or seed{S}."""
     return f"{RESULTS}/prune/{dataset}/{model}/{method}/{subset}/{name}"
 
 
@@ -154,7 +154,7 @@ def checkpoint_of(wildcards):
 
 
 def pair_subset(model, method, seed):
-    """Which of the method's pair sets a run of ``seed`` trains on (opera.pruning.subset)."""
+    """Which of the method's pair sets a run of ``seed`` trains on (opera.methods.pruning.subset)."""
     params = opera_pruning.run_params(method, opera_config.method_params(config, method, model), seed)
     return opera_pruning.subset(method, params)
 
@@ -320,7 +320,7 @@ def pool_reports():
 
 
 def pool_tables():
-    """The pool's curves and time to quality (opera.validation), when some run validates."""
+    """The pool's curves and time to quality (opera.retrieval.validation), when some run validates."""
     names = ["validation.csv", "time_to_quality_pool.csv"] if pool_reports() else []
     return [_report_table(name) for name in names]
 
@@ -351,7 +351,7 @@ def _report_table(name):
 
 
 def _report_page(stem):
-    """A table's HTML page (opera.html_tables): shown as a table in the report."""
+    """A table's HTML page (opera.report.html_tables): shown as a table in the report."""
     return report(table_file(f"{stem}.html"), caption=f"../report/{stem}.rst", category="Tables")
 
 

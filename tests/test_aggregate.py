@@ -1,4 +1,4 @@
-"""Unit tests of opera.aggregate on hand-made metrics.json / per_query.parquet files."""
+"""Unit tests of opera.report.aggregate on hand-made metrics.json / per_query.parquet files."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from opera import aggregate as agg
-from opera import comparisons, html_tables, io, time_to_quality, uncertainty
+from opera import io
 from opera import methods as method_registry
 from opera.io import save_table, write_json
+from opera.report import aggregate as agg
+from opera.report import comparisons, html_tables, time_to_quality, uncertainty
 
 MODEL = "m"
 

@@ -1,4 +1,4 @@
-"""opera.claims: each of the paper's claims read off a hand-made comparisons table."""
+"""opera.report.claims: each of the paper's claims read off a hand-made comparisons table."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from opera import claims, comparisons
+from opera.report import claims, comparisons
 
 
 @pytest.mark.parametrize(

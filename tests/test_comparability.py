@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opera import io, pipeline, pruning, scoring
+from opera import io, pipeline
 from opera.config import method_params, validate_config
+from opera.methods import pruning
+from opera.retrieval import scoring
 
 
 def _mined(rows):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from opera import data, embedding_store, io
-from opera import index as faiss_index
 from opera.embedding_store import EmbeddingStore, StoreLayout
+from opera.retrieval import index as faiss_index
 
 
 def _unit(rows: int, dim: int, seed: int) -> np.ndarray:
@@ -132,7 +132,7 @@ def test_passage_batches_are_exact_across_row_groups(tmp_path, rows, row_group, 
 def test_encoded_corpus_is_one_encode_call_per_shard_and_the_same_bytes_on_two_processes(
     smoke_scored, smoke_settings, tmp_path
 ):
-    from opera import encoders
+    from opera.models import encoders
 
     data_dir = smoke_scored / "data"
     texts = data.passage_texts(data.read_prepared(data_dir).corpus, "space")

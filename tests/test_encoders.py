@@ -1,4 +1,4 @@
-"""opera.encoders on the shipped offline all-MiniLM-L6-v2 (CPU)."""
+"""opera.models.encoders on the shipped offline all-MiniLM-L6-v2 (CPU)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from opera import encoders
-from opera.encoders import ModelLoadError
+from opera.models import encoders
+from opera.models.encoders import ModelLoadError
 from opera.settings import EncoderSettings
 
 MODEL = "all-MiniLM-L6-v2"
@@ -209,15 +209,15 @@ LONG_TEXTS = _long_texts()
 
 @pytest.fixture(scope="module")
 def tiny_qwen(tmp_path_factory):
-    """A tiny Qwen3 checkpoint (byte-level BPE tokenizer, appended EOS) from opera.tiny_models."""
-    from opera import tiny_models
+    """A tiny Qwen3 checkpoint (byte-level BPE tokenizer, appended EOS) from opera.models.tiny_models."""
+    from opera.models import tiny_models
 
     return tiny_models.build("qwen3", tmp_path_factory.mktemp("tiny") / "qwen3")
 
 
 def _settings(family: str, tiny_qwen) -> EncoderSettings:
     """Query and passage sides with different lengths; an instruction on queries."""
-    from opera import tiny_models
+    from opera.models import tiny_models
 
     if family == "wordpiece":
         entry = {"path": MODEL, "pooling": "mean", "padding_side": "right", "query_instruction": "Represent: "}

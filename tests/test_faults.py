@@ -371,7 +371,7 @@ def test_a_second_job_of_an_output_waits_for_the_first_and_names_it(tmp_path, ca
 
 def test_pickle_only_checkpoint_is_refused(tmp_path):
     """A model directory whose weights exist only as a pickle (pytorch_model.bin) is not loaded."""
-    from opera import encoders
+    from opera.models import encoders
 
     source = Path(encoders.resolve_model_path("all-MiniLM-L6-v2")[0])
     target = tmp_path / "pickled"
@@ -387,8 +387,8 @@ def test_pickle_only_checkpoint_is_refused(tmp_path):
 
 
 def test_remote_code_only_when_the_config_asks(monkeypatch):
-    from opera import encoders
     from opera.config import load_registry
+    from opera.models import encoders
 
     assert all(entry["trust_remote_code"] is False for entry in load_registry()["models"].values())
     seen = {}
@@ -415,6 +415,6 @@ def test_trainer_state_is_loaded_without_arbitrary_pickles(tmp_path):
     torch.save({"optimizer": Payload()}, tmp_path / "trainer_state.pt")
     with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
         torch.load(tmp_path / "trainer_state.pt", map_location="cpu", weights_only=True)
-    source = (ROOT / "opera" / "training.py").read_text()
+    source = (ROOT / "opera" / "training" / "checkpoints.py").read_text()
     assert "weights_only=True" in source and "weights_only=False" not in source
     assert "allow_pickle=True" not in "".join(p.read_text() for p in (ROOT / "opera").rglob("*.py"))

@@ -1,4 +1,4 @@
-"""Gradient caching (opera.gradcache, `mini_batch_size`): the same gradients, fed-back scores and
+"""Gradient caching (opera.training.gradcache, `mini_batch_size`): the same gradients, fed-back scores and
 weights as the uncached step for both tiny model families, dropout replayed exactly, and the config
 checks. Tolerance: fp32, |cached - uncached| <= 1e-5 + 1e-4 |uncached| (the mini-batches' matrix
 products sum in another order; nothing else differs)."""
@@ -15,10 +15,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from opera import encoders, gradcache, io, pipeline, tiny_models, training
+from opera import io, pipeline, training
 from opera.config import ConfigError, global_batch, load_config, method_params, validate_config
-from opera.sampling import make_sampler
+from opera.methods.sampling import make_sampler
+from opera.models import encoders, tiny_models
 from opera.settings import ModelSettings
+from opera.training import gradcache
 
 pytestmark = pytest.mark.slow  # every test here trains, builds models or runs subprocesses
 

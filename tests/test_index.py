@@ -1,12 +1,12 @@
-"""opera.index: exact inner-product search, factory strings, errors, checksummed save/load."""
+"""opera.retrieval.index: exact inner-product search, factory strings, errors, checksummed save/load."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from opera import index as opera_index
-from opera.index import IndexBuildError
+from opera.retrieval import index as opera_index
+from opera.retrieval.index import IndexBuildError
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The method registry (opera/methods.py) is the one place a method is defined."""
+"""The method registry (opera/methods/registry.py) is the one place a method is defined."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from workflow_helpers import ENV, ROOT, SNAKEFILE, write_config
 
 from opera import methods
 from opera.config import _load_schema, method_params, validate_config
-from opera.pruning import PRUNERS
-from opera.sampling import SAMPLERS
+from opera.methods.pruning import PRUNERS
+from opera.methods.sampling import SAMPLERS
 
 SMOKE = ROOT / "config" / "smoke.yaml"
 
@@ -47,7 +47,7 @@ def test_no_method_name_outside_the_registry():
     """A method's name appears in the registry, the schema, tests and docs only."""
     for folder in ("opera", "rules", "workflow_scripts", "bench"):
         for path in (ROOT / folder).rglob("*"):
-            if path.is_file() and path.suffix in (".py", ".smk", ".yaml") and path.name != "methods.py":
+            if path.is_file() and path.suffix in (".py", ".smk", ".yaml") and path.name != "registry.py":
                 text = path.read_text()
                 for name in ("dp_doc", "dp_query"):
                     assert f'"{name}"' not in text, (path, name)
@@ -60,7 +60,7 @@ def test_a_new_method_is_one_registry_entry(tmp_path):
     for folder in ("opera", "config", "rules", "workflow_scripts", "report"):
         shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(SNAKEFILE, copy / "Snakefile")
-    registry = copy / "opera" / "methods.py"
+    registry = copy / "opera" / "methods" / "registry.py"
     text = registry.read_text()
     entry = '    Method("sp_half", "sp at another kept_pct", pruner="top_score", params_key="sp"),\n)\n\nMETHODS'
     registry.write_text(text.replace(")\n\nMETHODS", entry, 1))

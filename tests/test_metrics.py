@@ -1,4 +1,4 @@
-"""opera.metrics against hand-computed trec_eval values.
+"""opera.retrieval.metrics against hand-computed trec_eval values.
 
 trec_eval semantics checked here:
 * NDCG@k: gain = graded relevance, discount log2(rank + 1), ideal DCG over *all* judged relevant
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opera import metrics
+from opera.retrieval import metrics
 
 CUTOFFS = (1, 5, 10, 20)
 

@@ -1,7 +1,7 @@
 """The paper's two model families, offline: tiny random-weight stand-ins for bge-large-en-v1.5 (BERT,
 CLS pooling, query instruction) and Qwen3-Embedding-0.6B (Qwen3 decoder, last-token pooling, left
 padding, query instruction, EOS appended by the tokenizer, gradient checkpointing), built by
-opera.tiny_models and run with their registry entries.
+opera.models.tiny_models and run with their registry entries.
 
 The mechanism tests each fail when their mechanism is removed; the workflow tests run the whole DAG
 of config/smoke_families.yaml (both families, 2-process gloo training) and reload its finetuned
@@ -23,8 +23,9 @@ import torch.nn.functional as F
 import yaml
 from workflow_helpers import ROOT, snakemake
 
-from opera import encoders, pipeline, tiny_models
+from opera import pipeline
 from opera.embedding_store import EmbeddingStore, StoreLayout
+from opera.models import encoders, tiny_models
 from opera.settings import EncoderSettings
 
 pytestmark = pytest.mark.slow  # every test here trains, builds models or runs subprocesses
@@ -217,7 +218,7 @@ def _stage_config(tmp: Path, tiny: dict[str, Path], **model_changes) -> Path:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_stage_gives_queries_their_instruction_and_passages_none(family, tiny, tmp_path, monkeypatch):
     """score, finetune (one step), index and evaluate, in process: every text that reaches the
-    tokenizer through opera.encoders is a passage as it is, or a query behind its instruction."""
+    tokenizer through opera.models.encoders is a passage as it is, or a query behind its instruction."""
     from opera import data as data_mod
     from opera.config import eval_split, load_config, method_params, model_settings
 
@@ -323,7 +324,7 @@ def test_gradient_checkpointing_recomputes_decoder_layers_with_the_same_gradient
 
     def forward_backward(checkpointed: bool):
         if checkpointed:
-            model = training._build_trainer(settings, None, None, training.Dist(), encoder.path, 0).model
+            model = training.loop._build_trainer(settings, None, None, training.Dist(), encoder.path, 0).model
         else:
             model = encoders.load(encoder, device="cpu")
             model.train()
@@ -366,11 +367,11 @@ def test_saved_checkpoint_applies_the_instructions_in_encode_query(family, loade
 
 
 def test_checkpoint_modules_and_prompts_that_differ_from_the_config_are_warned(tiny, tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="opera.encoders")
+    caplog.set_level(logging.WARNING, logger="opera.models.encoders")
     qwen = tiny["qwen3"]
     matching = _encoder("qwen3", qwen, query_instruction=tiny_models.QWEN_PROMPT)
     encoders.load(matching, device="cpu")
-    assert not [r for r in caplog.records if r.name == "opera.encoders"]  # its own modules and prompts are the config's
+    assert not [r for r in caplog.records if r.name == "opera.models.encoders"]  # its modules, prompts: the config's
 
     encoders.load(_encoder("qwen3", qwen, pooling="mean"), device="cpu")  # the registry's "…Query: " too
     text = caplog.text

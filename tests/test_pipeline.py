@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from stage_helpers import run_download, run_score
 
-from opera import encoders, io, pipeline
+from opera import io, pipeline
+from opera.models import encoders
 
 
 @pytest.mark.slow

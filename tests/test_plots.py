@@ -1,4 +1,4 @@
-"""Smoke tests of opera.plots: every figure is written as a non-empty PNG and PDF."""
+"""Smoke tests of opera.report.plots: every figure is written as a non-empty PNG and PDF."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opera import plots
-from opera.aggregate import final_results
+from opera.report import plots
+from opera.report.aggregate import final_results
 
 
 def _long(seconds_scale: float = 1.0) -> pd.DataFrame:

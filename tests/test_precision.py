@@ -10,7 +10,7 @@ import logging
 import pytest
 import torch
 
-from opera import precision
+from opera.models import precision
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_cuda_resolution(hardware, requested, cuda_bf16, expected):
 
 def test_emulated_bf16_warns_once_naming_the_slowdown_and_the_setting(hardware, caplog):
     hardware(cpu_bf16=False)
-    with caplog.at_level(logging.INFO, logger="opera.precision"):
+    with caplog.at_level(logging.INFO, logger="opera.models.precision"):
         for _ in range(3):  # every batch of a job asks again
             precision.resolve("bf16", "cpu")
         precision.resolve("bf16", torch.device("cpu"))
@@ -68,11 +68,11 @@ def test_emulated_bf16_warns_once_naming_the_slowdown_and_the_setting(hardware, 
 
 def test_native_bf16_and_auto_do_not_warn(hardware, caplog):
     hardware(cpu_bf16=True)
-    with caplog.at_level(logging.WARNING, logger="opera.precision"):
+    with caplog.at_level(logging.WARNING, logger="opera.models.precision"):
         precision.resolve("bf16", "cpu")
         precision.resolve("auto", "cpu")
     hardware(cpu_bf16=False)
-    with caplog.at_level(logging.WARNING, logger="opera.precision"):
+    with caplog.at_level(logging.WARNING, logger="opera.models.precision"):
         precision.resolve("auto", "cpu")
     assert not caplog.records
 

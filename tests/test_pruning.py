@@ -1,4 +1,4 @@
-"""Unit tests of opera.pruning: sp keeps the top kept_pct pairs by score, random a seeded uniform kept_pct."""
+"""Unit tests of opera.methods.pruning: sp keeps the top kept_pct pairs by score, random a seeded uniform kept_pct."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from opera import methods
-from opera.pruning import n_kept, prune, random_prune, static_prune
+from opera.methods.pruning import n_kept, prune, random_prune, static_prune
 
 
 def pair_table(n_queries: int = 40, seed: int = 0, ties: bool = False) -> pd.DataFrame:
@@ -135,7 +135,7 @@ def test_other_methods_keep_all_pairs(method):
 
 
 def test_random_draws_per_run_seed_unless_its_params_fix_one():
-    from opera.pruning import run_params, subset, subset_seed
+    from opera.methods.pruning import run_params, subset, subset_seed
 
     unset = {"kept_pct": 0.25, "seed": None}
     assert run_params("random", unset, 3) == {"kept_pct": 0.25, "seed": 3}

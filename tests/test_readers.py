@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from opera import io, metrics
+from opera import io
 from opera.config import ConfigError, load_config
+from opera.retrieval import metrics
 
 
 def test_a_bad_json_file_names_the_file_line_and_cause(tmp_path):

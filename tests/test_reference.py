@@ -1,11 +1,11 @@
-"""A run against the committed reference of its precision class (opera.reference)."""
+"""A run against the committed reference of its precision class (opera.report.reference)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from opera import reference
+from opera.report import reference
 
 ROWS = [
     ("pretrain", None, None, 0, 0.6829, 0.8737),

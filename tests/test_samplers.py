@@ -1,4 +1,4 @@
-"""opera.samplers: OPERA's samplers in a user's own loop draw what the pipeline's trainer draws,
+"""opera.methods.samplers: OPERA's samplers in a user's own loop draw what the pipeline's trainer draws,
 train a model through sentence-transformers' trainer, and the docs' examples run as written."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from workflow_helpers import ENV, ROOT
 
-from opera import io, sampling
+from opera import io
 from opera.config import ConfigError
-from opera.samplers import OnlineSampler
+from opera.methods import sampling
+from opera.methods.samplers import OnlineSampler
 
 DP = {"r0": 0.25, "x0": 2.0, "x_start": 2.0, "x_end": 5.0, "c_start": 0.25, "c_end": 0.5, "doc_weight": 5.0}
 
@@ -98,8 +99,9 @@ def test_sentence_transformers_trainer_trains_tiny_bert_with_dp(smoke_scored, tm
     )
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from opera import data, tiny_models
-    from opera.samplers import FeedbackLoss
+    from opera import data
+    from opera.methods.samplers import FeedbackLoss
+    from opera.models import tiny_models
 
     pairs = io.load_table(smoke_scored / "score" / "pairs.parquet").sort_values(["query_id", "doc_id"])
     prepared = data.read_prepared(smoke_scored / "data")

@@ -1,4 +1,4 @@
-"""Unit tests of opera.sampling against DESIGN.md "Methods" (uniform, dp, dp_query, dp_doc, infobatch).
+"""Unit tests of opera.methods.sampling against DESIGN.md "Methods" (uniform, dp, dp_query, dp_doc, infobatch).
 
 The statistical tests use fixed seeds, so they are deterministic; their tolerances are stated in
 binomial standard errors (SE) next to each assertion, wide enough that a correct sampler passes
@@ -17,7 +17,7 @@ import pytest
 import torch
 from scipy import stats
 
-from opera.sampling import (
+from opera.methods.sampling import (
     Batch,
     DynamicPruningSampler,
     InfoBatchSampler,

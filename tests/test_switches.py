@@ -13,7 +13,7 @@ from workflow_helpers import ROOT, plan, results_dir, snakemake, write_config
 
 from opera import io
 from opera.config import validate_config
-from opera.sampling import PairIndex, make_sampler
+from opera.methods.sampling import PairIndex, make_sampler
 
 pytestmark = pytest.mark.workflow
 SMOKE = ROOT / "config" / "smoke.yaml"

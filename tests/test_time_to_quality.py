@@ -1,4 +1,4 @@
-"""opera.time_to_quality on a hand-made table of evaluated checkpoints, and the sampler
+"""opera.report.time_to_quality on a hand-made table of evaluated checkpoints, and the sampler
 diagnostics read from hand-made train logs."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from opera import aggregate as agg
-from opera.time_to_quality import time_to_quality
+from opera.report import aggregate as agg
+from opera.report.time_to_quality import time_to_quality
 
 # (method, seed, budget) -> {step: NDCG@10}; main runs are 64 steps, budget runs 32 (own schedules)
 RUNS = {

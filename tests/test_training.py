@@ -15,8 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from opera import encoders, io, pipeline, training
+from opera import io, pipeline, training
 from opera.config import load_config, method_params
+from opera.models import encoders
 
 SMOKE_CONFIG = load_config(Path(__file__).resolve().parents[1] / "config" / "smoke.yaml")
 
@@ -208,11 +209,11 @@ def test_ddp_gloo_two_processes(smoke_scored, settings, tmp_path):
 
 def test_resume_state_of_other_settings_is_discarded(tmp_path):
     work = tmp_path / "work"
-    training._claim_work_dir(work, {"lr": 1e-5})
+    training.checkpoints.claim_work_dir(work, {"lr": 1e-5})
     (work / "step2").mkdir()
-    training._claim_work_dir(work, {"lr": 1e-5})  # same job: its checkpoints stay
+    training.checkpoints.claim_work_dir(work, {"lr": 1e-5})  # same job: its checkpoints stay
     assert (work / "step2").is_dir()
-    training._claim_work_dir(work, {"lr": 2e-5})  # another job: stale checkpoints go
+    training.checkpoints.claim_work_dir(work, {"lr": 2e-5})  # another job: stale checkpoints go
     assert not (work / "step2").exists() and work.is_dir()
 
 
@@ -229,10 +230,10 @@ def test_a_run_killed_under_other_training_data_is_not_resumed(smoke_scored, set
 def test_a_torn_last_train_log_line_is_dropped_and_an_inner_one_named(tmp_path):
     log = tmp_path / "train_log.jsonl"
     log.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')  # killed while writing step 3
-    assert training._log_lines(log) == ['{"step": 1}', '{"step": 2}']
+    assert training.checkpoints.log_lines(log) == ['{"step": 1}', '{"step": 2}']
     log.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
     with pytest.raises(ValueError, match="train_log.jsonl:2: not valid JSON"):
-        training._log_lines(log)
+        training.checkpoints.log_lines(log)
 
 
 def test_a_finished_run_is_published_again_not_trained_again(smoke_scored, settings, monkeypatch, caplog):
@@ -244,7 +245,7 @@ def test_a_finished_run_is_published_again_not_trained_again(smoke_scored, setti
     run = smoke_scored / "ft" / "adopt"
     weights = {name: tensor.clone() for name, tensor in _weights(run, 4).items()}  # not a view of the file
     shutil.rmtree(run)
-    monkeypatch.setattr(training, "_train", lambda *args: pytest.fail("a finished run was trained again"))
+    monkeypatch.setattr(training.loop, "_train", lambda *args: pytest.fail("a finished run was trained again"))
     with caplog.at_level("INFO"):
         again = _finetune(smoke_scored, settings, "adopt", method="basic")
     assert again == first and "finished in" in caplog.text
@@ -418,7 +419,7 @@ def test_weights_blown_up_by_the_lr_stop_the_run_at_the_first_non_finite_step(sm
 def test_fp16_steps_the_scaler_keeps_skipping_stop_the_run(smoke_scored, settings, monkeypatch):
     """With fp16 a non-finite step is skipped by the gradient scaler, not applied: the run stops once
     skips are more than half of the window. fp16 is a GPU precision; here the scaler runs on the CPU."""
-    monkeypatch.setattr(training.precision, "resolve", lambda requested, device: "fp16")
-    nan = dataclasses.replace(settings, temperature=1e-45, max_steps=training.SKIP_WINDOW, eval_every=100)
+    monkeypatch.setattr(training.loop.precision, "resolve", lambda requested, device: "fp16")
+    nan = dataclasses.replace(settings, temperature=1e-45, max_steps=training.loop.SKIP_WINDOW, eval_every=100)
     with pytest.raises(training.TrainingDiverged, match=r"stopped at step 11: fp16's gradient scaler skipped 11"):
         _finetune(smoke_scored, nan, "nan-fp16", method="basic")

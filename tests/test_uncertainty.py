@@ -1,4 +1,4 @@
-"""opera.uncertainty on planted inputs: a known difference over seeds and queries is covered and
+"""opera.report.uncertainty on planted inputs: a known difference over seeds and queries is covered and
 found by every test; no difference is covered by the interval, found by none, and called
 equivalent within a margin; Holm and the minimum detectable effect match hand computations."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from opera import uncertainty
+from opera.report import uncertainty
 
 
 def runs(rng, n_seeds, n_queries, shift=0.0, query_effects=None, seed_sd=0.005, noise_sd=0.05):

@@ -1,4 +1,4 @@
-"""Validation on a pool (opera.validation): the pool, its scores, validation inside training (not
+"""Validation on a pool (opera.retrieval.validation): the pool, its scores, validation inside training (not
 training time, no effect on the weights), the curves, the config and the plan."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import torch
 from safetensors.torch import load_file
 from workflow_helpers import ROOT, plan, results_dir, snakemake, write_config
 
-from opera import data, io, pipeline, training, validation
+from opera import data, io, pipeline, training
 from opera.config import ConfigError, load_config, method_params, validate_config, validation_of
+from opera.retrieval import validation
 from opera.settings import PoolMetrics, PoolSettings
 
 SMOKE = ROOT / "config" / "smoke.yaml"
@@ -125,7 +126,9 @@ def test_validation_is_logged_at_its_steps_and_is_not_training_time(smoke_scored
     settings = dataclasses.replace(smoke_settings, max_steps=4, eval_every=2)
     # the training loop's clock jumps 1,000 s during each validation: counted, it would show
     clock = {"skew": 0.0}
-    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock["skew"]))
+    monkeypatch.setattr(
+        training.loop, "time", SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock["skew"])
+    )
     score = validation.PoolValidator.__call__
 
     def slow(self, model):

@@ -18,7 +18,7 @@ pipeline must handle right, and nothing else:
 ``FAMILIES`` holds, per family, the registry entry it stands in for. Metrics of these models mean
 nothing (random weights); they exist to run every code path of the two families on a CPU or a GPU.
 
-    python -m opera.tiny_models OUT_DIR [--layout sentence-transformers|transformers]
+    python -m opera.models.tiny_models OUT_DIR [--layout sentence-transformers|transformers]
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Qwen2's pre-tokenization regex (transformers' Qwen2Tokenizer rebuilds the backend with it).
 QWEN_SPLIT = (

@@ -26,11 +26,13 @@ class Method:
     name: str
     description: str
     trains: bool = True
-    # Static pruning before finetuning: a key of opera.pruning.PRUNERS, or None to keep every pair.
+    # Static pruning before finetuning: a key of opera.methods.pruning.PRUNERS, or None to keep every pair.
     pruner: str | None = None
-    # Online batch sampler: a key of opera.sampling.SAMPLERS (None for methods that do not train).
+    # Online batch sampler: a key of opera.methods.sampling.SAMPLERS (None for methods that do not train).
     sampler: str | None = "uniform"
     sampler_options: Mapping[str, bool] = field(default_factory=lambda: MappingProxyType({}))
+    # The training loss: a key of opera.training.loss.LOSSES.
+    loss: str = "infonce"
     # The block of `method_params` in the config that parameterizes this method (None: no params).
     params_key: str | None = None
     # Every method is compared with REFERENCE_METHOD; these are the further baselines it is compared

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from opera import io
-from opera import precision as precision_mod
+from opera.models import precision as precision_mod
 from opera.preflight import HUB_PROBLEMS, hub_model_status
 from opera.settings import EncoderSettings, ModelLoadError, Side
 

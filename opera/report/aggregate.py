@@ -9,13 +9,13 @@ its ``per_query.parquet``. :func:`aggregate` turns them into the tables of ``res
 - ``avg_rank.{csv,md,tex}``: per model, each method's mean rank over (dataset, metric) cells;
 - ``comparisons.csv``: each method against basic and its controls, and each budget run against
   basic's main run: differences with bootstrap intervals over queries and seeds, tests over seeds
-  and over queries, Holm-adjusted p-values, equivalence tests, verdicts (opera.comparisons);
+  and over queries, Holm-adjusted p-values, equivalence tests, verdicts (opera.report.comparisons);
 - ``time_to_quality.csv``: the training steps (and queries) at which each method first reaches
-  basic's final NDCG@10 within a few tolerances, with intervals over seeds (opera.time_to_quality);
+  basic's final NDCG@10 within a few tolerances, with intervals over seeds (opera.report.time_to_quality);
 - ``paper.{csv,md,tex}``: datasets x methods in the paper's form, differences from basic in percent
   with their intervals, and the average rank;
 - ``claims.{csv,md}``: the paper's three claims, each with its estimate, interval and verdict
-  (opera.claims);
+  (opera.report.claims);
 - ``budgets.csv``: quality and training time per budget.
 """
 
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from opera import claims, comparisons, html_tables, time_to_quality
 from opera import methods as method_registry
 from opera.io import read_json, write_text
+from opera.report import claims, comparisons, html_tables, time_to_quality
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def train_seconds_from_logs(train_logs: Mapping[tuple, Sequence[Mapping]]) -> di
 
 # --- sampler diagnostics ---------------------------------------------------------------------------
 
-# what opera.sampling logs about how a sampler spread training (distinct_share is derived here)
+# what opera.methods.sampling logs about how a sampler spread training (distinct_share is derived here)
 DIAGNOSTIC_FIELDS = ("positive_tv", "fresh_above_tau", "visit_cv", "distinct_share")
 
 
@@ -495,7 +495,7 @@ def _pct(value: float) -> str:
 def paper_table(final: pd.DataFrame, compared: pd.DataFrame, ranks: pd.DataFrame) -> pd.DataFrame:
     """Datasets x methods as the paper prints them: NDCG@10 (trec_eval), NDCG@10 as the authors
     compute it, Recall@20 (means over seeds), the difference from basic in percent with its 95%
-    interval (opera.comparisons), and the method's average rank (per model)."""
+    interval (opera.report.comparisons), and the method's average rank (per model)."""
     main = comparisons.main_rows(compared)
     rows = []
     for _, row in final.iterrows():

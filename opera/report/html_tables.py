@@ -16,7 +16,7 @@ import pandas as pd
 
 from opera.io import write_text
 
-# stem -> title of every table the report shows (written by opera.aggregate.write_html_pages)
+# stem -> title of every table the report shows (written by opera.report.aggregate.write_html_pages)
 REPORT_TABLES = {
     "results": "Final-checkpoint retrieval quality",
     "avg_rank": "Average rank",
@@ -51,7 +51,7 @@ def _cell(text: str) -> str:
 
 
 def markdown_page(markdown: str, title: str) -> str:
-    """One page from a Markdown text of paragraphs and pipe tables (opera.aggregate's ``.md`` files):
+    """One page from a Markdown text of paragraphs and pipe tables (opera.report.aggregate's ``.md`` files):
     paragraphs become ``<p>``, tables ``<table>`` with the alignment of their rule line."""
     blocks, table = [], []
 

@@ -1,6 +1,6 @@
 """OPERA's samplers in your own training loop: sentence-transformers' trainer or plain PyTorch.
 
-The pipeline's trainer and this module use the same sampler objects (opera.sampling); this module
+The pipeline's trainer and this module use the same sampler objects (opera.methods.sampling); this module
 only maps them onto your training rows. Your data is one row per (query, positive) pair, with the
 query's id and, for dp, dp_query, dp_doc and sp, the pair's score under the base model (the cosine
 of the two embeddings). For each step the sampler names the rows to train on; after the step you
@@ -34,9 +34,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from opera import methods, pruning
+from opera import methods
 from opera.config import method_params_with_defaults
-from opera.sampling import Batch, PairIndex, make_sampler
+from opera.methods import pruning
+from opera.methods.sampling import Batch, PairIndex, make_sampler
 
 
 class OnlineSampler:

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from opera import methods as method_registry
-from opera.aggregate import MAIN_METRICS, _final_rows
 from opera.methods import display_name
+from opera.report.aggregate import MAIN_METRICS, _final_rows
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def metric_vs_progress(
     (wall time, which the machine's load moves; ``metric_vs_time``). A line per method through its
     checkpoints (mean over seeds), a band of ± one standard deviation over seeds where there are
     several, pretrain dashed, the reference's final value dotted; the caption says so. ``pool``:
-    ``long`` holds validations on the pool (opera.validation.curves), saved as ``<kind>_pool`` and
+    ``long`` holds validations on the pool (opera.retrieval.validation.curves), saved as ``<kind>_pool`` and
     captioned as the pool's metrics."""
     kind, label = PROGRESS_AXES[x]
     kind, points = (f"{kind}_pool", "validation on the pool") if pool else (kind, "evaluated checkpoint")
@@ -474,7 +474,7 @@ def schedules(train_logs: Mapping[str, Sequence[Mapping]], out_path_stem: str | 
 
 # --- sampler diagnostics ---------------------------------------------------------------------------
 
-# (train-log sampler field, y label, title) of each diagnostics panel; fields from opera.sampling
+# (train-log sampler field, y label, title) of each diagnostics panel; fields from opera.methods.sampling
 DIAGNOSTICS = (
     ("positive_tv", "total-variation distance", "positive draw vs uniform"),
     ("fresh_above_tau", "share of above-tau pairs", "fresh scores above tau (doc level)"),

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from opera import data, index, io, metrics
+from opera import data, io
+from opera.retrieval import index, metrics
 from opera.settings import EncoderSettings, PoolMetrics, PoolSettings, Validation
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class PoolValidator:
     def __call__(self, model) -> dict:
         """``{"seconds", "documents", "queries", "metrics"}`` of ``model``'s current weights; leaves the
         model in eval mode (the caller puts it back to training)."""
-        from opera import encoders
+        from opera.models import encoders
 
         began = time.perf_counter()
         batch = self.validation.encode_batch_size
@@ -184,7 +185,7 @@ def curves(train_logs: dict[tuple, list[dict]], pool_reports: dict[tuple, dict])
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    from opera.aggregate import metric_columns  # lazy: scipy
+    from opera.report.aggregate import metric_columns  # lazy: scipy
 
     pooled = {column.removeprefix(POOL_PREFIX): column for column in frame.columns if column.startswith(POOL_PREFIX)}
     ordered = [pooled[name] for name in metric_columns(pd.DataFrame(columns=list(pooled)))]
@@ -205,7 +206,7 @@ def write_tables(
     """``validation.csv`` (every validation, :func:`curves`) and ``time_to_quality_pool.csv`` (time to
     quality read from the pool curves: the step at which a method first reaches basic's final pool
     NDCG@10 within a tolerance; metric ``pool_NDCG@10``, never the exact table's)."""
-    from opera import aggregate, time_to_quality
+    from opera.report import aggregate, time_to_quality
 
     tables_dir = Path(tables_dir)
     ttq = time_to_quality.time_to_quality(

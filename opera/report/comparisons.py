@@ -7,14 +7,14 @@ evaluated at its last step, with one run per seed. Compared, per dataset x model
   registry entry names (sp with random; dp with dp_query and dp_doc) when the config has them;
 - every budget run (a shorter run with its own schedules) with the reference's main run: "does
   dp at half the steps reach basic's quality?" is the row dp@32 vs basic@64, and basic@32 vs
-  basic@64 says whether the setting can tell (opera.claims reads both).
+  basic@64 says whether the setting can tell (opera.report.claims reads both).
 
 Each row: both means, the difference with its two-level bootstrap interval (absolute and
 relative) and its Welch t-interval over seed-level means, Welch's test over seed-level means,
 paired t and Wilcoxon tests over queries, the row's primary test (over seeds when both arms have
 two or more, else over queries) Holm-adjusted over the whole table (every method x baseline x
 metric x dataset x model row is one family), a TOST equivalence test against ``margin``, the
-design's minimum detectable effects, and a verdict. opera.uncertainty holds the statistics;
+design's minimum detectable effects, and a verdict. opera.report.uncertainty holds the statistics;
 docs/methods.md ("Uncertainty") the design.
 """
 
@@ -26,8 +26,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from opera import io, uncertainty
+from opera import io
 from opera import methods as method_registry
+from opera.report import uncertainty
 
 log = logging.getLogger(__name__)
 

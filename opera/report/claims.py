@@ -7,7 +7,7 @@ OPERA (arXiv 2603.17205) claims, against standard finetuning (basic):
 3. ``dp_time``: dynamic pruning reaches comparable quality in under half of basic's training.
 
 Each claim becomes one row per dataset x model (claim 2: one per metric) with the estimate, its
-95% interval and a verdict. The interval is the comparison's primary level (opera.comparisons):
+95% interval and a verdict. The interval is the comparison's primary level (opera.report.comparisons):
 Welch's t-interval over seed-level means when both arms have two or more seeds, else the
 bootstrap over queries. Each claim is one pre-stated hypothesis, so its interval is not adjusted
 for the other rows of the comparisons table.
@@ -31,8 +31,8 @@ import math
 
 import pandas as pd
 
-from opera import comparisons
 from opera import methods as method_registry
+from opera.report import comparisons
 
 # the paper's effects (its abstract), as relative gains over basic in percent, and the share of
 # basic's steps in which dp is claimed to reach comparable quality
@@ -123,7 +123,7 @@ def _half_budget(table: pd.DataFrame, method: str, main_steps: int) -> int | Non
 
 
 def claims(compared: pd.DataFrame, tolerance: float) -> pd.DataFrame:
-    """The claims table from the comparisons table (opera.comparisons)."""
+    """The claims table from the comparisons table (opera.report.comparisons)."""
     reference = method_registry.REFERENCE_METHOD
     rows = []
     for (dataset, model), cell in compared.groupby(["dataset", "model"], sort=True):

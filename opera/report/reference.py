@@ -12,7 +12,7 @@ in all over 300 queries) leaves room for CPUs that swap a few rankings; for bf16
 65,000 times coarser, no second CPU was at hand and 0.01 is a bound, not a measurement. README
 "Results of the embedded default" says how it was measured.
 
-    python -m opera.reference results/config      # after `make run`; exits 1 outside the tolerance
+    python -m opera.report.reference results/config      # after `make run`; exits 1 outside the tolerance
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pandas as pd
 
 from opera.io import FileFormatError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCES = {"bf16": ROOT / "results" / "reference", "fp32": ROOT / "results" / "reference" / "fp32"}
 # Absolute, on metrics in [0, 1]: see the module docstring and README.
 TOLERANCES = {"fp32": 0.005, "bf16": 0.01}
@@ -77,7 +77,7 @@ def compare(ours: pd.DataFrame, reference: pd.DataFrame, tolerance: float) -> pd
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m opera.reference RESULTS_DIR   (e.g. results/config)", file=sys.stderr)
+        print("usage: python -m opera.report.reference RESULTS_DIR   (e.g. results/config)", file=sys.stderr)
         return 2
     path = Path(args[0]) / "tables" / "runs.csv"
     ours = read_runs(path)
