@@ -263,9 +263,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
     if args.job:
         return _run_finetune_job(args.job)
     from opera import methods, pipeline
-    from opera.config import finetune_gpus, global_batch, method_params, model_settings, validation_of
-    from opera.methods import pruning
-    from opera.tracking import Tracking
+    from opera.config import model_settings
 
     config = load_config(args.config)
     dataset = _one_of(config, "datasets", args.dataset, "--dataset")
@@ -285,54 +283,20 @@ def _run_finetune(args: argparse.Namespace) -> int:
     if out.exists():  # done already: say where, succeed (a rerun of the same command is not an error)
         print(f"{out}: this run is finished; its checkpoints are there (delete the folder to train it again)")
         return 0
-    data = _data(config, dataset)
-    score = _score_dir(config, dataset, model)
+    data, score = _data(config, dataset), _score_dir(config, dataset, model)
     if not (score / "score.json").is_file():
         _score(config, dataset, model)
-    params = method_params(config, method, model)
-    prune_params = pruning.run_params(method, params, seed)  # a seeded pruner draws with the run's seed
-    prune_dir = results / "prune" / dataset / model / method / pruning.subset(method, prune_params)
-    # as the workflow: the model's gpus when resources.gpu, one process per GPU (pipeline.finetune_job)
-    gpus = finetune_gpus(config, model)
-    pipeline.prune(
-        pairs_path=score / "pairs.parquet",
-        method=method,
-        params=prune_params if methods.get(method).pruner else {},
-        out_pairs=prune_dir / "pairs.parquet",
-        out_report=prune_dir / "report.json",
-        global_batch=global_batch(config, model),
-        dataset=dataset,
-        model=model,
-    )
-    pairs, negatives = score / "pairs.parquet", score / "negatives.parquet"
-    if params.get("mine_after_prune"):  # as the workflow's mine rule: negatives mined after pruning
-        pipeline.mine(
-            data_dir=data,
-            scored_pairs_path=pairs,
-            kept_pairs_path=prune_dir / "pairs.parquet",
-            corpus_embeddings_path=score / "corpus_embeddings",
-            query_embeddings_path=score / "train_query_embeddings.npy",
-            mining=settings.mining,
-            judged_negatives_first=config["scoring"].get("judged_negatives_first", False),
-            negative_pool_cap=config["scoring"].get("negative_pool_cap"),
-            out_negatives=prune_dir / "negatives.parquet",
-        )
-        pairs, negatives = prune_dir / "pairs.parquet", prune_dir / "negatives.parquet"
-    pipeline.finetune_job(
-        gpus=gpus,
+    pipeline.prune_and_finetune(
+        config,
+        dataset,
+        model,
+        method,
+        seed,
         data_dir=data,
-        pairs_path=pairs,
-        negatives_path=negatives,
-        kept_pairs_path=prune_dir / "pairs.parquet",
-        settings=settings,
-        method=method,
-        method_params=params,
-        seed=seed,
-        title_join=config["data"]["title_join"],
+        score_dir=score,
         out_dir=out,
         work_dir=results / "finetune_work" / run,
-        tracking_settings=Tracking.for_run(config, dataset, model, method, seed, settings.max_steps),
-        validation=validation_of(config, dataset, model),
+        prune_root=results / "prune",
         pool_path=_validation_pool(config, dataset, model),
     )
     steps = sorted(out.glob("step*"), key=lambda p: int(p.name[4:]))

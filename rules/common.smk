@@ -12,6 +12,7 @@ from opera import data as opera_data
 from opera import methods as method_registry
 from opera import preflight
 from opera.methods import pruning as opera_pruning
+from opera.methods import sampling as opera_sampling
 from opera import settings as opera_settings
 
 # Each config writes to its own folder (outputs, logs, benchmarks): results/<config file stem>
@@ -330,8 +331,8 @@ def plot_files(ext):
         ["training_time", "sampler_diagnostics"] if TRAINED_IN_CONFIG else []
     )
     kinds += ["pruning_card"] if pruning_cards() else []
-    # schedules: only when some method's sampler has one (dynamic pruning, InfoBatch)
-    if any(method_registry.get(m).sampler != "uniform" for m in TRAINED_IN_CONFIG):
+    # schedules: only when some method's sampler traces one (opera.methods.sampling.Sampler.schedule_keys)
+    if any(opera_sampling.schedule_keys(m) for m in TRAINED_IN_CONFIG):
         kinds.append("schedules")
     if any(len(opera_config.budget_steps(config, m, method)) > 1 for m in MODELS for method in TRAINED_IN_CONFIG):
         kinds.append("metric_vs_budget")

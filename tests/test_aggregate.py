@@ -14,7 +14,7 @@ from opera import io
 from opera import methods as method_registry
 from opera.io import save_table, write_json
 from opera.report import aggregate as agg
-from opera.report import comparisons, html_tables, time_to_quality, uncertainty
+from opera.report import comparisons, frames, html_tables, time_to_quality, uncertainty
 
 MODEL = "m"
 
@@ -185,7 +185,7 @@ def test_average_rank(final):
 
 
 def test_comparisons_read_final_per_query_values(long):
-    table = comparisons.comparisons(agg._final_rows(long), agg.MAIN_METRICS, margin=0.01)
+    table = comparisons.comparisons(frames.final_rows(long), agg.MAIN_METRICS, margin=0.01)
     assert list(table.columns) == comparisons.COLUMNS
     # per dataset: pretrain, sp, dp vs basic; dp vs its controls is absent (no dp_query, dp_doc)
     assert len(table) == 2 * 3 * 2  # datasets x pairs x metrics

@@ -257,7 +257,7 @@ def test_authors_ndcg_ideal_counts_only_retrieved_relevant_documents():
     dcg = 1 / np.log2(3) + 1 / np.log2(5)  # binary gains at ranks 2 and 4
     ideal = 1 / np.log2(2) + 1 / np.log2(3)  # the two retrieved relevant documents, on top
     assert ours == pytest.approx(dcg / ideal)
-    per_query, summary = metrics.evaluate(run, qrels, (10,), with_authors_ndcg=True)
+    per_query, summary = metrics.evaluate(run, qrels, (10,), measures=[metrics.AUTHORS_NDCG])
     assert per_query.loc[0, metrics.AUTHORS_NDCG] == pytest.approx(ours)
     assert per_query.loc[0, "NDCG@10"] < ours  # trec_eval: graded gains, ideal over all three judged
     plain, _ = metrics.evaluate(run, qrels, (10,))

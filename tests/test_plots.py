@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opera.report import plots
+from opera.report import plots, sampler_plots
 from opera.report.aggregate import final_results
 
 
@@ -73,9 +73,9 @@ def test_sampler_diagnostics(tmp_path):
             for step in (1, 2, 3)
         ]
     ).astype({"fresh_above_tau": float})
-    _check(plots.sampler_diagnostics(frame, tmp_path / "d__m__sampler_diagnostics", title="d · m"), 2)
+    _check(sampler_plots.sampler_diagnostics(frame, tmp_path / "d__m__sampler_diagnostics", title="d · m"), 2)
     empty = frame.assign(fresh_above_tau=np.nan)  # logs without a field: the panel says so, no error
-    _check(plots.sampler_diagnostics(empty, tmp_path / "empty"), 2)
+    _check(sampler_plots.sampler_diagnostics(empty, tmp_path / "empty"), 2)
 
 
 def test_training_time(tmp_path):
@@ -129,7 +129,7 @@ def test_schedules_plot_draws_the_samplers_fields(tmp_path):
         "infobatch": [_entry(s, epoch=s // 25 + 1, pruned=0 if s < 25 else 40, n_queries=400) for s in range(1, 65)],
         "basic": [_entry(s, epoch=1, queries_seen=s * 16, n_queries=400) for s in range(1, 65)],
     }
-    _check(plots.schedules(logs, tmp_path / "d__m__schedules", title="d · m"), 2)
-    assert plots._pruned_per_epoch(logs["infobatch"]) == [(1, 0.0), (2, 0.1), (3, 0.1)]
-    assert plots._sampler_series(logs["dp"], "x")[1][:2] == [2.0, 2.0]
-    assert plots.schedules({"basic": logs["basic"]}, tmp_path / "none") == []  # nothing to show: no file
+    _check(sampler_plots.schedules(logs, tmp_path / "d__m__schedules", title="d · m"), 2)
+    assert sampler_plots._pruned_per_epoch(logs["infobatch"]) == [(1, 0.0), (2, 0.1), (3, 0.1)]
+    assert sampler_plots._sampler_series(logs["dp"], "x")[1][:2] == [2.0, 2.0]
+    assert sampler_plots.schedules({"basic": logs["basic"]}, tmp_path / "none") == []  # nothing to show: no file

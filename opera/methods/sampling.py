@@ -109,6 +109,10 @@ class _EpochQueue:
 class Sampler:
     """Uniform sampler, and the base of the others: epochs are shuffles, positives uniform."""
 
+    # The fields of its train-log entry (``sampler``) that trace its schedule over training: the
+    # report draws a schedules plot for a config whose samplers have some (opera.report.sampler_plots).
+    schedule_keys: tuple[str, ...] = ()
+
     def __init__(self, pairs: PairIndex, max_steps: int, seed: int, params: dict | None = None):
         if pairs.n_queries == 0:
             raise ValueError("no training pairs: nothing to sample")
@@ -229,6 +233,8 @@ class Sampler:
 class DynamicPruningSampler(Sampler):
     """OPERA's dynamic pruning; ``query_level`` / ``doc_level`` switch the two halves (ablations)."""
 
+    schedule_keys = ("x", "c", "query_threshold")
+
     def __init__(
         self,
         pairs: PairIndex,
@@ -314,6 +320,8 @@ class DynamicPruningSampler(Sampler):
 class InfoBatchSampler(Sampler):
     """InfoBatch (Qin et al., ICLR 2024) at the query level, with the loss re-weighting returned per query."""
 
+    schedule_keys = ("pruned",)
+
     def __init__(self, pairs: PairIndex, max_steps: int, seed: int, params: dict):
         super().__init__(pairs, max_steps, seed, params)
         self.losses = np.full(pairs.n_queries, np.inf)  # unseen queries count as not yet learned
@@ -361,6 +369,12 @@ class InfoBatchSampler(Sampler):
 
 # sampler name -> class; a method's sampler_options are passed as keyword arguments
 SAMPLERS = {"uniform": Sampler, "infobatch": InfoBatchSampler, "dp": DynamicPruningSampler}
+
+
+def schedule_keys(method: str) -> tuple[str, ...]:
+    """The train-log fields that trace ``method``'s sampler schedule (none for a method that does not train)."""
+    entry = methods.get(method)
+    return SAMPLERS[entry.sampler].schedule_keys if entry.sampler else ()
 
 
 def make_sampler(method: str, pairs: PairIndex, max_steps: int, seed: int, params: dict) -> Sampler:

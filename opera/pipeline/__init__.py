@@ -14,7 +14,7 @@ from opera.errors import StageError
 from opera.models.checkpoints import is_published_checkpoint, model_identity
 from opera.pipeline.data_stages import download, mine, prune, score, validation_pool
 from opera.pipeline.eval_stages import aggregate, evaluate, index
-from opera.pipeline.train_stages import finetune, finetune_job, publish
+from opera.pipeline.train_stages import finetune, finetune_job, prune_and_finetune, publish
 
 __all__ = [
     "StageError",
@@ -28,6 +28,7 @@ __all__ = [
     "mine",
     "model_identity",
     "prune",
+    "prune_and_finetune",
     "publish",
     "score",
     "validation_pool",

@@ -162,7 +162,7 @@ def evaluate(
         metrics.qrels_from_frame(qrels),
         evaluation["cutoffs"],
         evaluation["mrr_cutoff"],
-        with_authors_ndcg=evaluation["authors_ndcg"],
+        measures=metrics.measures_on(evaluation),
     )
     metrics.write_trec_run(out_run, run, tag=f"opera-{run_meta.get('method', 'run')}")
     io.save_table(out_per_query, per_query)
@@ -208,7 +208,7 @@ def aggregate(
     """
     from opera import methods as method_registry
     from opera.report import aggregate as agg
-    from opera.report import plots
+    from opera.report import plots, sampler_plots
 
     with method_registry.display_names(display_names):  # plots and the tables' md, tex and html
         for path in train_logs.values():  # a finished run records its log's checksum
@@ -247,7 +247,7 @@ def aggregate(
             for (dataset, model), cell in diagnostics.groupby(["dataset", "model"], sort=True):
                 main = cell[cell["budget"] == main_steps.get(model)]
                 stem = plots_dir / f"{dataset}__{model}__sampler_diagnostics"
-                written += plots.sampler_diagnostics(main, stem, title=f"{dataset} · {model}")
+                written += sampler_plots.sampler_diagnostics(main, stem, title=f"{dataset} · {model}")
             # the samplers' schedules, from each method's main run of the first seed (whether or not the
             # config has a pruning card: the workflow declares the plot for any non-uniform sampler)
             first_seed = min(seed for _, _, _, seed, _ in logs)
@@ -258,7 +258,7 @@ def aggregate(
                     if (d, m, seed, budget) == (dataset, model, first_seed, main_steps.get(model))
                 }
                 stem = plots_dir / f"{dataset}__{model}__schedules"
-                written += plots.schedules(main, stem, title=f"{dataset} · {model}")
+                written += sampler_plots.schedules(main, stem, title=f"{dataset} · {model}")
         by_path = {str(path): logs[run] for run, path in train_logs.items()}  # a card's logs are read already
         for card in cards or []:
             card_logs = {

@@ -8,6 +8,8 @@ from pathlib import Path
 from opera import data as data_mod
 from opera import io
 from opera.errors import StageError
+from opera.methods import pruning
+from opera.pipeline.data_stages import mine, prune
 from opera.retrieval import validation as validation_mod
 from opera.settings import ModelSettings, Validation
 from opera.tracking import Tracking
@@ -139,4 +141,70 @@ def publish(
         settings=settings,
         method_params=method_params,
         tracking_settings=tracking_settings,
+    )
+
+
+def prune_and_finetune(
+    config: dict,
+    dataset: str,
+    model: str,
+    method: str,
+    seed: int,
+    *,
+    data_dir: Path,
+    score_dir: Path,
+    out_dir: Path,
+    work_dir: Path,
+    prune_root: Path,
+    pool_path: Path | None,
+) -> None:
+    """The prune, mine (for a method that mines after pruning) and finetune stages of one run, as the
+    workflow chains them, from a resolved config and the score stage's folder (the CLI's finetune)."""
+    from opera import methods
+    from opera.config import finetune_gpus, global_batch, method_params, model_settings, validation_of
+
+    settings = model_settings(config, model)
+    params = method_params(config, method, model)
+    prune_params = pruning.run_params(method, params, seed)  # a seeded pruner draws with the run's seed
+    prune_dir = prune_root / dataset / model / method / pruning.subset(method, prune_params)
+    prune(
+        pairs_path=score_dir / "pairs.parquet",
+        method=method,
+        params=prune_params if methods.get(method).pruner else {},
+        out_pairs=prune_dir / "pairs.parquet",
+        out_report=prune_dir / "report.json",
+        global_batch=global_batch(config, model),
+        dataset=dataset,
+        model=model,
+    )
+    pairs, negatives = score_dir / "pairs.parquet", score_dir / "negatives.parquet"
+    if params.get("mine_after_prune"):  # as the workflow's mine rule: negatives mined after pruning
+        mine(
+            data_dir=data_dir,
+            scored_pairs_path=pairs,
+            kept_pairs_path=prune_dir / "pairs.parquet",
+            corpus_embeddings_path=score_dir / "corpus_embeddings",
+            query_embeddings_path=score_dir / "train_query_embeddings.npy",
+            mining=settings.mining,
+            judged_negatives_first=config["scoring"].get("judged_negatives_first", False),
+            negative_pool_cap=config["scoring"].get("negative_pool_cap"),
+            out_negatives=prune_dir / "negatives.parquet",
+        )
+        pairs, negatives = prune_dir / "pairs.parquet", prune_dir / "negatives.parquet"
+    finetune_job(  # as the workflow: the model's gpus when resources.gpu, one process per GPU
+        gpus=finetune_gpus(config, model),
+        data_dir=data_dir,
+        pairs_path=pairs,
+        negatives_path=negatives,
+        kept_pairs_path=prune_dir / "pairs.parquet",
+        settings=settings,
+        method=method,
+        method_params=params,
+        seed=seed,
+        title_join=config["data"]["title_join"],
+        out_dir=out_dir,
+        work_dir=work_dir,
+        tracking_settings=Tracking.for_run(config, dataset, model, method, seed, settings.max_steps),
+        validation=validation_of(config, dataset, model),
+        pool_path=pool_path,
     )

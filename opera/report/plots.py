@@ -1,6 +1,6 @@
 """Figures of ``results/plots/``: metric vs training steps and vs wall time, training time per
-method, the pruning data card (score distribution kept vs pruned by sp, query coverage), the
-samplers' schedules and their diagnostics. Every function saves a PNG and a PDF and returns the
+method, the pruning data card (score distribution kept vs pruned by sp, query coverage); the
+samplers' plots are in sampler_plots. Every function saves a PNG and a PDF and returns the
 written paths."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 
 from opera import methods as method_registry
 from opera.methods import display_name
-from opera.report.aggregate import MAIN_METRICS, _final_rows
+from opera.report.frames import MAIN_METRICS, final_rows
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def method_marker(method: str) -> str:
     return entry.marker if entry else "o"
 
 
-def _highlighted(method: str) -> bool:
+def highlighted(method: str) -> bool:
     entry = method_registry.METHODS.get(method)
     return bool(entry and entry.highlight)
 
@@ -56,13 +56,13 @@ def _trains(method: str) -> bool:
     return entry is None or entry.trains
 
 
-def _ordered(methods) -> list[str]:
+def ordered(methods) -> list[str]:
     return sorted(set(methods), key=method_registry.order_key)
 
 
 def _method_line(ax, method: str, x, y, band=None) -> None:
     """One method's line in its style (the highlighted method bolder), with a ± ``band`` if given."""
-    color, emphasis = method_color(method), _highlighted(method)
+    color, emphasis = method_color(method), highlighted(method)
     ax.plot(
         x,
         y,
@@ -81,7 +81,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(name))
 
 
-def _save(fig, stem: Path) -> list[Path]:
+def save(fig, stem: Path) -> list[Path]:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -131,7 +131,7 @@ def metric_vs_progress(
         fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.8, 4.6), squeeze=False)
         axes = axes[0]
         for ax, metric in zip(axes, metrics, strict=True):
-            for method in _ordered(group["method"]):
+            for method in ordered(group["method"]):
                 runs = group[group["method"] == method]
                 if not _trains(method):
                     ax.axhline(
@@ -149,7 +149,7 @@ def metric_vs_progress(
                 )
                 band = curve["sd"].fillna(0.0).to_numpy() if (curve["n"] > 1).any() else None
                 _method_line(ax, method, curve["t"].to_numpy() / scale, curve["y"].to_numpy(), band)
-            ref = _final_rows(group[group["method"] == reference])
+            ref = final_rows(group[group["method"] == reference])
             if not ref.empty:
                 ax.axhline(
                     ref[metric].mean(),
@@ -176,7 +176,7 @@ def metric_vs_progress(
             ha="left",
             va="top",
         )
-        paths += _save(fig, out_dir / f"{_safe(dataset)}__{_safe(model)}__{kind}")
+        paths += save(fig, out_dir / f"{_safe(dataset)}__{_safe(model)}__{kind}")
     return paths
 
 
@@ -193,7 +193,7 @@ def metric_vs_budget(budgets: pd.DataFrame, out_dir: str | Path, metrics: Sequen
     for (dataset, model), group in budgets.groupby(["dataset", "model"], sort=True):
         fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.8, 4.2), squeeze=False)
         for ax, metric in zip(axes[0], metrics, strict=True):
-            for method in _ordered(group["method"]):
+            for method in ordered(group["method"]):
                 rows = group[group["method"] == method].sort_values("budget")
                 band = rows[f"{metric}_std"].fillna(0.0).to_numpy(dtype=float) if (rows["n_seeds"] > 1).any() else None
                 _method_line(
@@ -205,7 +205,7 @@ def metric_vs_budget(budgets: pd.DataFrame, out_dir: str | Path, metrics: Sequen
             ax.grid(True, alpha=0.3)
         axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
         fig.suptitle(f"{dataset} · {model}")
-        paths += _save(fig, out_dir / f"{_safe(dataset)}__{_safe(model)}__metric_vs_budget")
+        paths += save(fig, out_dir / f"{_safe(dataset)}__{_safe(model)}__metric_vs_budget")
     return paths
 
 
@@ -222,7 +222,7 @@ def training_time(final: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         group = group[group["method"].map(_trains)]
         if group.empty:
             continue
-        methods = _ordered(group["method"])
+        methods = ordered(group["method"])
         frame = group.set_index("method").loc[methods]
         means = frame["train_seconds_mean"].astype(float).to_numpy()
         stds = frame["train_seconds_std"].astype(float).fillna(0.0).to_numpy()
@@ -246,7 +246,7 @@ def training_time(final: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         ax.set_title(f"{dataset} · {model}")
         ax.grid(True, axis="x", alpha=0.3)
         ax.set_axisbelow(True)
-        paths += _save(fig, out_dir / f"{_safe(dataset)}__{_safe(model)}__training_time")
+        paths += save(fig, out_dir / f"{_safe(dataset)}__{_safe(model)}__training_time")
     return paths
 
 
@@ -313,7 +313,7 @@ def _final_coverage_panel(ax, scores: pd.DataFrame, pruner: str, has_kept: bool,
         labels.append(f"{display_name(pruner)}\n(kept pairs)")
         fractions.append(scores.loc[scores["kept"], "query_id"].nunique() / n_queries)
         colors.append(method_color(pruner))
-    for method in _ordered(curves):
+    for method in ordered(curves):
         labels.append(f"{display_name(method)}\n(seen)")
         fractions.append(curves[method][-1][1])
         colors.append(method_color(method))
@@ -330,7 +330,7 @@ def _final_coverage_panel(ax, scores: pd.DataFrame, pruner: str, has_kept: bool,
 
 
 def _coverage_curve_panel(ax, curves: Mapping[str, list]) -> None:
-    for method in _ordered(curves):
+    for method in ordered(curves):
         points = curves[method]
         if len(points) < 2:
             continue
@@ -341,7 +341,7 @@ def _coverage_curve_panel(ax, curves: Mapping[str, list]) -> None:
             color=method_color(method),
             marker=method_marker(method),
             markersize=4,
-            linewidth=2.2 if _highlighted(method) else 1.4,
+            linewidth=2.2 if highlighted(method) else 1.4,
             label=display_name(method),
         )
     ax.set_xlabel("training step")
@@ -378,143 +378,10 @@ def pruning_card(
         _coverage_curve_panel(axes[2], curves)
     if title:
         fig.suptitle(f"pruning data card · {title}")
-    return _save(fig, Path(out_path_stem))
+    return save(fig, Path(out_path_stem))
 
 
 # --- schedules -------------------------------------------------------------------------------------
 
 
-def _sampler_series(entries: Sequence[Mapping], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of one sampler field over a train log, skipping entries without it."""
-    points = [(int(e["step"]), e["sampler"][key]) for e in entries if (e.get("sampler") or {}).get(key) is not None]
-    return [p[0] for p in points], [float(p[1]) for p in points]
-
-
-def _pruned_per_epoch(entries: Sequence[Mapping]) -> list[tuple[int, float]]:
-    """(epoch, share of the training queries InfoBatch skipped in it), from the first step of each epoch."""
-    shares: dict[int, float] = {}
-    for entry in entries:
-        sampler = entry.get("sampler") or {}
-        if "pruned" in sampler and sampler.get("n_queries"):
-            shares.setdefault(int(sampler["epoch"]), sampler["pruned"] / sampler["n_queries"])
-    return sorted(shares.items())
-
-
-@plt.rc_context(STYLE)
-def schedules(train_logs: Mapping[str, Sequence[Mapping]], out_path_stem: str | Path, title: str = "") -> list[Path]:
-    """The samplers at work, read from the train logs of one seed: dynamic pruning's query-level
-    strength x(t) and document-level cutoff c(t) (left), its query-score threshold (middle), and
-    InfoBatch's share of skipped queries per epoch (right). A panel is drawn only when some log
-    holds its fields; returns [] when none does. Saves ``out_path_stem``.png/.pdf."""
-    panels = []
-    dynamic = {
-        m: e
-        for m, e in train_logs.items()
-        if any("x" in (x.get("sampler") or {}) for x in e) or any("c" in (x.get("sampler") or {}) for x in e)
-    }
-    if dynamic:
-        panels += ["strength", "threshold"]
-    infobatch = {m: _pruned_per_epoch(e) for m, e in train_logs.items()}
-    infobatch = {m: v for m, v in infobatch.items() if v}
-    if infobatch:
-        panels.append("infobatch")
-    if not panels:
-        return []
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    axes = dict(zip(panels, axes[0], strict=True))
-    if dynamic:
-        ax, twin = axes["strength"], axes["strength"].twinx()
-        for method in _ordered(dynamic):
-            color = method_color(method)
-            steps, x = _sampler_series(dynamic[method], "x")
-            if steps:
-                ax.step(steps, x, where="post", color=color, linewidth=2, label=f"{display_name(method)}: x(t)")
-            steps, c = _sampler_series(dynamic[method], "c")
-            if steps:
-                twin.plot(steps, c, color=color, linestyle="--", linewidth=1.4, label=f"{display_name(method)}: c(t)")
-            steps, threshold = _sampler_series(dynamic[method], "query_threshold")
-            if steps:
-                axes["threshold"].step(
-                    steps, threshold, where="post", color=color, linewidth=1.8, label=display_name(method)
-                )
-        ax.set_xlabel("training step")
-        ax.set_ylabel("query-level strength x(t) (solid)")
-        twin.set_ylabel("document-level cutoff c(t) (dashed)")
-        ax.set_title("dynamic pruning schedules")
-        handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, loc="upper left", frameon=False, fontsize=9)
-        ax.grid(True, alpha=0.3)
-        axes["threshold"].set_xlabel("training step")
-        axes["threshold"].set_ylabel("query score forced into the epoch (>=)")
-        axes["threshold"].set_title("query threshold at each epoch start")
-        axes["threshold"].legend(loc="best", frameon=False)
-        axes["threshold"].grid(True, alpha=0.3)
-    if infobatch:
-        ax = axes["infobatch"]
-        width = 0.8 / len(infobatch)
-        for i, method in enumerate(_ordered(infobatch)):
-            epochs, shares = zip(*infobatch[method], strict=True)
-            ax.bar(
-                np.array(epochs) + i * width,
-                shares,
-                width=width,
-                color=method_color(method),
-                label=display_name(method),
-            )
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("share of training queries skipped")
-        ax.set_title("InfoBatch pruning per epoch")
-        ax.legend(loc="best", frameon=False)
-        ax.grid(True, axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, Path(out_path_stem))
-
-
 # --- sampler diagnostics ---------------------------------------------------------------------------
-
-# (train-log sampler field, y label, title) of each diagnostics panel; fields from opera.methods.sampling
-DIAGNOSTICS = (
-    ("positive_tv", "total-variation distance", "positive draw vs uniform"),
-    ("fresh_above_tau", "share of above-tau pairs", "fresh scores above tau (doc level)"),
-    ("visit_cv", "coefficient of variation", "unevenness of query visits"),
-    ("distinct_share", "share of training pairs", "distinct positives trained on"),
-)
-
-
-@plt.rc_context(STYLE)
-def sampler_diagnostics(frame: pd.DataFrame, out_path_stem: str | Path, title: str = "") -> list[Path]:
-    """How each method's sampler spread training, per step (mean over seeds, ± std band): the
-    distance of the positive draw from uniform, the share of dynamic pruning's above-tau pairs
-    whose score was written back by training, how unevenly queries are visited, and the share of
-    training pairs trained on at least once. Panels without data (logs written before these
-    fields existed) say so. Saves ``out_path_stem``.png/.pdf."""
-    fig, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(4.6 * len(DIAGNOSTICS) + 1.8, 4.2), squeeze=False)
-    for ax, (field, ylabel, panel_title) in zip(axes[0], DIAGNOSTICS, strict=True):
-        values = frame.dropna(subset=[field])
-        for method in _ordered(values["method"]):
-            curve = values[values["method"] == method].groupby("step")[field].agg(["mean", "std", "size"])
-            band = curve["std"].fillna(0.0).to_numpy() if (curve["size"] > 1).any() else None
-            color = method_color(method)
-            width = 2.2 if _highlighted(method) else 1.4
-            ax.plot(curve.index, curve["mean"], color=color, linewidth=width, label=display_name(method))
-            if band is not None:
-                ax.fill_between(curve.index, curve["mean"] - band, curve["mean"] + band, color=color, alpha=0.15)
-        if values.empty:
-            ax.text(0.5, 0.5, "not in these train logs", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel("training step")
-        ax.set_ylabel(ylabel)
-        ax.set_title(panel_title)
-        ax.grid(True, alpha=0.3)
-    handles = {}
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, handle)
-    if handles:
-        legend = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "frameon": False}
-        axes[0][-1].legend(handles.values(), handles.keys(), **legend)
-    if title:
-        fig.suptitle(f"sampler diagnostics · {title}")
-    fig.text(0.01, -0.02, "Lines: mean over seeds per step; bands: ± 1 standard deviation over seeds.", fontsize=9)
-    return _save(fig, Path(out_path_stem))

@@ -4,12 +4,17 @@ NDCG@k uses graded gains and an ideal DCG over *all* judged-relevant documents (
 retrieved ones); Recall@k divides by all relevant documents; ties in the run are broken as
 trec_eval does (by document id, descending). MRR@k is trec_eval's reciprocal rank on the top k.
 Queries whose judgments hold no relevant document are excluded and counted, as BEIR does.
+
+Measures beyond trec_eval's are registered by name in :data:`MEASURES` (a function of the run and
+the judged qrels giving one value per query); each becomes a column of ``per_query.parquet``,
+``metrics.json`` and the result tables. Adding one is one entry there.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,18 +69,41 @@ def authors_ndcg(run: Run, qrels: Qrels, k: int = 10) -> dict[str, float]:
     return values
 
 
+@dataclass(frozen=True)
+class Measure:
+    """A per-query metric beyond trec_eval's: ``per_query(run, judged qrels)`` gives one value per
+    judged query. ``switch`` names the ``evaluation`` key that turns it on (None: always computed);
+    ``shown`` puts it in results.md/tex beside the main metrics (the csv holds every metric)."""
+
+    name: str
+    per_query: Callable[[Run, Qrels], Mapping[str, float]]
+    switch: str | None = None
+    shown: bool = True
+
+
+MEASURES: dict[str, Measure] = {
+    measure.name: measure for measure in (Measure(AUTHORS_NDCG, authors_ndcg, switch="authors_ndcg"),)
+}
+
+
+def measures_on(switches: Mapping[str, object]) -> tuple[str, ...]:
+    """The registered measures an evaluation computes: those without a switch and those whose
+    switch is true in ``switches`` (the evaluation settings, as a mapping)."""
+    return tuple(m.name for m in MEASURES.values() if m.switch is None or switches.get(m.switch))
+
+
 def evaluate(
     run: Run,
     qrels: Qrels,
     cutoffs: Iterable[int] = (1, 5, 10, 20, 50, 100),
     mrr_cutoff: int = 10,
-    with_authors_ndcg: bool = False,
+    measures: Collection[str] = (),
 ) -> tuple[pd.DataFrame, dict]:
     """Per-query metrics (one row per evaluated query) and a summary with means and counts.
 
     Queries in ``qrels`` without any relevant document are excluded (counted as ``n_excluded``);
-    an evaluated query missing from the run scores 0 on every metric. ``with_authors_ndcg`` adds
-    the column :data:`AUTHORS_NDCG` (:func:`authors_ndcg`) after the standard ones.
+    an evaluated query missing from the run scores 0 on every metric. ``measures`` (names in
+    :data:`MEASURES`, see :func:`measures_on`) add their columns after the standard ones.
     """
     import pytrec_eval
 
@@ -91,7 +119,10 @@ def evaluate(
     top = {q: dict(_trec_order(docs)[:mrr_cutoff]) for q, docs in run.items() if docs}
     mrr = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top)
 
-    authors = authors_ndcg(run, judged) if with_authors_ndcg else {}
+    unknown = sorted(set(measures) - set(MEASURES))
+    if unknown:
+        raise ValueError(f"unknown measure(s) {unknown}; registered: {sorted(MEASURES)}")
+    extra = {name: MEASURES[name].per_query(run, judged) for name in MEASURES if name in measures}
     rows = []
     for query_id in sorted(judged):
         values = scores.get(query_id, {})
@@ -101,8 +132,8 @@ def evaluate(
         for k in cutoffs:
             row[f"Recall@{k}"] = values.get(f"recall_{k}", 0.0)
         row[f"MRR@{mrr_cutoff}"] = mrr.get(query_id, {}).get("recip_rank", 0.0)
-        if with_authors_ndcg:
-            row[AUTHORS_NDCG] = authors[query_id]
+        for name, values_of in extra.items():
+            row[name] = values_of[query_id]
         rows.append(row)
     per_query = pd.DataFrame(rows)
     summary = {

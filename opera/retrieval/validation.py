@@ -17,6 +17,7 @@ evaluation of each run's final checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -96,7 +97,7 @@ def score_pool(
         metrics.qrels_from_frame(judged),
         scoring.cutoffs,
         scoring.mrr_cutoff,
-        with_authors_ndcg=scoring.authors_ndcg,
+        measures=metrics.measures_on(dataclasses.asdict(scoring)),
     )
     return summary["metrics"]
 
@@ -185,7 +186,7 @@ def curves(train_logs: dict[tuple, list[dict]], pool_reports: dict[tuple, dict])
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    from opera.report.aggregate import metric_columns  # lazy: scipy
+    from opera.report.frames import metric_columns  # lazy: pandas
 
     pooled = {column.removeprefix(POOL_PREFIX): column for column in frame.columns if column.startswith(POOL_PREFIX)}
     ordered = [pooled[name] for name in metric_columns(pd.DataFrame(columns=list(pooled)))]
@@ -206,12 +207,12 @@ def write_tables(
     """``validation.csv`` (every validation, :func:`curves`) and ``time_to_quality_pool.csv`` (time to
     quality read from the pool curves: the step at which a method first reaches basic's final pool
     NDCG@10 within a tolerance; metric ``pool_NDCG@10``, never the exact table's)."""
-    from opera.report import aggregate, time_to_quality
+    from opera.report import frames, time_to_quality
 
     tables_dir = Path(tables_dir)
     ttq = time_to_quality.time_to_quality(
         curves_frame, global_batch, metric=POOL_PREFIX + "NDCG@10", tolerance=ttq_tolerance
     )
-    aggregate.write_table(curves_frame, tables_dir / "validation.csv")
-    aggregate.write_table(ttq, tables_dir / "time_to_quality_pool.csv")
+    frames.write_table(curves_frame, tables_dir / "validation.csv")
+    frames.write_table(ttq, tables_dir / "time_to_quality_pool.csv")
     return {"validation": curves_frame, "time_to_quality_pool": ttq}
