@@ -18,7 +18,7 @@ import jsonschema
 
 from opera import methods, preflight, tracking
 from opera.errors import ConfigError  # raised here and by the checks this module calls
-from opera.settings import ModelSettings, PoolMetrics, Validation
+from opera.settings import POOLINGS, ModelSettings, PoolMetrics, Validation
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_PATH = PACKAGE_DIR / "schema.yaml"  # package data: found the same from a checkout or an installed wheel
@@ -40,11 +40,13 @@ def gpu_peak_tflops() -> dict[str, float]:
 @cache
 def _load_schema() -> dict:
     """opera/schema.yaml, with the names its registries define: methods (opera.methods), GPU types
-    (registry.yaml) and dataset sources with their fields (opera.data.sources)."""
+    (registry.yaml), poolings (opera.settings.POOLINGS) and dataset sources with their fields
+    (opera.data.sources)."""
     from opera import io  # lazy: numpy, pandas
     from opera.data.sources import SOURCES  # lazy: pandas
 
     schema = io.read_yaml(SCHEMA_PATH)
+    schema["definitions"]["model"]["properties"]["pooling"]["enum"] = list(POOLINGS)
     source = schema["definitions"]["dataset"]["properties"]["source"]["properties"]
     source["type"]["enum"] = sorted(SOURCES)
     for kind in SOURCES.values():

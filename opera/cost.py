@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ KNOWN_DIMENSIONS = {
     "BAAI/bge-large-en-v1.5": 1024,
     "Qwen/Qwen3-Embedding-0.6B": 1024,
 }
+
+log = logging.getLogger(__name__)
 
 BYTES = {"float32": 4, "float16": 2}
 CHECKPOINT_BYTES_PER_PARAMETER = 4  # checkpoints are saved in float32
@@ -131,12 +134,23 @@ def model_parameters(path: str) -> int:
     raise CostError(f"model {path!r}: not a local folder and not in opera.cost.KNOWN_PARAMETERS; set cost.throughput")
 
 
+# Where a transformers config.json gives the hidden size, by model family (BERT, Qwen and most
+# others; T5 and BART; DistilBERT; GPT-2): the embedding size under any of the poolings.
+DIMENSION_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
+
+
 def model_dimension(path: str) -> int:
+    """The embedding size of a model: its config.json's hidden size, else the known table."""
     folder = local_model_folder(path)
     config = folder / "config.json" if folder else None
     if config and config.is_file():
         entry = io.read_json(config)
-        return int(entry.get("hidden_size") or entry["d_model"])
+        found = next((entry[key] for key in DIMENSION_KEYS if isinstance(entry.get(key), int)), None)
+        if found is None:
+            raise CostError(
+                f"{config}: no hidden size under any of {list(DIMENSION_KEYS)}; add its key to DIMENSION_KEYS"
+            )
+        return int(found)
     if path in KNOWN_DIMENSIONS:
         return KNOWN_DIMENSIONS[path]
     raise CostError(
@@ -441,12 +455,23 @@ def job_resources(config: dict, stage: str, dataset: str | None, model: str | No
     return {"mem_mb": int(mem * attempt), "runtime": int(runtime * attempt), "gpu": 0}
 
 
+# datasets already warned about: the workflow sizes each job, and one line per dataset is enough
+_UNSIZED: set[str] = set()
+
+
 def _model_job_resources(
     config: dict, stage: str, dataset: str, model: str, mem: int, runtime: int, attempt: int
 ) -> dict:
     """:func:`job_resources` of a job that loads the model."""
     settings = model_settings(config, model)
-    size = dataset_size(config, dataset, _eval_split(config, dataset))
+    try:
+        size = dataset_size(config, dataset, _eval_split(config, dataset))
+    except CostError as exc:  # a source counted only once prepared (hf, ir_datasets without metadata)
+        if dataset not in _UNSIZED:
+            log.warning("%s: its %s jobs ask for the config's resources until it is prepared", exc, stage)
+            _UNSIZED.add(dataset)
+        gpus = (finetune_gpus(config, model) if stage == "finetune" else 1) if config["resources"]["gpu"] else 0
+        return {"mem_mb": int(mem * attempt), "runtime": int(runtime * attempt), "gpu": gpus}
     gpus = 0
     if config["resources"]["gpu"]:
         gpus, minutes = _gpu_time(config, stage, settings, size, model)

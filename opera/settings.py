@@ -14,6 +14,10 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+# The config's pooling names -> sentence-transformers pooling modes. A model family that pools another
+# way (max, weightedmean, ...) is one entry here; the config schema takes its names from this table.
+POOLINGS = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
+
 
 class ModelLoadError(RuntimeError):
     """A model could not be located or loaded; ``field`` is the model entry's key at fault (path,

