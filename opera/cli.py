@@ -89,20 +89,19 @@ def _score_dir(config: dict, dataset: str, model: str) -> Path:
 
 def _score(config: dict, dataset: str, model: str) -> dict:
     from opera import pipeline
-    from opera.config import model_settings
+    from opera.config import evaluation_of, model_settings, scoring_of
     from opera.embedding_store import layout_of
 
-    settings = model_settings(config, model)
-    scoring = config["scoring"]
+    settings, scoring = model_settings(config, model), scoring_of(config)
     return pipeline.score(
         data_dir=_data(config, dataset),
         encoder=settings.encoder,
         mining=settings.mining,
-        encode_batch_size=scoring["encode_batch_size"],
-        judged_negatives_first=scoring.get("judged_negatives_first", False),
-        negative_pool_cap=scoring.get("negative_pool_cap"),
+        encode_batch_size=scoring.encode_batch_size,
+        judged_negatives_first=scoring.judged_negatives_first,
+        negative_pool_cap=scoring.negative_pool_cap,
         title_join=config["data"]["title_join"],
-        layout=layout_of(config["evaluation"]),
+        layout=layout_of(evaluation_of(config)),
         out_dir=_score_dir(config, dataset, model),
     )
 
@@ -345,7 +344,7 @@ def _add_evaluate(subparsers) -> argparse.ArgumentParser:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from opera import pipeline
-    from opera.config import eval_split, model_settings
+    from opera.config import eval_split, evaluation_of, model_settings
     from opera.embedding_store import layout_of
     from opera.preflight import model_path_problem
 
@@ -357,8 +356,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--checkpoint {args.checkpoint} is a finetune run; give one of its step folders: {folders}")
     if args.checkpoint and (problem := model_path_problem(args.checkpoint)):
         raise UsageError(f"--checkpoint: {problem}")
-    evaluation = config["evaluation"]
-    split = eval_split(config["datasets"][dataset], args.split or evaluation["split"])
+    evaluation = evaluation_of(config)
+    split = eval_split(config["datasets"][dataset], args.split or evaluation.split)
     encoder = model_settings(config, model).encoder
     data = _data(config, dataset)
     weights = args.checkpoint or encoder.path
@@ -369,7 +368,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             data_dir=data,
             encoder=encoder,
             checkpoint=weights,
-            encode_batch_size=evaluation["encode_batch_size"],
+            encode_batch_size=evaluation.encode_batch_size,
             title_join=config["data"]["title_join"],
             layout=layout_of(evaluation),
             split=split,

@@ -18,7 +18,7 @@ import jsonschema
 
 from opera import methods, preflight, tracking
 from opera.errors import ConfigError  # raised here and by the checks this module calls
-from opera.settings import POOLINGS, ModelSettings, PoolMetrics, Validation
+from opera.settings import POOLINGS, Evaluation, ModelSettings, PoolMetrics, Resources, Scoring, Validation
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_PATH = PACKAGE_DIR / "schema.yaml"  # package data: found the same from a checkout or an installed wheel
@@ -125,7 +125,7 @@ def validate_config(config: dict) -> dict:
             raise ConfigError(f"config key 'models.{name}.mining': hi ({mining.hi}) must exceed lo ({mining.lo})")
     preflight.check_models(config["models"])
     preflight.check_results_dir(config["results_dir"])
-    preflight.check_evaluation_depth(config["evaluation"])
+    preflight.check_evaluation_depth(evaluation_of(config))
     trained = trained_methods(config)
     unknown = sorted(set(config["cost"]["throughput"]) - set(config["models"]))
     if unknown:
@@ -288,7 +288,7 @@ def trained_methods(config: dict) -> list[str]:
 
 def finetune_gpus(config: dict, model: str) -> int:
     """The GPUs a finetune job of ``model`` asks for: the model's ``gpus`` when ``resources.gpu``, else none."""
-    return model_settings(config, model).gpus if config["resources"]["gpu"] else 0
+    return model_settings(config, model).gpus if resources_of(config).gpu else 0
 
 
 def global_batch(config: dict, model: str) -> int:
@@ -410,9 +410,9 @@ def validation_of(config: dict, dataset: str, model: str) -> Validation | None:
     if model_settings(config, model).validate_every is None:
         return None
     return Validation(
-        split=eval_split(config["datasets"][dataset], config["evaluation"]["split"]),
-        scoring=PoolMetrics.from_evaluation(config["evaluation"]),
-        encode_batch_size=config["evaluation"]["encode_batch_size"],
+        split=eval_split(config["datasets"][dataset], evaluation_of(config).split),
+        scoring=PoolMetrics.from_evaluation(evaluation_of(config)),
+        encode_batch_size=evaluation_of(config).encode_batch_size,
         title_join=config["data"]["title_join"],
     )
 
@@ -474,3 +474,20 @@ def method_params(config: dict, method: str, model: str | None = None) -> dict:
         return {}
     overrides = config["models"][model].get("method_params", {}).get(key, {}) if model else {}
     return {**config["method_params"][key], **overrides}
+
+
+# --- typed blocks ----------------------------------------------------------------------------------
+# A resolved config stays a plain dict (Snakemake passes it around and hashes it); code reads its
+# blocks through these, as frozen dataclasses, never by string key.
+
+
+def evaluation_of(config: dict) -> Evaluation:
+    return Evaluation.of(config["evaluation"])
+
+
+def scoring_of(config: dict) -> Scoring:
+    return Scoring.of(config["scoring"])
+
+
+def resources_of(config: dict) -> Resources:
+    return Resources.of(config["resources"])

@@ -29,6 +29,8 @@ from opera import io, methods
 # here, and editing a workflow script reruns its rule in every existing results folder
 from opera.config import (  # noqa: F401  (global_batches: re-exported for those scripts)
     EvaluatedRun,
+    eval_split,
+    evaluation_of,
     finetune_gpus,
     global_batch,
     global_batches,
@@ -36,6 +38,7 @@ from opera.config import (  # noqa: F401  (global_batches: re-exported for those
     grid,
     method_params,
     model_settings,
+    resources_of,
     trained_methods,
 )
 from opera.data.sources import source_of
@@ -204,12 +207,10 @@ def _checkpoint_runs(runs: list[EvaluatedRun]) -> list[EvaluatedRun]:
 
 def plan_rows(config: dict) -> list[dict]:
     """One row per dataset x model: jobs, passages encoded, bytes and GPU-hours."""
-    from opera.config import eval_split
-
     runs = grid(config)
     rows = []
     for dataset in config["datasets"]:
-        split = eval_split(config["datasets"][dataset], config["evaluation"]["split"])
+        split = eval_split(config["datasets"][dataset], evaluation_of(config).split)
         size = dataset_size(config, dataset, split)
         for model in config["models"]:
             settings = model_settings(config, model)
@@ -218,7 +219,7 @@ def plan_rows(config: dict) -> list[dict]:
             trainings = {(r.method, r.seed, r.budget) for r in indexed}
             dim = model_dimension(settings.encoder.path)
             params = model_parameters(settings.encoder.path)
-            store = size.documents * dim * BYTES[config["evaluation"]["embedding_dtype"]]
+            store = size.documents * dim * BYTES[evaluation_of(config).embedding_dtype]
             checkpoints = sum(len(_steps_saved(settings, budget)) for _, _, budget in trainings)
             speed = throughput(config, model)
             pool = pool_documents(config, size) if settings.validate_every else 0
@@ -358,7 +359,7 @@ def format_plan(config: dict) -> str:
     shown["peak disk"] = table["peak_disk_bytes"].map(human_bytes)
     shown["peak disk (keep_embeddings)"] = table["peak_disk_keep_bytes"].map(human_bytes)
     shown["GPU-hours"] = table["gpu_hours"].map("{:,.1f}".format)
-    if config["resources"]["gpu"]:
+    if resources_of(config).gpu:
         shown["index job asks"] = table["index_job"]
     counts = job_counts(config)
     cost = config["cost"]
@@ -446,10 +447,10 @@ def job_resources(config: dict, stage: str, dataset: str | None, model: str | No
     plan raises them to what the job needs: a corpus-encoding job (score, index) takes as many GPUs
     as bring its encoding under `resources.runtime`, at most `resources.encode_gpus`, and memory
     for one shard per GPU. Memory and runtime are multiplied by ``attempt`` (a retry asks for more)."""
-    base = config["resources"]
+    base = resources_of(config)
     finetune = stage == "finetune"
-    mem = base["finetune_mem_mb"] if finetune else base["mem_mb"]
-    runtime = base["finetune_runtime"] if finetune else base["runtime"]
+    mem = base.finetune_mem_mb if finetune else base.mem_mb
+    runtime = base.finetune_runtime if finetune else base.runtime
     if stage in {"score", "index", "evaluate", "finetune"}:
         return _model_job_resources(config, stage, dataset, model, mem, runtime, attempt)
     return {"mem_mb": int(mem * attempt), "runtime": int(runtime * attempt), "gpu": 0}
@@ -470,13 +471,13 @@ def _model_job_resources(
         if dataset not in _UNSIZED:
             log.warning("%s: its %s jobs ask for the config's resources until it is prepared", exc, stage)
             _UNSIZED.add(dataset)
-        gpus = (finetune_gpus(config, model) if stage == "finetune" else 1) if config["resources"]["gpu"] else 0
+        gpus = (finetune_gpus(config, model) if stage == "finetune" else 1) if resources_of(config).gpu else 0
         return {"mem_mb": int(mem * attempt), "runtime": int(runtime * attempt), "gpu": gpus}
     gpus = 0
-    if config["resources"]["gpu"]:
+    if resources_of(config).gpu:
         gpus, minutes = _gpu_time(config, stage, settings, size, model)
         runtime = max(runtime, math.ceil(2 * minutes) + 15)  # twice the estimate, plus loading
-    shard = min(config["evaluation"]["shard_passages"], size.documents)
+    shard = min(evaluation_of(config).shard_passages, size.documents)
     try:
         dim = model_dimension(settings.encoder.path)
     except CostError as exc:  # sized while Snakemake schedules the job: name the key to fix
@@ -490,18 +491,16 @@ def _model_job_resources(
 
 def _gpu_time(config: dict, stage: str, settings, size: DatasetSize, model: str) -> tuple[int, float]:
     """(GPUs, estimated minutes) of one job on the throughput table's GPUs."""
-    base = config["resources"]
+    base = resources_of(config)
     speed = throughput(config, model)
     if stage == "finetune":
         return finetune_gpus(config, model), settings.max_steps / speed.steps_per_s / 60
     if stage == "evaluate":  # exact search at ~1 TFLOP/s (faiss on one GPU does far better)
         return 1, size.eval_queries * size.documents * model_dimension(settings.encoder.path) * 2 / 1e12 / 60
     one_gpu = size.documents / speed.passages_per_s / 60
-    gpus = min(base["encode_gpus"], max(1, math.ceil(2 * one_gpu / max(base["runtime"] - 15, 1))))
+    gpus = min(base.encode_gpus, max(1, math.ceil(2 * one_gpu / max(base.runtime - 15, 1))))
     return gpus, one_gpu / gpus
 
 
 def _eval_split(config: dict, dataset: str) -> str:
-    from opera.config import eval_split
-
-    return eval_split(config["datasets"][dataset], config["evaluation"]["split"])
+    return eval_split(config["datasets"][dataset], evaluation_of(config).split)

@@ -46,9 +46,9 @@ class StoreLayout:
             raise ValueError(f"embedding dtype must be one of {DTYPES}, got {self.dtype!r}")
 
 
-def layout_of(evaluation: dict) -> StoreLayout:
-    """The store layout a config's ``evaluation`` block asks for."""
-    return StoreLayout(shard_passages=evaluation["shard_passages"], dtype=evaluation["embedding_dtype"])
+def layout_of(evaluation) -> StoreLayout:
+    """The store layout a config's ``evaluation`` block (opera.settings.Evaluation) asks for."""
+    return StoreLayout(shard_passages=evaluation.shard_passages, dtype=evaluation.embedding_dtype)
 
 
 def _shard_name(number: int) -> str:

@@ -400,12 +400,13 @@ def is_hub_id(path: str) -> bool:
 # --- metric cutoffs against the ranking depth --------------------------------------------------------
 
 
-def check_evaluation_depth(evaluation: dict) -> None:
+def check_evaluation_depth(evaluation) -> None:
     """A metric at cutoff k needs the top k of each query's ranking: Recall@100 over the top 10 that
-    evaluate keeps would be reported as a number that means something else."""
-    top_k = evaluation["top_k"]
-    cutoffs = {f"evaluation.cutoffs ({k})": k for k in evaluation["cutoffs"]}
-    cutoffs[f"evaluation.mrr_cutoff ({evaluation['mrr_cutoff']})"] = evaluation["mrr_cutoff"]
+    evaluate keeps would be reported as a number that means something else. ``evaluation`` is the
+    typed block (opera.settings.Evaluation)."""
+    top_k = evaluation.top_k
+    cutoffs = {f"evaluation.cutoffs ({k})": k for k in evaluation.cutoffs}
+    cutoffs[f"evaluation.mrr_cutoff ({evaluation.mrr_cutoff})"] = evaluation.mrr_cutoff
     beyond = [key for key, k in cutoffs.items() if k > top_k]
     if beyond:
         raise ConfigError(

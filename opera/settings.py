@@ -172,6 +172,62 @@ class PoolSettings:
         return int(self.random)
 
 
+class _Block:
+    """A config block as a frozen dataclass: :meth:`of` builds it from the resolved block (every
+    key the schema fills in; lists become tuples) and passes an already typed one through."""
+
+    @classmethod
+    def of(cls, block):
+        if isinstance(block, cls):
+            return block
+        fields = dataclasses.fields(cls)
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
+        unknown, missing = set(block) - {f.name for f in fields}, required - set(block)
+        if unknown or missing:  # the schema and the dataclass must name the same keys
+            raise TypeError(f"{cls.__name__}: keys {sorted(unknown)} are no fields; fields {sorted(missing)} missing")
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in block.items()})
+
+
+@dataclass(frozen=True)
+class Evaluation(_Block):
+    """The config's ``evaluation`` block (opera/schema.yaml describes each key)."""
+
+    split: str
+    top_k: int
+    cutoffs: tuple[int, ...]
+    mrr_cutoff: int
+    authors_ndcg: bool
+    index_factory: str
+    shard_passages: int
+    embedding_dtype: str
+    encode_batch_size: int
+    # deletes index's stores once evaluated, or not: no param of evaluate (its block comes without it)
+    keep_embeddings: bool = False
+
+
+@dataclass(frozen=True)
+class Scoring(_Block):
+    """The config's ``scoring`` block: how the base model scores pairs and builds the negative pool."""
+
+    encode_batch_size: int
+    judged_negatives_first: bool
+    negative_pool_cap: int | None
+
+
+@dataclass(frozen=True)
+class Resources(_Block):
+    """The config's ``resources`` block: the floor of every job's request (opera.cost sizes above it)."""
+
+    threads: int
+    eval_threads: int | None
+    mem_mb: int
+    finetune_mem_mb: int
+    runtime: int
+    finetune_runtime: int
+    gpu: bool
+    encode_gpus: int
+
+
 @dataclass(frozen=True)
 class PoolMetrics:
     """How a pool is scored: the evaluation's cutoffs and search depth (the config's ``evaluation``)."""
@@ -182,10 +238,9 @@ class PoolMetrics:
     authors_ndcg: bool
 
     @classmethod
-    def from_evaluation(cls, evaluation: dict) -> PoolMetrics:
-        return cls(
-            tuple(evaluation["cutoffs"]), evaluation["mrr_cutoff"], evaluation["top_k"], evaluation["authors_ndcg"]
-        )
+    def from_evaluation(cls, evaluation: Evaluation | dict) -> PoolMetrics:
+        evaluation = Evaluation.of(evaluation)
+        return cls(evaluation.cutoffs, evaluation.mrr_cutoff, evaluation.top_k, evaluation.authors_ndcg)
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,7 @@ def finetune_inputs(wildcards):
 
 
 # How corpus embeddings are cut and stored (opera.embedding_store.StoreLayout's fields).
-STORE_LAYOUT = dataclasses.asdict(opera_embedding_store.layout_of(config["evaluation"]))
+STORE_LAYOUT = dataclasses.asdict(opera_embedding_store.layout_of(opera_config.evaluation_of(config)))
 
 
 def corpus_store(path):

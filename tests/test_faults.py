@@ -158,6 +158,7 @@ def test_a_store_of_another_model_is_not_evaluated_as_this_one(smoke_scored, smo
 def test_the_store_or_queries_of_another_checkpoint_are_refused(smoke_run, smoke_config, smoke_settings, tmp_path):
     """Step 2's embeddings put in place of step 4's (the store, or the query embeddings, each
     intact with its sidecars and manifest): evaluating step 4 refuses them."""
+    from opera.config import evaluation_of
     from opera.embedding_store import layout_of
 
     results = smoke_run / "results" / "smoke"
@@ -167,7 +168,7 @@ def test_the_store_or_queries_of_another_checkpoint_are_refused(smoke_run, smoke
         "encoder": smoke_settings.encoder,
         "encode_batch_size": 32,
         "title_join": smoke_config["data"]["title_join"],
-        "layout": layout_of(smoke_config["evaluation"]),
+        "layout": layout_of(evaluation_of(smoke_config)),
         "split": "test",
     }
     for step in (2, 4):

@@ -460,3 +460,21 @@ def test_random_prunes_once_per_seed_unless_its_seed_is_fixed(tmp_path, random_p
     assert planned["prune"] == 1 + random_prunes  # basic's one pair set, random's per seed or shared
     planned.pop("all")
     assert +cost.job_counts(load_config(config)) == planned
+
+
+def test_each_typed_block_has_a_field_for_every_key_of_its_schema_block():
+    """evaluation, scoring and resources are read as frozen dataclasses (opera.settings): a key added
+    to the schema without its field, or a field without its key, stops at the first read."""
+    from opera.config import evaluation_of, resources_of, scoring_of
+    from opera.settings import Evaluation
+
+    config = validate_config({"datasets": {"scifact": {}}, "models": {"all-MiniLM-L6-v2": {}}, "methods": ["basic"]})
+    for read, block in ((evaluation_of, "evaluation"), (scoring_of, "scoring"), (resources_of, "resources")):
+        typed = read(config)
+        assert {name: getattr(typed, name) for name in config[block]} == {
+            key: tuple(value) if isinstance(value, list) else value for key, value in config[block].items()
+        }
+    with pytest.raises(TypeError, match=r"\['mystery'\] are no fields"):
+        Evaluation.of({**config["evaluation"], "mystery": 1})
+    with pytest.raises(TypeError, match=r"fields \['top_k'\] missing"):
+        Evaluation.of({key: value for key, value in config["evaluation"].items() if key != "top_k"})

@@ -16,7 +16,7 @@ from opera.models.checkpoints import is_published_checkpoint, model_identity, ve
 from opera.pipeline.data_stages import eval_tables
 from opera.retrieval import metrics
 from opera.retrieval import validation as validation_mod
-from opera.settings import EncoderSettings
+from opera.settings import EncoderSettings, Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def evaluate(
     *,
     data_dir: str | Path,
     encoder: EncoderSettings,
-    evaluation: dict,
+    evaluation: Evaluation | dict,
     index_path: str | Path,
     split: str,
     out_run: str | Path,
@@ -128,6 +128,7 @@ def evaluate(
     split's query embeddings (a checkpoint's: ``query_embeddings``, written by its index job; the
     base model's are encoded here); writes the TREC run, per-query metrics and mean metrics. The
     store is searched shard by shard (``evaluation.index_factory`` per shard)."""
+    evaluation = Evaluation.of(evaluation)
     _, qrels = eval_tables(data_dir, split)
     query_ids = sorted(qrels["query_id"].unique())
     corpus = EmbeddingStore(index_path)
@@ -144,9 +145,7 @@ def evaluate(
         from opera.models import encoders
 
         model = encoders.load(encoder)
-        _, query_emb, encoded_at = _encode_eval_queries(
-            data_dir, encoder, model, split, evaluation["encode_batch_size"]
-        )
+        _, query_emb, encoded_at = _encode_eval_queries(data_dir, encoder, model, split, evaluation.encode_batch_size)
         trained_at = None
     else:
         raise StageError(f"evaluate: a checkpoint ({checkpoint}) comes with its index job's query embeddings")
@@ -155,13 +154,13 @@ def evaluate(
             f"{index_path}: embeddings of dimension {corpus.dim} differ from the queries' {query_emb.shape[1]} "
             f"({checkpoint or encoder.path}); recompute the index"
         )
-    scores, rows = corpus.search(query_emb, evaluation["top_k"], evaluation["index_factory"])
+    scores, rows = corpus.search(query_emb, evaluation.top_k, evaluation.index_factory)
     run = metrics.run_from_search(query_ids, doc_ids.at(rows), scores, rows)
     per_query, summary = metrics.evaluate(
         run,
         metrics.qrels_from_frame(qrels),
-        evaluation["cutoffs"],
-        evaluation["mrr_cutoff"],
+        evaluation.cutoffs,
+        evaluation.mrr_cutoff,
         measures=metrics.measures_on(evaluation),
     )
     metrics.write_trec_run(out_run, run, tag=f"opera-{run_meta.get('method', 'run')}")

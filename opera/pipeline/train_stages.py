@@ -161,7 +161,7 @@ def prune_and_finetune(
     """The prune, mine (for a method that mines after pruning) and finetune stages of one run, as the
     workflow chains them, from a resolved config and the score stage's folder (the CLI's finetune)."""
     from opera import methods
-    from opera.config import finetune_gpus, global_batch, method_params, model_settings, validation_of
+    from opera.config import finetune_gpus, global_batch, method_params, model_settings, scoring_of, validation_of
 
     settings = model_settings(config, model)
     params = method_params(config, method, model)
@@ -186,8 +186,8 @@ def prune_and_finetune(
             corpus_embeddings_path=score_dir / "corpus_embeddings",
             query_embeddings_path=score_dir / "train_query_embeddings.npy",
             mining=settings.mining,
-            judged_negatives_first=config["scoring"].get("judged_negatives_first", False),
-            negative_pool_cap=config["scoring"].get("negative_pool_cap"),
+            judged_negatives_first=scoring_of(config).judged_negatives_first,
+            negative_pool_cap=scoring_of(config).negative_pool_cap,
             out_negatives=prune_dir / "negatives.parquet",
         )
         pairs, negatives = prune_dir / "pairs.parquet", prune_dir / "negatives.parquet"

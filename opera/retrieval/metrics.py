@@ -86,10 +86,10 @@ MEASURES: dict[str, Measure] = {
 }
 
 
-def measures_on(switches: Mapping[str, object]) -> tuple[str, ...]:
+def measures_on(settings: object) -> tuple[str, ...]:
     """The registered measures an evaluation computes: those without a switch and those whose
-    switch is true in ``switches`` (the evaluation settings, as a mapping)."""
-    return tuple(m.name for m in MEASURES.values() if m.switch is None or switches.get(m.switch))
+    switch is true in ``settings`` (opera.settings.Evaluation, or a pool's PoolMetrics)."""
+    return tuple(m.name for m in MEASURES.values() if m.switch is None or getattr(settings, m.switch, False))
 
 
 def evaluate(

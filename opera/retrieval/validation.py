@@ -17,7 +17,6 @@ evaluation of each run's final checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -97,7 +96,7 @@ def score_pool(
         metrics.qrels_from_frame(judged),
         scoring.cutoffs,
         scoring.mrr_cutoff,
-        measures=metrics.measures_on(dataclasses.asdict(scoring)),
+        measures=metrics.measures_on(scoring),
     )
     return summary["metrics"]
 
