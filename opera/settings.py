@@ -172,7 +172,7 @@ class PoolSettings:
         return int(self.random)
 
 
-class _Block:
+class TypedBlock:
     """A config block as a frozen dataclass: :meth:`of` builds it from the resolved block (every
     key the schema fills in; lists become tuples) and passes an already typed one through."""
 
@@ -189,7 +189,7 @@ class _Block:
 
 
 @dataclass(frozen=True)
-class Evaluation(_Block):
+class Evaluation(TypedBlock):
     """The config's ``evaluation`` block (opera/schema.yaml describes each key)."""
 
     split: str
@@ -206,7 +206,7 @@ class Evaluation(_Block):
 
 
 @dataclass(frozen=True)
-class Scoring(_Block):
+class Scoring(TypedBlock):
     """The config's ``scoring`` block: how the base model scores pairs and builds the negative pool."""
 
     encode_batch_size: int
@@ -215,7 +215,7 @@ class Scoring(_Block):
 
 
 @dataclass(frozen=True)
-class Resources(_Block):
+class Resources(TypedBlock):
     """The config's ``resources`` block: the floor of every job's request (opera.cost sizes above it)."""
 
     threads: int

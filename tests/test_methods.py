@@ -80,3 +80,18 @@ def test_a_new_method_is_one_registry_entry(tmp_path):
     assert "/evaluate/scifact/all-MiniLM-L6-v2/sp_half/seed42/budget4/step4/metrics.json" in text
     # the stock registry does not know it
     assert "'sp_half' is not allowed" in dry_run(ROOT, tmp_path / "w2")
+
+
+def test_every_params_block_has_its_dataclass_with_the_schemas_keys():
+    """Pruners and samplers read method params as frozen dataclasses (opera.methods.params): the
+    schema's block and the dataclass name the same keys, and a block's defaults build it."""
+    import dataclasses
+
+    from opera.methods.params import PARAMS
+
+    blocks = _load_schema()["properties"]["method_params"]["properties"]
+    assert set(PARAMS) == set(blocks)
+    for name, cls in PARAMS.items():
+        assert {f.name for f in dataclasses.fields(cls)} == set(blocks[name]["properties"]), name
+        defaults = {key: spec.get("default") for key, spec in blocks[name]["properties"].items()}
+        assert dataclasses.asdict(cls.of(defaults)) == defaults, name

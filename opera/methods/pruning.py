@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from opera import methods
+from opera.methods.params import RandomParams, SpParams
 
 
 def n_kept(n_pairs: int, kept_pct: float) -> int:
@@ -43,11 +44,12 @@ def random_prune(pairs: pd.DataFrame, kept_pct: float, seed: int) -> pd.DataFram
 
 
 def _random_prune(pairs: pd.DataFrame, params: dict) -> pd.DataFrame:
-    return random_prune(pairs, params["kept_pct"], params["seed"])
+    typed = RandomParams.of(params)
+    return random_prune(pairs, typed.kept_pct, typed.seed)
 
 
 def _top_score_prune(pairs: pd.DataFrame, params: dict) -> pd.DataFrame:
-    return static_prune(pairs, params["kept_pct"])
+    return static_prune(pairs, SpParams.of(params).kept_pct)
 
 
 # pruner name -> function(pairs, method params) -> kept pairs

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from opera import methods
+from opera.methods.params import DpParams, InfoBatchParams
 
 
 def cosine_schedule(step: float, total: float, start: float, end: float) -> float:
@@ -247,7 +248,8 @@ class DynamicPruningSampler(Sampler):
         super().__init__(pairs, max_steps, seed, params)
         self.query_level = query_level
         self.doc_level = doc_level
-        n, r0, x0 = pairs.n_queries, params["r0"], params["x0"]
+        self.params = DpParams.of(params)
+        n, r0, x0 = pairs.n_queries, self.params.r0, self.params.x0
         self.n0 = max(1, int(round(n * (1 - r0) / x0 + r0 * n))) if query_level else n
         self.epoch_stats = {}
         self._tau_step = None
@@ -258,10 +260,10 @@ class DynamicPruningSampler(Sampler):
         return sums / np.diff(self.pairs.offsets)
 
     def strength(self, step: int) -> float:
-        return cosine_schedule(step, self.max_steps, self.params["x_start"], self.params["x_end"])
+        return cosine_schedule(step, self.max_steps, self.params.x_start, self.params.x_end)
 
     def cutoff(self, step: int) -> float:
-        return cosine_schedule(step, self.max_steps, self.params["c_start"], self.params["c_end"])
+        return cosine_schedule(step, self.max_steps, self.params.c_start, self.params.c_end)
 
     def new_epoch(self) -> list[tuple[int, float]]:
         if not self.query_level:
@@ -296,7 +298,7 @@ class DynamicPruningSampler(Sampler):
         if not self.doc_level:
             return None
         lo, hi = self.pairs.offsets[query], self.pairs.offsets[query + 1]
-        return np.where(self.scores[lo:hi] > self.tau(), self.params["doc_weight"], 1.0)
+        return np.where(self.scores[lo:hi] > self.tau(), self.params.doc_weight, 1.0)
 
     def learn(self, batch: Batch, pos_scores: np.ndarray, losses: np.ndarray) -> None:
         self.scores[batch.pairs] = pos_scores
@@ -324,15 +326,16 @@ class InfoBatchSampler(Sampler):
 
     def __init__(self, pairs: PairIndex, max_steps: int, seed: int, params: dict):
         super().__init__(pairs, max_steps, seed, params)
+        self.params = InfoBatchParams.of(params)
         self.losses = np.full(pairs.n_queries, np.inf)  # unseen queries count as not yet learned
         self.epoch_stats = {}
 
     def pruning_active(self) -> bool:
         """InfoBatch anneals: no pruning in the last (1 - delta) of training, unless annealing is off."""
-        return not self.params["anneal"] or self.step < self.params["delta"] * self.max_steps
+        return not self.params.anneal or self.step < self.params.delta * self.max_steps
 
     def new_epoch(self) -> list[tuple[int, float]]:
-        n, ratio = self.pairs.n_queries, self.params["prune_ratio"]
+        n, ratio = self.pairs.n_queries, self.params.prune_ratio
         order = self.rng.permutation(n)
         seen = np.isfinite(self.losses)
         if not self.pruning_active() or not seen.any():
