@@ -405,7 +405,7 @@ def _add_plan(subparsers) -> argparse.ArgumentParser:
         help="what the config's grid costs before submission: jobs, passages encoded, disk and GPU-hours",
         description="Print the grid's cost per dataset x model: jobs, passages encoded, bytes of corpus "
         "embeddings and checkpoints, peak disk with and without keeping per-checkpoint embeddings, and "
-        "GPU-hours, with the assumptions they rest on (opera/cost.py; config key `cost`). Offline: counts "
+        "GPU-hours, with the assumptions they rest on (opera/cost/; config key `cost`). Offline: counts "
         "come from the prepared data or ir_datasets' bundled metadata.",
     )
     _add_config(parser)

@@ -1,39 +1,20 @@
-"""What a config's grid costs before it is submitted: jobs, passages encoded, bytes and GPU-hours.
-
-Counts come from the prepared data where it exists, else from the source without reading it:
-ir_datasets' bundled metadata (``docs_count()``, ``queries_count()``), or the line count of a local
-file. Time comes from a throughput table: measured values from the config's ``cost.throughput``
-(``bench/gpu_check.sh`` prints them for a GPU) or, where none is given, a stated assumption: the
-model's FLOPs per passage or per training step at ``cost.utilization`` of the GPU's peak dense
-bf16 FLOP/s (the registry's ``gpus``). Every assumption is printed beside the plan.
-
-The same numbers size the workflow's resource requests (:func:`job_resources`), which grow with
-Snakemake's ``attempt`` on retries.
-"""
+"""The plan of a config's grid (`opera plan`): jobs, passages encoded, bytes and GPU-hours per
+dataset x model, and the learning curves priced exactly and on a validation pool."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import logging
-import math
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opera import io, methods
-
-# global_batch and global_batches are config's; workflow_scripts/download.py and prune.py read them
-# here, and editing a workflow script reruns its rule in every existing results folder
-from opera.config import (  # noqa: F401  (global_batches: re-exported for those scripts)
+from opera import methods
+from opera.config import (
     EvaluatedRun,
     eval_split,
     evaluation_of,
     finetune_gpus,
     global_batch,
-    global_batches,
     gpu_peak_tflops,
     grid,
     method_params,
@@ -41,164 +22,21 @@ from opera.config import (  # noqa: F401  (global_batches: re-exported for those
     resources_of,
     trained_methods,
 )
-from opera.data.sources import source_of
+from opera.cost.resources import job_resources
+from opera.cost.sizes import (
+    BYTES,
+    CHECKPOINT_BYTES_PER_PARAMETER,
+    DatasetSize,
+    dataset_size,
+    model_dimension,
+    model_parameters,
+    throughput,
+)
 from opera.methods import pruning
-from opera.preflight import local_model_folder
 from opera.settings import PoolSettings
 
 if TYPE_CHECKING:  # pandas is imported where a plan is printed, not when jobs are sized
     import pandas as pd
-
-
-# Parameters of the models the shipped configs name, for hub ids that are not on disk here
-# (a local model folder is counted from its safetensors header instead).
-KNOWN_PARAMETERS = {
-    "sentence-transformers/all-MiniLM-L6-v2": 22_713_216,
-    "BAAI/bge-large-en-v1.5": 335_141_888,
-    "Qwen/Qwen3-Embedding-0.6B": 595_776_512,
-}
-KNOWN_DIMENSIONS = {
-    "sentence-transformers/all-MiniLM-L6-v2": 384,
-    "BAAI/bge-large-en-v1.5": 1024,
-    "Qwen/Qwen3-Embedding-0.6B": 1024,
-}
-
-log = logging.getLogger(__name__)
-
-BYTES = {"float32": 4, "float16": 2}
-CHECKPOINT_BYTES_PER_PARAMETER = 4  # checkpoints are saved in float32
-
-
-class CostError(ValueError):
-    """A count or a model size the plan needs cannot be found offline; the message says what to set."""
-
-
-# --- sizes ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DatasetSize:
-    documents: int
-    eval_queries: int
-    source: str  # where the counts come from
-    eval_judgments: int | None = None  # (query, document) judgments of the evaluation split, where known
-
-
-# the workflow asks once per job; the answer only changes with the dataset's entry
-_SIZES: dict[tuple, DatasetSize] = {}
-
-
-def dataset_size(config: dict, name: str, eval_split: str) -> DatasetSize:
-    """Documents and evaluation queries of a configured dataset, offline (subsampling applied)."""
-    spec = config["datasets"][name]
-    key = (config["results_dir"], name, json.dumps(spec, sort_keys=True), eval_split)
-    if key not in _SIZES:
-        _SIZES[key] = _dataset_size(config["results_dir"], name, spec, eval_split)
-    return _SIZES[key]
-
-
-def _dataset_size(results_dir: str, name: str, spec: dict, eval_split: str) -> DatasetSize:
-    prepared = Path(results_dir) / "data" / name / "summary.json"
-    if prepared.is_file():
-        splits = io.read_json(prepared)["splits"]
-        split = splits.get(eval_split, {})
-        return DatasetSize(split.get("documents", 0), split.get("queries", 0), str(prepared), split.get("judged_pairs"))
-    counts = source_of(name, spec).counts(name, spec, eval_split)
-    if counts is None:
-        raise CostError(
-            f"dataset {name!r}: a {spec['source']['type']} source gives no count offline; prepare the dataset first"
-        )
-    docs, queries, judgments, where = counts.documents, counts.queries, counts.judgments, counts.where
-    if docs is None:
-        raise CostError(f"dataset {name!r}: its source gives no document count offline; prepare it first")
-    subsample = spec.get("subsample") or {}
-    if subsample.get("docs"):
-        docs = min(docs, subsample["docs"])
-    limit = (subsample.get("queries") or {}).get(eval_split)
-    if limit and queries and judgments:
-        judgments = round(judgments * min(1.0, limit / queries))  # the sampled queries' share of them
-    if limit:
-        queries = min(queries or limit, limit)
-    return DatasetSize(int(docs), int(queries or 0), where, judgments)
-
-
-def model_parameters(path: str) -> int:
-    """Parameters of a model: from the safetensors headers of a local folder, else the known table."""
-    folder = local_model_folder(path)
-    files = sorted(folder.rglob("*.safetensors")) if folder else []
-    if files:
-        total = 0
-        for file in files:
-            header = io.read_safetensors_header(file)
-            total += sum(math.prod(t["shape"]) for key, t in header.items() if key != "__metadata__")
-        return total
-    if path in KNOWN_PARAMETERS:
-        return KNOWN_PARAMETERS[path]
-    raise CostError(f"model {path!r}: not a local folder and not in opera.cost.KNOWN_PARAMETERS; set cost.throughput")
-
-
-# Where a transformers config.json gives the hidden size, by model family (BERT, Qwen and most
-# others; T5 and BART; DistilBERT; GPT-2): the embedding size under any of the poolings.
-DIMENSION_KEYS = ("hidden_size", "d_model", "dim", "n_embd")
-
-
-def model_dimension(path: str) -> int:
-    """The embedding size of a model: its config.json's hidden size, else the known table."""
-    folder = local_model_folder(path)
-    config = folder / "config.json" if folder else None
-    if config and config.is_file():
-        entry = io.read_json(config)
-        found = next((entry[key] for key in DIMENSION_KEYS if isinstance(entry.get(key), int)), None)
-        if found is None:
-            raise CostError(
-                f"{config}: no hidden size under any of {list(DIMENSION_KEYS)}; add its key to DIMENSION_KEYS"
-            )
-        return int(found)
-    if path in KNOWN_DIMENSIONS:
-        return KNOWN_DIMENSIONS[path]
-    raise CostError(
-        f"model {path!r}: its embedding size is unknown here (neither a local folder, nor in the local hub cache, "
-        "nor in opera.cost.KNOWN_DIMENSIONS); check the path's spelling, or download the model first"
-    )
-
-
-# --- throughput -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Throughput:
-    passages_per_s: float
-    steps_per_s: float
-    source: str
-
-
-def throughput(config: dict, model: str) -> Throughput:
-    """Passages encoded and training steps per second on one GPU of ``cost.gpu``: measured values
-    from ``cost.throughput.<model>`` where the config gives them, else the FLOP estimate."""
-    cost = config["cost"]
-    measured = cost["throughput"].get(model)
-    if measured:
-        return Throughput(measured["passages_per_s"], measured["steps_per_s"], "measured (config cost.throughput)")
-    settings = model_settings(config, model)
-    params = model_parameters(settings.encoder.path)
-    flops = gpu_peak_tflops()[cost["gpu"]] * 1e12 * cost["utilization"]
-    passage_flops = 2 * params * settings.encoder.passage_max_length  # forward pass, padded to the max length
-    tokens_per_step = settings.batch_size * (
-        settings.encoder.query_max_length + settings.group_size * settings.encoder.passage_max_length
-    )
-    # 2 params x tokens for a forward pass, 4 for its backward; gradient checkpointing forwards once
-    # more in the backward, and gradient caching once more before it (opera.training.gradcache)
-    passes = 6 + (2 if settings.gradient_checkpointing else 0) + (2 if settings.mini_batch_size else 0)
-    step_flops = params * tokens_per_step * passes
-    return Throughput(
-        flops / passage_flops,
-        flops / step_flops,
-        f"assumed: {params / 1e6:.0f}M parameters at {cost['utilization']:.0%} of {cost['gpu']} peak "
-        f"{gpu_peak_tflops()[cost['gpu']]} TFLOP/s",
-    )
-
-
-# --- the plan ---------------------------------------------------------------------------------------
 
 
 def _checkpoint_runs(runs: list[EvaluatedRun]) -> list[EvaluatedRun]:
@@ -437,70 +275,3 @@ def _curve_lines(config: dict) -> list[str]:
         f"({config['validation']['random']}), at most the corpus; the pool report (validation_pool.json) "
         "has the real size",
     ]
-
-
-# --- resources of one job ----------------------------------------------------------------------------
-
-
-def job_resources(config: dict, stage: str, dataset: str | None, model: str | None, attempt: int = 1) -> dict:
-    """mem_mb, runtime (minutes) and gpu of one job. The config's `resources` are the floor; the
-    plan raises them to what the job needs: a corpus-encoding job (score, index) takes as many GPUs
-    as bring its encoding under `resources.runtime`, at most `resources.encode_gpus`, and memory
-    for one shard per GPU. Memory and runtime are multiplied by ``attempt`` (a retry asks for more)."""
-    base = resources_of(config)
-    finetune = stage == "finetune"
-    mem = base.finetune_mem_mb if finetune else base.mem_mb
-    runtime = base.finetune_runtime if finetune else base.runtime
-    if stage in {"score", "index", "evaluate", "finetune"}:
-        return _model_job_resources(config, stage, dataset, model, mem, runtime, attempt)
-    return {"mem_mb": int(mem * attempt), "runtime": int(runtime * attempt), "gpu": 0}
-
-
-# datasets already warned about: the workflow sizes each job, and one line per dataset is enough
-_UNSIZED: set[str] = set()
-
-
-def _model_job_resources(
-    config: dict, stage: str, dataset: str, model: str, mem: int, runtime: int, attempt: int
-) -> dict:
-    """:func:`job_resources` of a job that loads the model."""
-    settings = model_settings(config, model)
-    try:
-        size = dataset_size(config, dataset, _eval_split(config, dataset))
-    except CostError as exc:  # a source counted only once prepared (hf, ir_datasets without metadata)
-        if dataset not in _UNSIZED:
-            log.warning("%s: its %s jobs ask for the config's resources until it is prepared", exc, stage)
-            _UNSIZED.add(dataset)
-        gpus = (finetune_gpus(config, model) if stage == "finetune" else 1) if resources_of(config).gpu else 0
-        return {"mem_mb": int(mem * attempt), "runtime": int(runtime * attempt), "gpu": gpus}
-    gpus = 0
-    if resources_of(config).gpu:
-        gpus, minutes = _gpu_time(config, stage, settings, size, model)
-        runtime = max(runtime, math.ceil(2 * minutes) + 15)  # twice the estimate, plus loading
-    shard = min(evaluation_of(config).shard_passages, size.documents)
-    try:
-        dim = model_dimension(settings.encoder.path)
-    except CostError as exc:  # sized while Snakemake schedules the job: name the key to fix
-        raise CostError(f"config key 'models.{model}.path': {exc}") from None
-    # per process: a shard's texts (~1 KB each), token ids (64 B a token as Python ints) and
-    # embeddings (3 copies); the model's weights and libraries in the 4 GB
-    per_passage = 1000 + 64 * settings.encoder.passage_max_length + 12 * dim
-    mem = max(mem, 4000 + max(gpus, 1) * (shard * per_passage // 2**20))
-    return {"mem_mb": int(mem * attempt), "runtime": int(runtime * attempt), "gpu": gpus}
-
-
-def _gpu_time(config: dict, stage: str, settings, size: DatasetSize, model: str) -> tuple[int, float]:
-    """(GPUs, estimated minutes) of one job on the throughput table's GPUs."""
-    base = resources_of(config)
-    speed = throughput(config, model)
-    if stage == "finetune":
-        return finetune_gpus(config, model), settings.max_steps / speed.steps_per_s / 60
-    if stage == "evaluate":  # exact search at ~1 TFLOP/s (faiss on one GPU does far better)
-        return 1, size.eval_queries * size.documents * model_dimension(settings.encoder.path) * 2 / 1e12 / 60
-    one_gpu = size.documents / speed.passages_per_s / 60
-    gpus = min(base.encode_gpus, max(1, math.ceil(2 * one_gpu / max(base.runtime - 15, 1))))
-    return gpus, one_gpu / gpus
-
-
-def _eval_split(config: dict, dataset: str) -> str:
-    return eval_split(config["datasets"][dataset], evaluation_of(config).split)
