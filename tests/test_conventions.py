@@ -161,3 +161,13 @@ def test_no_assert_is_a_conditional_expression():
             if isinstance(node, ast.Assert) and isinstance(node.test, ast.IfExp):
                 found.append(f"{path.name}:{node.lineno}")
     assert not found, f"asserts of a conditional expression (always true on one branch): {found}"
+
+
+def test_no_module_is_over_500_lines():
+    """A module past 500 lines holds more than one concern: split it along its seams (docs/design.md)."""
+    long = {
+        path.relative_to(ROOT).as_posix(): n
+        for path in sorted((ROOT / "opera").rglob("*.py"))
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 500
+    }
+    assert not long, long
