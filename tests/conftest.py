@@ -68,10 +68,19 @@ def smoke_run(tmp_path_factory) -> Path:
 # Session fixtures that run a stage or a workflow (tens of seconds to minutes): a test that asks for
 # one is in `make test`, not in `make test-fast`.
 SLOW_FIXTURES = {"smoke_run", "smoke_scored"}
+# Fixtures that run a whole workflow (minutes): every test that asks for one runs on the same
+# pytest-xdist worker (`--dist loadgroup`, as the Makefile runs the tests), so the workflow runs
+# once per session, not once per worker (test_model_families.py's families_run is module-scoped).
+WORKFLOW_GROUPS = ("smoke_run", "families_run")
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects: the marker must be there when it looks
+@pytest.hookimpl(tryfirst=True)  # before -m deselects and xdist's grouping: the markers must be there
 def pytest_collection_modifyitems(items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        for group in WORKFLOW_GROUPS:
+            if group in fixtures:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break

@@ -228,26 +228,31 @@ def test_a_validating_model_plans_one_pool_per_dataset_and_model(tmp_path):
 @pytest.mark.workflow
 def test_pool_validation_leaves_the_final_checkpoints_metrics_unchanged(smoke_run, tmp_path):
     """The smoke config with validate_every: the runs retrain (their train logs change), their
-    checkpoints' exact metrics are those of the run without validation, and the pool's curves,
-    time to quality and plot are written beside the exact tables."""
+    final checkpoints' exact metrics are those of the run without validation, and the pool's
+    curves, time to quality and plot are written beside the exact tables. eval_every 4: validated
+    at steps 2 and 4, evaluated exactly at step 4 only (step 2's weights: the in-process test above)."""
     workdir = tmp_path / "validated"
     shutil.copytree(smoke_run, workdir, symlinks=True)
     config = write_config(
         tmp_path / "validated.yaml",
         SMOKE,
-        model={"validate_every": 2},
+        model={"validate_every": 2, "eval_every": 4},
         methods=["pretrain", "basic", "dp"],
         validation={"candidates": 10, "random": 0.1},
     )
     planned = plan(workdir, config)
     assert planned["validation_pool"] == 1 and planned["finetune"] == 2 and "score" not in planned
+    assert planned["index"] == planned["evaluate"] == 2  # the final checkpoints, evaluated again
+    started = time.time()
     snakemake(workdir, config, "--cores", "2")
     before, after = results_dir(smoke_run, SMOKE), results_dir(workdir, SMOKE)
-    for metrics in sorted(before.glob("evaluate/*/*/*/metrics.json")):
-        run = metrics.relative_to(before)
-        if "sp" in run.parts[3]:
-            continue
-        assert json.loads((after / run).read_text())["metrics"] == json.loads(metrics.read_text())["metrics"], run
+    finals = [m.relative_to(before) for m in sorted(before.rglob("step4/metrics.json"))]
+    finals = [run for run in finals if run.parts[3] in ("basic", "dp")]
+    assert [run.parts[3] for run in finals] == ["basic", "dp"], finals
+    for run in finals:
+        assert (after / run).stat().st_mtime >= started, run  # written by this run, not the copy's
+        validated, plain = (json.loads((folder / run).read_text())["metrics"] for folder in (after, before))
+        assert validated == plain, run
     curves = pd.read_csv(after / "tables" / "validation.csv")
     assert sorted(set(curves["method"])) == ["basic", "dp", "pretrain"]
     assert sorted(curves.loc[curves["method"] == "dp", "step"]) == [2, 4]

@@ -170,6 +170,7 @@ def test_changing_a_method_parameter_reruns_only_that_method(smoke_run, tmp_path
 
 KILLED_STAGES = ("score", "finetune", "index", "evaluate")
 DP_RUN = "scifact/all-MiniLM-L6-v2/dp/seed42/budget4"
+RESUMED = "resuming dp from step 2"
 
 
 def _wait_for(what: str, ready, driver: subprocess.Popen, timeout: float = 600):
@@ -211,40 +212,44 @@ def _start(workdir: Path, config: Path, *args: str) -> subprocess.Popen:
         return subprocess.Popen(command, env=ENV, start_new_session=True, stdout=output, stderr=output)
 
 
-@pytest.mark.parametrize("orphan", [True, False], ids=["job-outlives-driver", "job-killed-with-driver"])
-def test_driver_killed_in_each_stage_then_recovered_gives_identical_metrics(smoke_run, tmp_path, orphan):
+def test_driver_killed_in_each_stage_then_recovered_gives_identical_metrics(smoke_run, tmp_path):
     """Snakemake SIGKILLed while a job of each stage runs (score, finetune after its first
-    checkpoint, index, evaluate), each time followed by the README's recovery (--unlock, then
-    --rerun-incomplete). With ``orphan`` only the driver dies and its job runs on, as a SLURM job
-    does: it is paused until the rerun's job of the same output is waiting for it, then let go, so
-    the two overlap every time. The dp run's metrics are byte-identical to the uninterrupted run's."""
+    checkpoint, index, evaluate), twice a stage, each time followed by the README's recovery
+    (--unlock, then --rerun-incomplete). First the whole job tree dies, as on a lost node (the
+    rerun's finetune job resumes from step 2); then only the driver dies and the rerun's job runs
+    on, as a SLURM job does: it is paused until the next rerun's job of the same output is waiting
+    for it, then let go, so the two overlap (the resumed finetune finishes the run, and the next
+    job publishes it). The dp run's metrics are byte-identical to the uninterrupted run's."""
     workdir = tmp_path / "killed"
     config = write_config(tmp_path / "dp.yaml", SMOKE, methods=["dp"], results_dir="results/dp")
     results = workdir / "results" / "dp"
     driver, paused = _start(workdir, config), []
     try:
         for stage in KILLED_STAGES:
-            log, pid = _wait_for(f"{stage} job", lambda stage=stage: _running_job(results, stage), driver)
-            if stage == "finetune":
-                _wait_for("a checkpoint", (results / "finetune_work" / DP_RUN / "step2").exists, driver)
-            if orphan:
-                os.kill(pid, signal.SIGSTOP)
-                paused.append(pid)
-                os.kill(driver.pid, signal.SIGKILL)
-            else:
-                os.killpg(driver.pid, signal.SIGKILL)  # the whole job tree, as a lost node would
-            driver.wait()
-            snakemake(workdir, config, "--unlock")  # README, "When things go wrong"
-            driver = _start(workdir, config, "--rerun-incomplete")
-            if orphan:
-                waiting = f"waiting for pid {pid} on host"
-                _wait_for(
-                    f"the rerun's {stage} job to wait",
-                    lambda log=log, w=waiting: log.exists() and w in log.read_text(),
-                    driver,
-                )
-                os.kill(pid, signal.SIGCONT)
-                paused.remove(pid)
+            for orphan in (False, True):
+                log, pid = _wait_for(f"{stage} job", lambda stage=stage: _running_job(results, stage), driver)
+                if stage == "finetune" and not orphan:
+                    _wait_for("a checkpoint", (results / "finetune_work" / DP_RUN / "step2").exists, driver)
+                elif stage == "finetune":  # the job of the last kill's rerun: it resumed the killed run
+                    _wait_for(RESUMED, lambda log=log: log.exists() and RESUMED in log.read_text(), driver)
+                if orphan:
+                    os.kill(pid, signal.SIGSTOP)
+                    paused.append(pid)
+                    os.kill(driver.pid, signal.SIGKILL)
+                else:
+                    os.killpg(driver.pid, signal.SIGKILL)  # the whole job tree, as a lost node would
+                driver.wait()
+                snakemake(workdir, config, "--unlock")  # README, "When things go wrong"
+                driver = _start(workdir, config, "--rerun-incomplete")
+                if orphan:
+                    waiting = f"waiting for pid {pid} on host"
+                    _wait_for(
+                        f"the rerun's {stage} job to wait",
+                        lambda log=log, w=waiting: log.exists() and w in log.read_text(),
+                        driver,
+                    )
+                    os.kill(pid, signal.SIGCONT)
+                    paused.remove(pid)
         assert driver.wait(timeout=900) == 0, (tmp_path / "driver.log").read_text()[-4000:]
     finally:  # a failed test leaves no paused job and no driver behind
         for pid in paused:
@@ -252,11 +257,9 @@ def test_driver_killed_in_each_stage_then_recovered_gives_identical_metrics(smok
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
 
+    # the orphan finished the resumed run, the rerun's job published it instead of training again
     finetune_log = (results / "logs" / "finetune" / f"{DP_RUN}.log").read_text()
-    if orphan:  # the orphan finished the run, the rerun's job published it instead of training again
-        assert "dp finished in" in finetune_log and "publishing it" in finetune_log
-    else:
-        assert "resuming dp from step 2" in finetune_log
+    assert "dp finished in" in finetune_log and "publishing it" in finetune_log
     first = results_dir(smoke_run, SMOKE) / "evaluate"
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.name in RUN_FILES and "/dp/" in str(p))
     assert len(files) == 2 * 3
