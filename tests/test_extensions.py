@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 from workflow_helpers import ENV, ROOT, SNAKEFILE, write_config
 
+from opera.config import ConfigError, load_config
+from opera.methods import sampling
+
 pytestmark = pytest.mark.slow  # each plans a DAG or runs Python in a copy of the project
 
 SMOKE = ROOT / "config" / "smoke.yaml"
@@ -107,8 +110,8 @@ def test_a_new_source_is_one_file(tmp_path):
     )
     splits = json.loads(summary)["splits"]
     assert (splits["train"]["queries"], splits["test"]["queries"], splits["test"]["documents"]) == (20, 20, 40)
-    # the stock package does not know the source: the key and the known kinds are named
-    assert "toy" in _dry_run(ROOT, config, tmp_path / "stock") and "hf" in _dry_run(ROOT, config, tmp_path / "stock")
+    with pytest.raises(ConfigError, match=r"datasets.toyset.source.type.*'toy' is not allowed.*'hf'"):
+        load_config(config)  # the stock package does not know the source: it names the key and the kinds
 
 
 TOY_SAMPLER = '''
@@ -129,8 +132,8 @@ SAMPLERS["toy"] = ToySampler
 
 def test_a_new_sampler_is_a_class_and_a_registry_entry_and_its_schedule_is_plotted(tmp_path):
     copy = _copy(tmp_path)
-    sampling = copy / "opera" / "methods" / "sampling.py"
-    sampling.write_text(sampling.read_text() + TOY_SAMPLER)
+    module = copy / "opera" / "methods" / "sampling.py"
+    module.write_text(module.read_text() + TOY_SAMPLER)
     _edit(
         copy / "opera" / "methods" / "registry.py",
         ")\n\nMETHODS",
@@ -141,9 +144,7 @@ def test_a_new_sampler_is_a_class_and_a_registry_entry_and_its_schedule_is_plott
     plan = _dry_run(copy, config, tmp_path / "work")
     assert "/finetune/scifact/all-MiniLM-L6-v2/toy/seed42/budget4" in plan, plan
     assert "scifact__all-MiniLM-L6-v2__schedules.png" in plan, plan  # planned: the sampler has a schedule
-    # basic alone has none: the stock config plans no schedules plot
-    stock = write_config(tmp_path / "stock.yaml", SMOKE, methods=["pretrain", "basic"])
-    assert "__schedules.png" not in _dry_run(ROOT, stock, tmp_path / "w2")
+    assert sampling.schedule_keys("basic") == ()  # alone, basic's uniform sampler would plan no such plot
     written = _python(
         copy,
         f"""
@@ -218,40 +219,34 @@ def test_a_new_model_family_is_a_registry_entry_and_a_pooling(tmp_path):
     copy = _copy(tmp_path)
     _edit(copy / "opera" / "settings.py", '"last": "lasttoken"}', '"last": "lasttoken", "max": "max"}')
     model = tmp_path / "tiny-distilbert"
-    _python(
+    entry = {"path": str(model), "pooling": "max", "query_max_length": 32, "passage_max_length": 64}
+    models = {"tiny-distilbert": {**yaml_model(SMOKE), **entry}}
+    config = write_config(tmp_path / "family.yaml", SMOKE, models=models, results_dir=str(tmp_path / "results"))
+    shape = _python(
         copy,
         f"""
         from pathlib import Path
         from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
-        from opera.models import tiny_models
+        from opera.config import load_config, model_settings
+        from opera.models import encoders, tiny_models
         bert = tiny_models.build("bert", Path({str(tmp_path / "bert")!r}), layout="transformers")
         tokenizer = AutoTokenizer.from_pretrained(bert)
-        config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, hidden_dim=64, n_layers=2, n_heads=2,
+        family = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, hidden_dim=64, n_layers=2, n_heads=2,
                                   max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
-        DistilBertModel(config).save_pretrained({str(model)!r})
+        DistilBertModel(family).save_pretrained({str(model)!r})
         tokenizer.save_pretrained({str(model)!r})
-        """,
-    )
-    entry = {"path": str(model), "pooling": "max", "query_max_length": 32, "passage_max_length": 64}
-    models = {"tiny-distilbert": {**yaml_model(SMOKE), **entry}}
-    config = write_config(tmp_path / "family.yaml", SMOKE, models=models, results_dir=str(tmp_path / "results"))
-    plan = _dry_run(copy, config, tmp_path / "work")
-    assert "/finetune/scifact/tiny-distilbert/basic/seed42/budget4" in plan, plan
-    shape = _python(
-        copy,
-        f"""
-        from opera.config import load_config, model_settings
-        from opera.models import encoders
         settings = model_settings(load_config({str(config)!r}), "tiny-distilbert")
-        model = encoders.load(settings.encoder, device="cpu")
-        pooling = model[1].get_config_dict()["pooling_mode"]
+        loaded = encoders.load(settings.encoder, device="cpu")
+        pooling = loaded[1].get_config_dict()["pooling_mode"]
         texts = ["a query", "another one"]
-        print(pooling, encoders.encode_side(model, settings.encoder, "query", texts, batch_size=2, desc="q").shape)
+        print(pooling, encoders.encode_side(loaded, settings.encoder, "query", texts, batch_size=2, desc="q").shape)
         """,
     )
     assert shape.split()[0] == "max" and "(2, 32)" in shape, shape
-    refused = _dry_run(ROOT, config, tmp_path / "stock")  # the stock package refuses it, naming the key
-    assert "pooling" in refused and "allowed values: ['mean', 'cls', 'last']" in refused, refused
+    plan = _dry_run(copy, config, tmp_path / "work")
+    assert "/finetune/scifact/tiny-distilbert/basic/seed42/budget4" in plan, plan
+    with pytest.raises(ConfigError, match=r"pooling.*allowed values: \['mean', 'cls', 'last'\]"):
+        load_config(config)  # the stock package refuses the pooling, naming the key
 
 
 def yaml_model(config: Path) -> dict:
