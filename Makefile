@@ -35,15 +35,15 @@ report: $(STAMP)
 check-reference: $(STAMP)
 	$(VENV)/bin/python -m opera.report.reference "$(RESULTS_DIR)"
 
-# Two workers (pytest-xdist). --dist loadgroup: the tests of one workflow fixture (the smoke run,
-# the two families' run) share a worker, so each workflow runs once (tests/conftest.py groups them).
+# Two workers (pytest-xdist); the workflow fixtures are built once and shared by both
+# (tests/workflow_helpers.py built_once).
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadgroup
+	$(VENV)/bin/python -m pytest -q -n 2
 
 # While editing: the tests that neither train, nor run a stage, a subprocess or Snakemake (markers
 # slow and workflow; tests/conftest.py marks the users of the stage fixtures). CI runs `make test`.
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadgroup -m "not slow and not workflow and not slurm"
+	$(VENV)/bin/python -m pytest -q -n 2 -m "not slow and not workflow and not slurm"
 
 # The smoke config through a one-node SLURM that the test starts and stops (tools/local_slurm.sh).
 test-slurm: $(STAMP)

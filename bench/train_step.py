@@ -26,6 +26,7 @@ import torch
 
 from opera import io, pipeline, training
 from opera.config import method_params, resolve_model, validate_config
+from opera.data import passage_texts, read_prepared
 from opera.methods.sampling import make_sampler
 from opera.models import encoders, precision
 from opera.settings import ModelSettings
@@ -78,14 +79,14 @@ def prepare_files(root: Path, settings: ModelSettings, docs: int, queries: int) 
 
 def training_data(root: Path) -> training.TrainingData:
     """What the trainer draws from, built from :func:`prepare_files`' folders."""
-    dataset = pipeline.data_mod.read_prepared(root / "data")
+    dataset = read_prepared(root / "data")
     pairs = io.load_table(root / "score" / "pairs.parquet")
     return training.TrainingData.build(
         pairs,
         pairs,
         io.load_table(root / "score" / "negatives.parquet"),
         dataset.queries,
-        dict(zip(dataset.corpus["doc_id"], pipeline.data_mod.passage_texts(dataset.corpus), strict=True)),
+        dict(zip(dataset.corpus["doc_id"], passage_texts(dataset.corpus), strict=True)),
     )
 
 

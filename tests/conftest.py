@@ -57,30 +57,20 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """The whole workflow on config/smoke.yaml, run once per test session (tests plan against it)."""
-    from workflow_helpers import snakemake
+    """The whole workflow on config/smoke.yaml, run once per test session and shared by the
+    pytest-xdist workers (tests plan against it, and copy it before they change it)."""
+    from workflow_helpers import built_once, snakemake
 
-    workdir = tmp_path_factory.mktemp("smoke_run")
-    snakemake(workdir, SMOKE, "--cores", "2")
-    return workdir
+    return built_once(tmp_path_factory, "smoke_run", lambda workdir: snakemake(workdir, SMOKE, "--cores", "2"))
 
 
 # Session fixtures that run a stage or a workflow (tens of seconds to minutes): a test that asks for
 # one is in `make test`, not in `make test-fast`.
 SLOW_FIXTURES = {"smoke_run", "smoke_scored"}
-# Fixtures that run a whole workflow (minutes): every test that asks for one runs on the same
-# pytest-xdist worker (`--dist loadgroup`, as the Makefile runs the tests), so the workflow runs
-# once per session, not once per worker (test_model_families.py's families_run is module-scoped).
-WORKFLOW_GROUPS = ("smoke_run", "families_run")
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects and xdist's grouping: the markers must be there
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: the marker must be there when it looks
 def pytest_collection_modifyitems(items):
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if SLOW_FIXTURES & fixtures:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        for group in WORKFLOW_GROUPS:
-            if group in fixtures:
-                item.add_marker(pytest.mark.xdist_group(group))
-                break

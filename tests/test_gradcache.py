@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from opera import io, pipeline, training
 from opera.config import ConfigError, global_batch, load_config, method_params, validate_config
+from opera.data import passage_texts, read_prepared
 from opera.methods.sampling import make_sampler
 from opera.models import encoders, tiny_models
 from opera.settings import ModelSettings
@@ -87,9 +88,9 @@ def _one_step(settings: ModelSettings, data: training.TrainingData):
 
 @pytest.fixture(scope="module")
 def data(smoke_scored) -> training.TrainingData:
-    dataset = pipeline.data_mod.read_prepared(smoke_scored / "data")
+    dataset = read_prepared(smoke_scored / "data")
     pairs = io.load_table(smoke_scored / "score/pairs.parquet")
-    corpus = dict(zip(dataset.corpus["doc_id"], pipeline.data_mod.passage_texts(dataset.corpus), strict=True))
+    corpus = dict(zip(dataset.corpus["doc_id"], passage_texts(dataset.corpus), strict=True))
     return training.TrainingData.build(
         pairs, pairs, io.load_table(smoke_scored / "score/negatives.parquet"), dataset.queries, corpus
     )

@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from workflow_helpers import ROOT, snakemake
+from workflow_helpers import ROOT, built_once, snakemake
 
 from opera import pipeline
 from opera.embedding_store import EmbeddingStore, StoreLayout
@@ -397,9 +397,13 @@ def test_checkpoint_modules_and_prompts_that_differ_from_the_config_are_warned(t
 
 @pytest.fixture(scope="module")
 def families_run(tiny, tmp_path_factory) -> Path:
-    """config/smoke_families.yaml run by Snakemake; returns its results folder."""
-    workdir = tmp_path_factory.mktemp("families_run")
-    snakemake(workdir, _stage_config(workdir, tiny), "--cores", "2")
+    """config/smoke_families.yaml run by Snakemake, once a session (shared by the xdist workers);
+    returns its results folder."""
+
+    def run(workdir: Path) -> None:
+        snakemake(workdir, _stage_config(workdir, tiny), "--cores", "2")
+
+    workdir = built_once(tmp_path_factory, "families_run", run)
     (tables,) = workdir.rglob("tables/results.csv")
     return tables.parent.parent
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from opera import io, pipeline, training
 from opera.config import load_config, method_params
+from opera.data import passage_texts, read_prepared
 from opera.models import encoders
 
 SMOKE_CONFIG = load_config(Path(__file__).resolve().parents[1] / "config" / "smoke.yaml")
@@ -84,14 +85,14 @@ def test_training_lowers_loss_on_a_fixed_batch(smoke_scored, settings):
     """Evaluate the InfoNCE loss on fixed batches (dropout off) before and after 8 steps."""
     strong = dataclasses.replace(settings, max_steps=8, eval_every=8, lr=1e-4, warmup_ratio=0.0)
     _finetune(smoke_scored, strong, "loss", method="basic")
-    dataset = pipeline.data_mod.read_prepared(smoke_scored / "data")
+    dataset = read_prepared(smoke_scored / "data")
     pairs = io.load_table(smoke_scored / "score/pairs.parquet")
     data = training.TrainingData.build(
         pairs,
         pairs,
         io.load_table(smoke_scored / "score/negatives.parquet"),
         dataset.queries,
-        dict(zip(dataset.corpus["doc_id"], pipeline.data_mod.passage_texts(dataset.corpus), strict=True)),
+        dict(zip(dataset.corpus["doc_id"], passage_texts(dataset.corpus), strict=True)),
     )
 
     def loss_of(path) -> float:
