@@ -8,7 +8,6 @@ that passed without its extension would fail.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -257,7 +256,6 @@ def yaml_model(config: Path) -> dict:
     return dict(entry)
 
 
-@pytest.mark.skipif(os.name != "posix", reason="POSIX paths")
 def test_the_design_page_names_each_extensions_files():
     design = (ROOT / "docs" / "design.md").read_text()
     section = design[design.index("## Extending") :]

@@ -10,6 +10,7 @@ prices a grid with.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -27,7 +28,7 @@ class SourceCounts:
     where: str  # where the counts come from
 
 
-class Source:
+class Source(ABC):
     """One kind of dataset source. A subclass sets ``type`` (the config's ``source.type``) and
     ``fields`` (the JSON schema of the other keys of its ``source`` block, merged into the config
     schema), and implements :meth:`read`; the others have defaults for a source with no local files."""
@@ -35,13 +36,14 @@ class Source:
     type: ClassVar[str]
     fields: ClassVar[dict] = {}
 
+    @abstractmethod
     def read(self, name: str, spec: dict, splits: list[str], options: dict) -> SourceTables:
         """Read and validate every record of dataset ``name`` (``spec`` is its resolved entry)."""
-        raise NotImplementedError
 
     def check(self, name: str, spec: dict) -> None:
         """Check offline, without reading records, what a dry run can know (files exist, ids are
         registered); a DataError names the config key (``datasets.<name>.source...``)."""
+        return None  # by default nothing is knowable before the read
 
     def files(self, name: str, spec: dict) -> list[str]:
         """The local files :meth:`read` reads: an edit of one reruns the download."""
