@@ -89,20 +89,12 @@ def _score_dir(config: dict, dataset: str, model: str) -> Path:
 
 def _score(config: dict, dataset: str, model: str) -> dict:
     from opera import pipeline
-    from opera.config import evaluation_of, model_settings, scoring_of
-    from opera.embedding_store import layout_of
+    from opera.pipeline.params import arguments
 
-    settings, scoring = model_settings(config, model), scoring_of(config)
     return pipeline.score(
         data_dir=_data(config, dataset),
-        encoder=settings.encoder,
-        mining=settings.mining,
-        encode_batch_size=scoring.encode_batch_size,
-        judged_negatives_first=scoring.judged_negatives_first,
-        negative_pool_cap=scoring.negative_pool_cap,
-        title_join=config["data"]["title_join"],
-        layout=layout_of(evaluation_of(config)),
         out_dir=_score_dir(config, dataset, model),
+        **arguments("score", config, {"dataset": dataset, "model": model}),
     )
 
 
@@ -110,24 +102,19 @@ def _validation_pool(config: dict, dataset: str, model: str) -> Path | None:
     """The pool a finetune run of ``model`` validates on (the workflow's validation_pool rule),
     built now if it is not there; None when the model has no validate_every."""
     from opera import pipeline
-    from opera.config import model_settings, validation_of
+    from opera.config import validation_of
+    from opera.pipeline.params import arguments
     from opera.retrieval import validation
-    from opera.settings import PoolSettings
 
-    how = validation_of(config, dataset, model)
-    if how is None:
+    if validation_of(config, dataset, model) is None:
         return None
     out = _score_dir(config, dataset, model)
     if not (out / validation.POOL_REPORT).is_file():
         pipeline.validation_pool(
             data_dir=_data(config, dataset),
             corpus_path=out / "corpus_embeddings",
-            encoder=model_settings(config, model).encoder,
-            split=how.split,
-            pool=PoolSettings.from_dict(config["validation"]),
-            scoring=how.scoring,
-            encode_batch_size=how.encode_batch_size,
             out_dir=out,
+            **arguments("validation_pool", config, {"dataset": dataset, "model": model}),
         )
     return out / validation.POOL_FILE
 
@@ -345,7 +332,7 @@ def _add_evaluate(subparsers) -> argparse.ArgumentParser:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from opera import pipeline
     from opera.config import eval_split, evaluation_of, model_settings
-    from opera.embedding_store import layout_of
+    from opera.pipeline.params import arguments
     from opera.preflight import model_path_problem
 
     config = load_config(args.config)
@@ -356,8 +343,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--checkpoint {args.checkpoint} is a finetune run; give one of its step folders: {folders}")
     if args.checkpoint and (problem := model_path_problem(args.checkpoint)):
         raise UsageError(f"--checkpoint: {problem}")
-    evaluation = evaluation_of(config)
-    split = eval_split(config["datasets"][dataset], args.split or evaluation.split)
+    job = {"dataset": dataset, "model": model}
+    split = eval_split(config["datasets"][dataset], args.split or evaluation_of(config).split)
     encoder = model_settings(config, model).encoder
     data = _data(config, dataset)
     weights = args.checkpoint or encoder.path
@@ -366,28 +353,27 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         pipeline.index(
             data_dir=data,
-            encoder=encoder,
             checkpoint=weights,
-            encode_batch_size=evaluation.encode_batch_size,
-            title_join=config["data"]["title_join"],
-            layout=layout_of(evaluation),
-            split=split,
             out_dir=Path(scratch) / "corpus_embeddings",
             out_queries=Path(scratch) / "query_embeddings.npy",
             published=pipeline.is_published_checkpoint(weights),  # a run's step folder: verified
+            **arguments("index", config, job, split=split),
         )
         record = pipeline.evaluate(
             data_dir=data,
-            encoder=encoder,
-            evaluation=evaluation,
             index_path=Path(scratch) / "corpus_embeddings",
-            split=split,
             out_run=out / "run.trec",
             out_per_query=out / "per_query.parquet",
             out_metrics=out / "metrics.json",
-            run_meta={"dataset": dataset, "model": model, "method": "cli", "checkpoint": args.checkpoint},
             checkpoint=weights,
             query_embeddings=Path(scratch) / "query_embeddings.npy",  # the index call's, as in the workflow
+            **arguments(
+                "evaluate",
+                config,
+                job,
+                split=split,
+                run_meta={"dataset": dataset, "model": model, "method": "cli", "checkpoint": args.checkpoint},
+            ),
         )
     print(f"{dataset} {split}, {model} ({args.checkpoint or encoder.path}), {record['n_queries']} queries")
     _print_table([("metric", "value")] + [(name, f"{value:.4f}") for name, value in record["metrics"].items()])

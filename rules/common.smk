@@ -1,19 +1,17 @@
 # Config validation, the grid, wildcard constraints and every path of the workflow.
-import dataclasses
 import re
 
 from snakemake.exceptions import WorkflowError
 
 from opera import config as opera_config
 from opera import cost as opera_cost
-from opera import embedding_store as opera_embedding_store
 from opera.report import html_tables as opera_html_tables
 from opera import data as opera_data
 from opera import methods as method_registry
 from opera import preflight
 from opera.methods import pruning as opera_pruning
 from opera.methods import sampling as opera_sampling
-from opera import settings as opera_settings
+from opera.pipeline import params as opera_params
 
 # Each config writes to its own folder (outputs, logs, benchmarks): results/<config file stem>
 # (results/config for the embedded default) unless it sets results_dir, so configs never overwrite
@@ -128,15 +126,13 @@ def plot_file(dataset, model, kind, ext):
 # --- params: what each job needs from the config, and nothing else (a change reruns the job) ------
 
 
-def encoder_params(wildcards):
-    """Only what changes embeddings: a change here reruns scoring, indexing and evaluation."""
-    return opera_config.model_settings(config, wildcards.model).encoder.to_dict()
-
-
-def model_digest(wildcards):
-    """The base model's content (opera.preflight.model_digest): a param of the jobs that load it, so
-    that replacing its weights or tokenizer in place reruns them and everything after."""
-    return preflight.model_digest(opera_config.model_settings(config, wildcards.model).encoder.path)
+def stage_params(stage):
+    """The stage's params, one wildcard function each, as opera/pipeline/params.py declares them
+    (the CLI reads the same table); a rule adds only its paths."""
+    return {
+        name: (lambda wildcards, name=name: opera_params.STAGES[stage][name].derive(config, wildcards))
+        for name in opera_params.STAGES[stage]
+    }
 
 
 def evaluated_run(wildcards):
@@ -158,15 +154,6 @@ def pair_subset(model, method, seed):
     """Which of the method's pair sets a run of ``seed`` trains on (opera.methods.pruning.subset)."""
     params = opera_pruning.run_params(method, opera_config.method_params(config, method, model), seed)
     return opera_pruning.subset(method, params)
-
-
-def prune_params(wildcards):
-    """What a prune job's pairs depend on: the method's params, and the seed its subset names."""
-    if not method_registry.get(wildcards.method).pruner:
-        return {}  # the others keep every pair
-    params = opera_config.method_params(config, wildcards.method, wildcards.model)
-    seed = opera_pruning.subset_seed(wildcards.subset)
-    return params if seed is None else {**params, "seed": seed}
 
 
 def mines_after_prune(wildcards):
@@ -197,10 +184,6 @@ def finetune_inputs(wildcards):
 # --- inputs and params of index ---
 
 
-# How corpus embeddings are cut and stored (opera.embedding_store.StoreLayout's fields).
-STORE_LAYOUT = dataclasses.asdict(opera_embedding_store.layout_of(opera_config.evaluation_of(config)))
-
-
 def corpus_store(path):
     """A checkpoint's corpus embeddings: a folder, deleted once evaluated unless the config keeps them."""
     return directory(path) if config["evaluation"]["keep_embeddings"] else temp(directory(path))
@@ -210,11 +193,6 @@ def query_embeddings(path):
     """A checkpoint's evaluation-query embeddings and their sidecar, kept as its corpus store is."""
     files = [path, *checksums(path)]
     return files if config["evaluation"]["keep_embeddings"] else [temp(f) for f in files]
-
-
-def eval_split(wildcards):
-    """The split a dataset is evaluated on."""
-    return opera_config.eval_split(config["datasets"][wildcards.dataset], config["evaluation"]["split"])
 
 
 def index_inputs(wildcards):
@@ -240,22 +218,6 @@ def evaluate_inputs(wildcards):
     inputs["queries"] = run_file("index", "query_embeddings.npy", wildcards.dataset, wildcards.model, wildcards.run)
     inputs["queries_checksum"] = checksums(inputs["queries"])  # a temp file lives while a job reads it
     return inputs
-
-
-def run_meta(wildcards):
-    run = evaluated_run(wildcards)
-    # max_steps tells a main run from a budget run; pretrain has neither (and must not rerun when it changes)
-    trains = method_registry.get(run.method).trains
-    max_steps = opera_config.model_settings(config, run.model).max_steps if trains else None
-    return {
-        "dataset": run.dataset,
-        "model": run.model,
-        "method": run.method,
-        "seed": run.seed,
-        "step": run.step or 0,
-        "budget": run.budget,
-        "max_steps": max_steps,
-    }
 
 
 # --- inputs and params of aggregate ---

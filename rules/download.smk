@@ -13,9 +13,6 @@ rule download:
         mem_mb=job_resource("download", "mem_mb"),
         runtime=job_resource("download", "runtime"),
     params:
-        name=lambda wc: wc.dataset,
-        spec=lambda wc: config["datasets"][wc.dataset],
-        # title_join changes encoding, not the prepared tables: it reruns score, not download
-        options={key: value for key, value in config["data"].items() if key != "title_join"},
+        **stage_params("download"),
     script:
         "../workflow_scripts/download.py"

@@ -17,11 +17,7 @@ rule evaluate:
         runtime=job_resource("evaluate", "runtime"),
         gpu=job_resource("evaluate", "gpu"),
     params:
-        encoder=encoder_params,
-        # whether checkpoint embeddings are kept changes no result
-        evaluation={k: v for k, v in config["evaluation"].items() if k != "keep_embeddings"},
-        split=eval_split,
-        run_meta=run_meta,
+        **stage_params("evaluate"),
         checkpoint=checkpoint_of,
     script:
         "../workflow_scripts/evaluate.py"

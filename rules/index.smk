@@ -17,11 +17,7 @@ rule index:
         runtime=job_resource("index", "runtime"),
         gpu=job_resource("index", "gpu"),
     params:
-        encoder=encoder_params,
-        layout=STORE_LAYOUT,
-        encode_batch_size=config["evaluation"]["encode_batch_size"],
-        title_join=config["data"]["title_join"],
-        split=eval_split,
+        **stage_params("index"),
         checkpoint=checkpoint_of,
     script:
         "../workflow_scripts/index.py"

@@ -18,8 +18,6 @@ rule mine:
         mem_mb=job_resource("mine", "mem_mb"),
         runtime=job_resource("mine", "runtime"),
     params:
-        mining=lambda wc: config["models"][wc.model]["mining"],
-        judged_negatives_first=config["scoring"]["judged_negatives_first"],
-        negative_pool_cap=config["scoring"]["negative_pool_cap"],
+        **stage_params("mine"),
     script:
         "../workflow_scripts/mine.py"

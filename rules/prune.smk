@@ -16,7 +16,6 @@ rule prune:
         mem_mb=job_resource("prune", "mem_mb"),
         runtime=job_resource("prune", "runtime"),
     params:
-        method=lambda wc: wc.method,
-        method_params=prune_params,
+        **stage_params("prune"),
     script:
         "../workflow_scripts/prune.py"

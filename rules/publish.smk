@@ -15,7 +15,6 @@ rule publish:
         mem_mb=job_resource("publish", "mem_mb"),
         runtime=job_resource("publish", "runtime"),
     params:
-        settings=lambda wc: {**opera_config.model_settings(config, wc.model).to_dict(), "max_steps": int(wc.budget)},
-        method_params=lambda wc: opera_config.method_params(config, wc.method, wc.model),
+        **stage_params("publish"),
     script:
         "../workflow_scripts/publish.py"

@@ -21,14 +21,7 @@ rule score:
         runtime=job_resource("score", "runtime"),
         gpu=job_resource("score", "gpu"),
     params:
-        encoder=encoder_params,
-        model_digest=model_digest,  # a rerun trigger: the base model's files, by content
-        layout=STORE_LAYOUT,
-        mining=lambda wc: config["models"][wc.model]["mining"],
-        encode_batch_size=config["scoring"]["encode_batch_size"],
-        judged_negatives_first=config["scoring"]["judged_negatives_first"],
-        negative_pool_cap=config["scoring"]["negative_pool_cap"],
-        title_join=config["data"]["title_join"],
+        **stage_params("score"),
     script:
         "../workflow_scripts/score.py"
 
@@ -52,12 +45,6 @@ rule validation_pool:
         runtime=job_resource("evaluate", "runtime"),
         gpu=job_resource("evaluate", "gpu"),
     params:
-        encoder=encoder_params,
-        model_digest=model_digest,  # a rerun trigger: the base model's files, by content
-        split=eval_split,
-        pool=config["validation"],
-        # only what pool metrics depend on (not, say, keep_embeddings): a change here reruns the training that validates
-        scoring=dataclasses.asdict(opera_settings.PoolMetrics.from_evaluation(config["evaluation"])),
-        encode_batch_size=config["evaluation"]["encode_batch_size"],
+        **stage_params("validation_pool"),
     script:
         "../workflow_scripts/validation_pool.py"

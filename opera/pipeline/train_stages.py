@@ -10,6 +10,7 @@ from opera import io
 from opera.errors import StageError
 from opera.methods import pruning
 from opera.pipeline.data_stages import mine, prune
+from opera.pipeline.params import arguments
 from opera.retrieval import validation as validation_mod
 from opera.settings import ModelSettings, Validation
 from opera.tracking import Tracking
@@ -159,36 +160,34 @@ def prune_and_finetune(
     pool_path: Path | None,
 ) -> None:
     """The prune, mine (for a method that mines after pruning) and finetune stages of one run, as the
-    workflow chains them, from a resolved config and the score stage's folder (the CLI's finetune)."""
-    from opera import methods
-    from opera.config import finetune_gpus, global_batch, method_params, model_settings, scoring_of, validation_of
+    workflow chains them, from a resolved config and the score stage's folder (the CLI's finetune).
+    Every argument that comes from the config is the workflow job's (opera.pipeline.params)."""
+    from opera.config import finetune_gpus, global_batch, method_params, model_settings, validation_of
 
-    settings = model_settings(config, model)
-    params = method_params(config, method, model)
-    prune_params = pruning.run_params(method, params, seed)  # a seeded pruner draws with the run's seed
-    prune_dir = prune_root / dataset / model / method / pruning.subset(method, prune_params)
+    max_steps = model_settings(config, model).max_steps
+    # a seeded pruner draws with the run's seed: its pair set is named by it (the prune job's subset)
+    subset = pruning.subset(method, pruning.run_params(method, method_params(config, method, model), seed))
+    run = {"dataset": dataset, "model": model, "method": method, "seed": seed, "budget": max_steps}
+    prune_dir = prune_root / dataset / model / method / subset
     prune(
         pairs_path=score_dir / "pairs.parquet",
-        method=method,
-        params=prune_params if methods.get(method).pruner else {},
         out_pairs=prune_dir / "pairs.parquet",
         out_report=prune_dir / "report.json",
         global_batch=global_batch(config, model),
         dataset=dataset,
         model=model,
+        **arguments("prune", config, run | {"subset": subset}),
     )
     pairs, negatives = score_dir / "pairs.parquet", score_dir / "negatives.parquet"
-    if params.get("mine_after_prune"):  # as the workflow's mine rule: negatives mined after pruning
+    if method_params(config, method, model).get("mine_after_prune"):  # as the workflow's mine rule
         mine(
             data_dir=data_dir,
             scored_pairs_path=pairs,
             kept_pairs_path=prune_dir / "pairs.parquet",
             corpus_embeddings_path=score_dir / "corpus_embeddings",
             query_embeddings_path=score_dir / "train_query_embeddings.npy",
-            mining=settings.mining,
-            judged_negatives_first=scoring_of(config).judged_negatives_first,
-            negative_pool_cap=scoring_of(config).negative_pool_cap,
             out_negatives=prune_dir / "negatives.parquet",
+            **arguments("mine", config, run),
         )
         pairs, negatives = prune_dir / "pairs.parquet", prune_dir / "negatives.parquet"
     finetune_job(  # as the workflow: the model's gpus when resources.gpu, one process per GPU
@@ -197,14 +196,10 @@ def prune_and_finetune(
         pairs_path=pairs,
         negatives_path=negatives,
         kept_pairs_path=prune_dir / "pairs.parquet",
-        settings=settings,
-        method=method,
-        method_params=params,
-        seed=seed,
-        title_join=config["data"]["title_join"],
         out_dir=out_dir,
         work_dir=work_dir,
-        tracking_settings=Tracking.for_run(config, dataset, model, method, seed, settings.max_steps),
+        tracking_settings=Tracking.for_run(config, dataset, model, method, seed, max_steps),
         validation=validation_of(config, dataset, model),
         pool_path=pool_path,
+        **arguments("finetune", config, run),
     )
