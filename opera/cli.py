@@ -89,7 +89,7 @@ def _score_dir(config: dict, dataset: str, model: str) -> Path:
 
 def _score(config: dict, dataset: str, model: str) -> dict:
     from opera import pipeline
-    from opera.pipeline.params import arguments
+    from opera.pipeline.stage_params import arguments
 
     return pipeline.score(
         data_dir=_data(config, dataset),
@@ -103,7 +103,7 @@ def _validation_pool(config: dict, dataset: str, model: str) -> Path | None:
     built now if it is not there; None when the model has no validate_every."""
     from opera import pipeline
     from opera.config import validation_of
-    from opera.pipeline.params import arguments
+    from opera.pipeline.stage_params import arguments
     from opera.retrieval import validation
 
     if validation_of(config, dataset, model) is None:
@@ -332,7 +332,7 @@ def _add_evaluate(subparsers) -> argparse.ArgumentParser:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from opera import pipeline
     from opera.config import eval_split, evaluation_of, model_settings
-    from opera.pipeline.params import arguments
+    from opera.pipeline.stage_params import arguments
     from opera.preflight import model_path_problem
 
     config = load_config(args.config)

@@ -11,7 +11,7 @@ from opera import methods as method_registry
 from opera import preflight
 from opera.methods import pruning as opera_pruning
 from opera.methods import sampling as opera_sampling
-from opera.pipeline import params as opera_params
+from opera.pipeline import stage_params as opera_stage_params
 
 # Each config writes to its own folder (outputs, logs, benchmarks): results/<config file stem>
 # (results/config for the embedded default) unless it sets results_dir, so configs never overwrite
@@ -127,11 +127,11 @@ def plot_file(dataset, model, kind, ext):
 
 
 def stage_params(stage):
-    """The stage's params, one wildcard function each, as opera/pipeline/params.py declares them
-    (the CLI reads the same table); a rule adds only its paths."""
+    """The stage's params, one wildcard function each, as opera/pipeline/stage_params.py declares
+    them (the CLI reads the same table); a rule adds only its paths."""
     return {
-        name: (lambda wildcards, name=name: opera_params.STAGES[stage][name].derive(config, wildcards))
-        for name in opera_params.STAGES[stage]
+        name: (lambda wildcards, name=name: opera_stage_params.STAGES[stage][name].derive(config, wildcards))
+        for name in opera_stage_params.STAGES[stage]
     }
 
 

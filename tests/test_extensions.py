@@ -268,7 +268,7 @@ def test_the_design_page_names_each_extensions_files():
         "opera/settings.py",
         "opera/registry.yaml",
         "opera/pipeline/",
-        "opera/pipeline/params.py",
+        "opera/pipeline/stage_params.py",
     ):
         assert f"`{path}" in section, path
         assert (ROOT / path).exists(), path

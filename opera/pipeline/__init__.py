@@ -7,7 +7,7 @@ these functions, and the ``opera`` CLI calls the same functions, so the library 
 without Snakemake. Process-wide job set-up (log files, threads, signals) is opera.job's.
 
 The modules group the stages: ``data_stages`` (download, score, validation_pool, prune, mine),
-``train_stages`` (finetune, publish), ``eval_stages`` (index, evaluate, aggregate). ``params``
+``train_stages`` (finetune, publish), ``eval_stages`` (index, evaluate, aggregate). ``stage_params``
 declares what each stage takes from the config, once, for the rules, the scripts and the CLI.
 """
 

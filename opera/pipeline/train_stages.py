@@ -10,7 +10,6 @@ from opera import io
 from opera.errors import StageError
 from opera.methods import pruning
 from opera.pipeline.data_stages import mine, prune
-from opera.pipeline.params import arguments
 from opera.retrieval import validation as validation_mod
 from opera.settings import ModelSettings, Validation
 from opera.tracking import Tracking
@@ -161,8 +160,9 @@ def prune_and_finetune(
 ) -> None:
     """The prune, mine (for a method that mines after pruning) and finetune stages of one run, as the
     workflow chains them, from a resolved config and the score stage's folder (the CLI's finetune).
-    Every argument that comes from the config is the workflow job's (opera.pipeline.params)."""
+    Every argument that comes from the config is the workflow job's (opera.pipeline.stage_params)."""
     from opera.config import finetune_gpus, global_batch, method_params, model_settings, validation_of
+    from opera.pipeline.stage_params import arguments  # the config's reader: not in every stage job
 
     max_steps = model_settings(config, model).max_steps
     # a seeded pruner draws with the run's seed: its pair set is named by it (the prune job's subset)

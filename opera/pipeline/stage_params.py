@@ -6,20 +6,22 @@ how the stage function takes it. Everything reads this table:
 
 - the rule: ``params: **stage_params("score")`` in rules/*.smk (rules/common.smk builds one
   wildcard function per parameter); Snakemake records the values, so a change reruns the job;
-- the workflow script passes each parameter to the stage function under its ``argument`` name
-  (tests/test_stage_params.py checks every script, rule and signature against this table);
+- the workflow script passes each parameter to the stage function under its ``argument`` name,
+  converting it as ``to_argument`` does (the scripts are not generated from this table: editing
+  one reruns every job of its rule in existing results folders);
 - the CLI and :func:`opera.pipeline.prune_and_finetune` call :func:`arguments`, so a command-line
   run takes the values a workflow job would.
 
-Paths (inputs, outputs, work folders, checkpoints) are not parameters: the rule's path helpers in
-rules/common.smk give them. Values are plain data, as Snakemake records them; ``typed`` turns one
-into what the stage function takes.
+tests/test_stage_params.py checks every rule, script and stage signature against this table, and
+the recorded values of the smoke config's jobs against a snapshot (a changed value reruns that
+stage in every existing results folder). Paths (inputs, outputs, work folders, checkpoints) are
+not parameters: the rule's path helpers in rules/common.smk give them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -36,15 +38,19 @@ from opera.settings import EncoderSettings, Evaluation, Mining, ModelSettings, P
 class Param:
     """One parameter of a stage.
 
-    ``derive(config, wildcards)`` gives its plain value; ``typed`` turns that into the stage
-    function's argument, named ``argument`` (the parameter's own name when empty). A parameter with
-    ``passed=False`` is a rerun trigger only: the rule records it, the stage function never sees it.
+    ``derive(config, wildcards)`` gives its plain value, as the rule records it (wildcards by
+    attribute: ``wildcards.model``); ``to_argument`` turns that into the stage function's argument,
+    named ``argument`` (the parameter's own name when empty). A ``trigger_only`` parameter is a
+    rerun trigger: the rule records it, the stage function never sees it.
     """
 
     derive: Callable[[dict, Any], Any]
-    typed: Callable[[Any], Any] = lambda value: value
+    to_argument: Callable[[Any], Any] = lambda value: value
     argument: str = ""
-    passed: bool = True
+    trigger_only: bool = False
+
+    def argument_name(self, name: str) -> str:
+        return self.argument or name
 
 
 # --- derivations shared by several stages ---
@@ -110,7 +116,7 @@ def _from(block: str, key: str) -> Param:
 
 
 _ENCODER = Param(_encoder, EncoderSettings.from_dict)
-_MODEL_DIGEST = Param(_model_digest, passed=False)
+_MODEL_DIGEST = Param(_model_digest, trigger_only=True)
 _LAYOUT = Param(_store_layout, lambda value: StoreLayout(**value))
 _MINING = Param(lambda config, wc: config["models"][wc.model]["mining"], lambda value: Mining(**value))
 _TITLE_JOIN = _from("data", "title_join")
@@ -192,22 +198,24 @@ STAGES: dict[str, dict[str, Param]] = {
 }
 
 
-def values(stage: str, config: dict, wildcards) -> dict[str, Any]:
-    """The stage's parameters for one job, as the rule records them (plain values)."""
-    return {name: param.derive(config, wildcards) for name, param in STAGES[stage].items()}
-
-
-def arguments(stage: str, config: dict, wildcards: dict, **chosen) -> dict[str, Any]:
-    """The stage function's keyword arguments that come from the config, typed, for the job that
-    ``wildcards`` names (``{"dataset": ..., "model": ...}``): what its workflow script would pass.
-    ``chosen`` gives an argument its own value instead (the CLI's ``--split``), derived from nothing."""
+def values(stage: str, config: dict, wildcards: Mapping[str, Any]) -> dict[str, Any]:
+    """The stage's parameters for the job that ``wildcards`` names (``{"dataset": ..., "model":
+    ...}``), as its rule records them: plain values, trigger-only ones included."""
     job = SimpleNamespace(**wildcards)
-    unknown = set(chosen) - {param.argument or name for name, param in STAGES[stage].items() if param.passed}
-    if unknown:
+    return {name: param.derive(config, job) for name, param in STAGES[stage].items()}
+
+
+def arguments(stage: str, config: dict, wildcards: Mapping[str, Any], **chosen) -> dict[str, Any]:
+    """The stage function's keyword arguments that come from the config, for the job that
+    ``wildcards`` names: what its workflow script would pass. A ``chosen`` argument is used as
+    given, neither derived nor converted (the CLI's ``--split``)."""
+    taken = {param.argument_name(name): param for name, param in STAGES[stage].items() if not param.trigger_only}
+    if unknown := set(chosen) - set(taken):
         raise TypeError(f"stage {stage!r} takes no argument {sorted(unknown)} from the config")
-    typed = {
-        param.argument or name: param.typed(param.derive(config, job))
-        for name, param in STAGES[stage].items()
-        if param.passed and (param.argument or name) not in chosen
+    job = SimpleNamespace(**wildcards)
+    derived = {
+        argument: param.to_argument(param.derive(config, job))
+        for argument, param in taken.items()
+        if argument not in chosen
     }
-    return typed | chosen
+    return derived | chosen
