@@ -15,7 +15,7 @@ RESULTS_DIR = $$($(VENV)/bin/python -m opera.preflight results-dir $(CONFIG))
 .PHONY: run test test-fast test-slurm lint report check-reference clean-results
 
 # --no-compile: pip would byte-compile every module of every package (88 s of a 2-core machine's
-# install); Python compiles the ones a job imports on first use instead (about 10 s, once).
+# install); $(BYTECODE) compiles the ones jobs and tests import instead (about 10 s, once).
 # -c constraints.txt: the exact tested versions (pyproject.toml itself declares compatible ranges).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -23,18 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/python -m pip install --quiet --no-compile -c constraints.txt -e '.[test,lint]'
 	touch $@
 
-# Bytecode for what jobs and tests import, written once (about 20 s). Where PYTHONDONTWRITEBYTECODE
-# is set (as on the machines CI runs on) Python never caches it, and each of the test suite's
-# hundreds of job and test processes would compile torch, transformers and sentence-transformers
-# from source again (sentence_transformers imports in 14 s instead of 6 s). The user's setting
-# stays in force everywhere else.
-WARM_IMPORTS := opera.cli, opera.pipeline, opera.training.loop, opera.report.aggregate, opera.report.plots, \
-	sentence_transformers, sentence_transformers.base.model_card, torch.distributed.nn.functional, \
-	torch.utils.tensorboard, tensorboard.backend.event_processing.event_accumulator, faiss, pytrec_eval, \
-	matplotlib.pyplot, scipy.stats, sklearn.metrics, datasets, ir_datasets, snakemake.api, snakemake.script, \
-	pytest, xdist
-$(BYTECODE): $(STAMP)
-	PYTHONDONTWRITEBYTECODE= $(VENV)/bin/python -c "import $(WARM_IMPORTS)"
+# Bytecode for what jobs and tests import, written once (tools/warm_bytecode.py says why: where
+# PYTHONDONTWRITEBYTECODE is set, every job and test process compiled torch and its kin again).
+$(BYTECODE): $(STAMP) tools/warm_bytecode.py
+	PYTHONDONTWRITEBYTECODE= $(VENV)/bin/python tools/warm_bytecode.py
 	touch $@
 
 run: $(BYTECODE)
