@@ -15,7 +15,7 @@ RESULTS_DIR = $$($(VENV)/bin/python -m opera.preflight results-dir $(CONFIG))
 .PHONY: run test test-fast test-slurm lint report check-reference clean-results
 
 # --no-compile: pip would byte-compile every module of every package (88 s of a 2-core machine's
-# install); $(BYTECODE) compiles the ones jobs and tests import instead (about 10 s, once).
+# install); $(BYTECODE) compiles the ones jobs and tests import instead (about 15 s, once).
 # -c constraints.txt: the exact tested versions (pyproject.toml itself declares compatible ranges).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -152,8 +152,7 @@ def checkpoint_of(wildcards):
 
 def pair_subset(model, method, seed):
     """Which of the method's pair sets a run of ``seed`` trains on (opera.methods.pruning.subset)."""
-    params = opera_pruning.run_params(method, opera_config.method_params(config, method, model), seed)
-    return opera_pruning.subset(method, params)
+    return opera_pruning.run_subset(method, opera_config.method_params(config, method, model), seed)
 
 
 def mines_after_prune(wildcards):

@@ -147,11 +147,6 @@ def curve_plans(config: dict, variants: dict[str, dict] | None = None) -> pd.Dat
     return pd.concat(frames, ignore_index=True)
 
 
-def _pair_subset(config: dict, model: str, method: str, seed: int) -> str:
-    """The pair set a run trains on (opera.methods.pruning.subset): one per seed for a seeded pruner."""
-    return pruning.subset(method, pruning.run_params(method, method_params(config, method, model), seed))
-
-
 def job_counts(config: dict) -> Counter:
     """Jobs per stage, as the workflow plans them (the DAG's own count is `snakemake -n`)."""
     runs = grid(config)
@@ -159,7 +154,10 @@ def job_counts(config: dict) -> Counter:
     counts = Counter()
     counts["download"] = len(config["datasets"])
     counts["score"] = len(config["datasets"]) * len(config["models"])
-    pruned = {(r.dataset, r.model, r.method, _pair_subset(config, r.model, r.method, r.seed)) for r in trained}
+    pruned = {
+        (r.dataset, r.model, r.method, pruning.run_subset(r.method, method_params(config, r.method, r.model), r.seed))
+        for r in trained
+    }
     counts["prune"] = len(pruned)
     counts["mine"] = sum(
         1 for _, model, method, _ in pruned if method_params(config, method, model).get("mine_after_prune")

@@ -72,6 +72,11 @@ def subset(method: str, params: dict) -> str:
     return f"seed{params['seed']}" if methods.get(method).pruner in SEEDED else "all"
 
 
+def run_subset(method: str, params: dict, run_seed: int) -> str:
+    """The pair set a run of ``run_seed`` trains on: :func:`subset` of its :func:`run_params`."""
+    return subset(method, run_params(method, params, run_seed))
+
+
 def subset_seed(name: str) -> int | None:
     """The seed a :func:`subset` name was drawn with (None for ``all``)."""
     return int(name.removeprefix("seed")) if name.startswith("seed") else None

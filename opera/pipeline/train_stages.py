@@ -164,9 +164,9 @@ def prune_and_finetune(
     from opera.config import finetune_gpus, global_batch, method_params, model_settings, validation_of
     from opera.pipeline.stage_params import arguments  # the config's reader: not in every stage job
 
-    max_steps = model_settings(config, model).max_steps
+    max_steps, params = model_settings(config, model).max_steps, method_params(config, method, model)
     # a seeded pruner draws with the run's seed: its pair set is named by it (the prune job's subset)
-    subset = pruning.subset(method, pruning.run_params(method, method_params(config, method, model), seed))
+    subset = pruning.run_subset(method, params, seed)
     run = {"dataset": dataset, "model": model, "method": method, "seed": seed, "budget": max_steps}
     prune_dir = prune_root / dataset / model / method / subset
     prune(
@@ -179,7 +179,7 @@ def prune_and_finetune(
         **arguments("prune", config, run | {"subset": subset}),
     )
     pairs, negatives = score_dir / "pairs.parquet", score_dir / "negatives.parquet"
-    if method_params(config, method, model).get("mine_after_prune"):  # as the workflow's mine rule
+    if params.get("mine_after_prune"):  # as the workflow's mine rule
         mine(
             data_dir=data_dir,
             scored_pairs_path=pairs,
